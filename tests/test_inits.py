@@ -1,0 +1,91 @@
+"""Sampler checks for every scheme: variance, bounds, symmetry, orthogonality, keys."""
+import math
+
+import numpy as np
+import pytest
+
+import winit_sim as ws
+
+FI, FO = 300, 200
+
+
+def _sample(init, fi=FI, fo=FO, **kw):
+    return ws.sample_weights(init, fi, fo, **kw)
+
+
+@pytest.mark.parametrize("init, var", [
+    ("normal", 1.0), ("normal:std=0.05", 0.0025), (("normal", {"std": 0.05}), 0.0025),
+    ("small", 1e-4), ("large", 1.0), ("uniform:bound=0.5", 0.25 / 3),
+    ("xavier_uniform", 2 / (FI + FO)), ("glorot_uniform", 2 / (FI + FO)),
+    ("xavier_normal", 2 / (FI + FO)), ("glorot_normal:gain=2", 8 / (FI + FO)),
+    ("he_uniform", 2 / FI), ("kaiming_uniform:mode=fan_out", 2 / FO),
+    ("he_normal", 2 / FI), ("kaiming_normal:mode=fan_out", 2 / FO),
+    ("lecun_uniform", 1 / FI), ("lecun_normal", 1 / FI), ("orthogonal", 1 / FI),
+])
+def test_variance_matches_theory(init, var):
+    assert ws.weight_variance(init, FI, FO) == pytest.approx(var, rel=1e-12)
+    w = _sample(init)
+    assert w.shape == (FO, FI)
+    n = w.size
+    # sample variance of n draws: relative standard error sqrt(2/n) (normal) or less (uniform)
+    assert w.var() == pytest.approx(var, rel=6 * math.sqrt(2 / n))
+    assert abs(w.mean()) < 6 * math.sqrt(var / n)
+
+
+@pytest.mark.parametrize("init, bound", [
+    ("uniform:bound=0.5", 0.5), ("xavier_uniform", math.sqrt(6 / (FI + FO))),
+    ("he_uniform", math.sqrt(6 / FI)), ("lecun_uniform", math.sqrt(3 / FI)),
+])
+def test_uniform_bounds_and_symmetry(init, bound):
+    w = _sample(init)
+    assert np.abs(w).max() <= bound
+    assert np.abs(w).max() > 0.999 * bound
+    # symmetric about 0: as many positive as negative entries, flat histogram
+    assert abs(np.mean(w > 0) - 0.5) < 5 * 0.5 / math.sqrt(w.size)
+    hist, _ = np.histogram(w, bins=10, range=(-bound, bound))
+    assert np.all(np.abs(hist / w.size - 0.1) < 5 * math.sqrt(0.09 / w.size))
+
+
+def test_normal_shape_of_distribution():
+    w = _sample("normal", fi=1000, fo=1000).ravel()
+    # kurtosis 3, skew 0, tail mass beyond 3 sigma = 0.0027 (checks the ziggurat's tail)
+    assert np.mean(w ** 4) == pytest.approx(3.0, abs=0.05)
+    assert abs(np.mean(w ** 3)) < 0.01
+    assert np.mean(np.abs(w) > 3) == pytest.approx(0.0026998, rel=0.05)
+    assert np.abs(w).max() > 4.5
+
+
+@pytest.mark.parametrize("fi, fo", [(300, 200), (200, 300), (64, 64)])
+def test_orthogonal_like_torch(fi, fo):
+    w = ws.sample_weights("orthogonal:gain=2", fi, fo)
+    if fo >= fi:  # columns orthonormal
+        np.testing.assert_allclose(w.T @ w, 4 * np.eye(fi), atol=1e-10)
+    else:         # rows orthonormal
+        np.testing.assert_allclose(w @ w.T, 4 * np.eye(fo), atol=1e-10)
+
+
+def test_constant_and_zeros():
+    assert np.all(_sample("zeros") == 0)
+    assert np.all(_sample("constant") == 0.1)
+    assert np.all(_sample("constant:value=-2") == -2)
+    assert ws.weight_variance("constant", 3, 4) == 0.0
+
+
+def test_keys_and_dtypes():
+    a = _sample("he_normal", seed=1, layer=2)
+    assert np.array_equal(a, _sample("he_normal", seed=1, layer=2))
+    assert not np.array_equal(a, _sample("he_normal", seed=1, layer=3))
+    assert not np.array_equal(a, _sample("he_normal", seed=2, layer=2))
+    assert not np.array_equal(a, _sample("he_normal", seed=1, layer=2, trial=1))
+    f32 = _sample("he_normal", seed=1, layer=2, dtype="float32")
+    assert f32.dtype == np.float32 and np.array_equal(f32, a.astype(np.float32))
+    # layers and trials are independent streams: no correlation
+    b = _sample("normal", seed=1, layer=3).ravel()
+    assert abs(np.corrcoef(_sample("normal", seed=1, layer=2).ravel(), b)[0, 1]) < 0.02
+
+
+def test_canonical_specs():
+    spec = ws.INITS.resolve("kaiming_normal:mode=fan_out")
+    assert spec.canonical() == "he_normal:mode=fan_out"
+    assert ws.INITS.resolve(("normal", {"std": 0.05})).canonical() == "normal:std=0.05"
+    assert ws.INITS.resolve("he_normal").canonical() == "he_normal"

@@ -1,0 +1,73 @@
+"""Kernels against the slow NumPy reference, to ~1e-10 relative, float64."""
+import numpy as np
+import pytest
+
+import winit_sim as ws
+from winit_sim import _rng
+from winit_sim.activations import resolve_activation, sup_dphi
+
+from naive import reference_stats
+
+ACTS = ["linear", "relu", "leaky_relu:slope=0.2", "tanh", "sigmoid", "gelu", "silu",
+        "elu:alpha=0.7", "selu"]
+
+
+def _net(widths, rng, bias=True, batch=5):
+    ws_ = [rng.standard_normal((widths[i + 1], widths[i])) * 1.3 / np.sqrt(widths[i])
+           for i in range(len(widths) - 1)]
+    bs = [0.3 * rng.standard_normal(n) for n in widths[1:]] if bias else None
+    x = rng.standard_normal((batch, widths[0]))
+    g = rng.standard_normal((batch, widths[-1]))
+    return ws_, x, g, bs
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_propagate_matches_reference(act, bias):
+    rng = np.random.default_rng(1)
+    # non-uniform widths; batch 5 vs widths 3..40 exercises both weight-grad routes
+    widths = [7, 40, 3, 25, 25, 9]
+    w, x, g, b = _net(widths, rng, bias)
+    got = ws.propagate(w, x, act, grad_output=g, biases=b)
+    ref = reference_stats(w, x, act, g, b, sup_dphi(resolve_activation(act)))
+    assert list(got["layer"]) == [1, 2, 3, 4, 5]
+    assert list(got["fan_in"]) == widths[:-1] and list(got["fan_out"]) == widths[1:]
+    for l, row in enumerate(ref):
+        for col, want in row.items():
+            np.testing.assert_allclose(got[col].iloc[l], want, rtol=1e-10, atol=1e-13,
+                                       err_msg=f"{act} layer {l + 1} {col}")
+
+
+@pytest.mark.parametrize("seg", [1, 2, 5])
+def test_checkpoint_segments_are_bit_identical(seg):
+    full = ws.simulate(16, 12, activation="tanh", init="xavier_normal", batch=4, trials=2,
+                       bias_std=0.1)
+    part = ws.simulate(16, 12, activation="tanh", init="xavier_normal", batch=4, trials=2,
+                       bias_std=0.1, segment_layers=seg)
+    assert full.equals(part)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
+def test_simulate_equals_propagate_on_sampled_weights(act):
+    """simulate's weights are exactly sample_weights(...); its input and gradient are N(0, 1)."""
+    widths = [6, 11, 8, 5]
+    sim = ws.simulate(widths=widths, activation=act, init="lecun_normal", batch=3, seed=7,
+                      trials=2)
+    for trial in range(2):
+        w = [ws.sample_weights("lecun_normal", widths[i], widths[i + 1], seed=7, trial=trial,
+                               layer=i + 1) for i in range(3)]
+        forward = sim[sim.trial == trial]
+        x = np.empty((3, 6))
+        _rng.fill_normal(np.uint64(_rng.stream_key(7, trial, 0, _rng.STREAM_INPUT)), x, 1.0)
+        g = np.empty((3, 5))
+        _rng.fill_normal(np.uint64(_rng.stream_key(7, trial, 0, _rng.STREAM_GRAD)), g, 1.0)
+        ref = ws.propagate(w, x, act, grad_output=g)
+        cols = [c for c in ref.columns if c != "trial"]
+        np.testing.assert_array_equal(forward[cols].to_numpy(), ref[cols].to_numpy())
+
+
+def test_float32_close_to_float64():
+    a = ws.simulate(64, 6, activation="tanh", init="xavier_uniform", batch=8)
+    b = ws.simulate(64, 6, activation="tanh", init="xavier_uniform", batch=8, dtype="float32")
+    for col in ["log10_pre_q", "log10_post_q", "log10_grad_q", "log10_wgrad_q"]:
+        np.testing.assert_allclose(b[col], a[col], atol=1e-4)

@@ -1,0 +1,169 @@
+"""Counter-based, keyed random numbers for the kernels.
+
+Every random number is a pure function of a key and a counter: the key mixes
+(seed, trial, layer, stream) and the counter is the element's flat index. So the
+result never depends on the thread count or on the order in which rows are
+filled, and layer ``l`` of a depth-D net is layer ``l`` of any deeper net.
+
+The bit generator is the SplitMix64 output function applied to ``key + c * gamma``
+(a counter-based use of SplitMix64). Normals come from a 256-layer ziggurat
+(Marsaglia & Tsang 2000) whose fast path takes the layer index from the low
+8 bits and the uniform from the top 53 bits, so the two never overlap; the rare
+rejections draw more bits by re-hashing the same word, which keeps every value
+a function of (key, counter) alone.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange, uint64
+
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
+
+# stream ids: one per kind of random quantity
+STREAM_WEIGHT = 1
+STREAM_BIAS = 2
+STREAM_INPUT = 3
+STREAM_GRAD = 4
+
+_CHUNK = 512  # elements hashed per vectorised batch
+
+
+def _ziggurat_tables(layers=256, r=3.6541528853610088, v=0.00492867323399):
+    """Layer edges X and density values F of the 256-layer normal ziggurat."""
+    f = lambda x: math.exp(-0.5 * x * x)  # noqa: E731
+    x = np.zeros(layers + 1)
+    x[0] = v / f(r)
+    x[1] = r
+    for i in range(2, layers):
+        x[i] = math.sqrt(-2.0 * math.log(v / x[i - 1] + f(x[i - 1])))
+    x[layers] = 0.0
+    return x, np.exp(-0.5 * x * x), r
+
+
+ZIG_X, ZIG_F, ZIG_R = _ziggurat_tables()
+ZIG_XNEXT = ZIG_X[1:].copy()  # acceptance edge of each layer, for the fast path
+
+
+@njit(inline="always")
+def mix64(z):
+    """SplitMix64 finaliser: a bijective avalanche mix of a 64-bit word."""
+    z = (z ^ (z >> uint64(30))) * _M1
+    z = (z ^ (z >> uint64(27))) * _M2
+    return z ^ (z >> uint64(31))
+
+
+@njit(cache=True)
+def stream_key(seed, trial, layer, stream):
+    """Key of one random stream, mixing (seed, trial, layer, stream)."""
+    k = mix64(uint64(seed) + GAMMA)
+    k = mix64(k ^ mix64(uint64(trial) * _M1 + uint64(0x632BE59BD9B4E019)))
+    k = mix64(k ^ mix64(uint64(layer) * _M2 + uint64(0x8CB92BA72F3D8DD7)))
+    k = mix64(k ^ mix64(uint64(stream) * GAMMA + uint64(0x2545F4914F6CDD1D)))
+    return k
+
+
+@njit(inline="always")
+def _bits(key, counter):
+    return mix64(key + (counter + uint64(1)) * GAMMA)
+
+
+@njit(inline="always")
+def _unit(bits):
+    """Uniform in [0, 1) from the top 53 bits."""
+    return np.float64(np.int64(bits >> uint64(11))) * _TO_UNIT
+
+
+@njit
+def _normal_slow(bits, zx, zf):
+    """Full ziggurat from a first word ``bits`` (fast path, wedges, tail)."""
+    while True:
+        i = np.int64(bits & uint64(255))
+        u = 2.0 * _unit(bits) - 1.0
+        x = u * zx[i]
+        if abs(x) < zx[i + 1]:
+            return x
+        if i == 0:  # tail beyond R (Marsaglia's method)
+            while True:
+                bits = mix64(bits + GAMMA)
+                u1 = _unit(bits) + _TO_UNIT
+                bits = mix64(bits + GAMMA)
+                u2 = _unit(bits) + _TO_UNIT
+                xt = -math.log(u1) / ZIG_R
+                yt = -math.log(u2)
+                if 2.0 * yt >= xt * xt:
+                    return ZIG_R + xt if u > 0.0 else -(ZIG_R + xt)
+        bits = mix64(bits + GAMMA)
+        if zf[i + 1] + (zf[i] - zf[i + 1]) * _unit(bits) < math.exp(-0.5 * x * x):
+            return x
+        bits = mix64(bits + GAMMA)
+
+
+@njit(cache=True)
+def _hash_block(key, first, bits):
+    # separate loop so LLVM vectorises the 64-bit multiplies
+    for c in range(bits.size):
+        bits[c] = _bits(key, first + uint64(c))
+
+
+@njit(cache=True, fastmath=True)
+def _ziggurat_fast(bits, out, scale, reject, zx, zxn):
+    # branch-free fast path (about 99% of draws); reject marks the others
+    for c in range(bits.size):
+        w = bits[c]
+        i = np.int32(w & uint64(255))
+        x = (2.0 * _unit(w) - 1.0) * zx[i]
+        out[c] = scale * x
+        reject[c] = np.uint8(abs(x) >= zxn[i])
+
+
+@njit
+def _fill_normal_row(key, first, row, scale, bits, reject, zx, zxn, zf):
+    """row[c] = scale * N(0,1) drawn at counter first + c."""
+    n = row.size
+    for c0 in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - c0)
+        b = bits[:m]
+        _hash_block(key, first + uint64(c0), b)
+        _ziggurat_fast(b, row[c0:c0 + m], scale, reject, zx, zxn)
+        nrej = 0
+        for c in range(m):
+            nrej += reject[c]
+        if nrej:
+            for c in range(m):
+                if reject[c]:
+                    row[c0 + c] = scale * _normal_slow(b[c], zx, zf)
+
+
+@njit
+def _fill_uniform_row(key, first, row, bound, bits):
+    """row[c] = U[-bound, bound) drawn at counter first + c."""
+    n = row.size
+    for c0 in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - c0)
+        b = bits[:m]
+        _hash_block(key, first + uint64(c0), b)
+        for c in range(m):
+            row[c0 + c] = bound * (2.0 * _unit(b[c]) - 1.0)
+
+
+@njit(parallel=True, cache=True)
+def fill_normal(key, out, scale):
+    """Fill a 2-D array with scale * N(0, 1); element (r, c) uses counter r*cols + c."""
+    rows, cols = out.shape
+    for r in prange(rows):
+        bits = np.empty(_CHUNK, np.uint64)
+        reject = np.empty(_CHUNK, np.uint8)
+        _fill_normal_row(key, uint64(r) * uint64(cols), out[r], scale, bits, reject,
+                         ZIG_X, ZIG_XNEXT, ZIG_F)
+
+
+@njit(parallel=True, cache=True)
+def fill_uniform(key, out, bound):
+    """Fill a 2-D array with U[-bound, bound); element (r, c) uses counter r*cols + c."""
+    rows, cols = out.shape
+    for r in prange(rows):
+        bits = np.empty(_CHUNK, np.uint64)
+        _fill_uniform_row(key, uint64(r) * uint64(cols), out[r], bound, bits)

@@ -1,0 +1,131 @@
+"""Parsing of ``"name:key=value,..."`` and ``(name, {key: value})`` specs.
+
+Init schemes and activations share this syntax; each registry entry declares
+its parameters with defaults, and parsing checks names, values and ranges so a
+bad spec fails here with a clear message, never inside a kernel.
+"""
+from dataclasses import dataclass, field
+import math
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a registry entry.
+
+    ``choices`` makes it a string parameter; otherwise it is a float that must
+    be finite and at least ``minimum`` (when given).
+    """
+    default: object
+    minimum: float | None = None
+    choices: tuple = ()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registry entry: canonical name, aliases, and declared parameters."""
+    name: str
+    params: dict = field(default_factory=dict)
+    aliases: tuple = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A resolved spec: the registry entry and a full parameter dict."""
+    entry: Entry
+    params: dict
+
+    @property
+    def name(self):
+        return self.entry.name
+
+    def canonical(self):
+        """Canonical string: the name plus every parameter that differs from its default."""
+        extra = [f"{k}={_fmt(v)}" for k, v in sorted(self.params.items())
+                 if v != self.entry.params[k].default]
+        return self.name + (":" + ",".join(extra) if extra else "")
+
+    def __str__(self):
+        return self.canonical()
+
+
+def _fmt(v):
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+class Registry:
+    """Name -> Entry lookup with aliases, used for inits and activations."""
+
+    def __init__(self, kind, entries):
+        self.kind = kind
+        self.entries = {e.name: e for e in entries}
+        self._lookup = {}
+        for e in entries:
+            for n in (e.name,) + e.aliases:
+                self._lookup[n] = e
+
+    def names(self):
+        return list(self.entries)
+
+    def choices(self):
+        parts = []
+        for e in self.entries.values():
+            parts.append(e.name + (f" [{', '.join(e.aliases)}]" if e.aliases else ""))
+        return ", ".join(parts)
+
+    def resolve(self, spec):
+        """Turn a string, ``(name, params)`` tuple or Spec into a validated Spec."""
+        if isinstance(spec, Spec):
+            return spec
+        if isinstance(spec, str):
+            name, _, rest = spec.partition(":")
+            name = name.strip()
+            given = {}
+            if rest.strip():
+                for item in rest.split(","):
+                    key, eq, value = item.partition("=")
+                    if not eq or not key.strip():
+                        raise ValueError(
+                            f"bad {self.kind} parameter {item!r} in {spec!r}: "
+                            f"expected key=value, as in 'he_normal:mode=fan_out'")
+                    given[key.strip()] = value.strip()
+        elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+            name, given = spec[0], spec[1]
+            if given is None:
+                given = {}
+            if not isinstance(given, dict):
+                raise TypeError(f"{self.kind} parameters must be a dict, got {type(given).__name__}")
+        else:
+            raise TypeError(f"{self.kind} must be a name string like 'relu' or a "
+                            f"(name, params) tuple, got {spec!r}")
+        entry = self._lookup.get(name.lower())
+        if entry is None:
+            raise ValueError(f"unknown {self.kind} {name!r}; valid choices: {self.choices()}")
+        params = {k: p.default for k, p in entry.params.items()}
+        for key, value in given.items():
+            if key not in entry.params:
+                valid = ", ".join(entry.params) or "none"
+                raise ValueError(f"unknown parameter {key!r} for {self.kind} {entry.name!r}; "
+                                 f"valid parameters: {valid}")
+            params[key] = _check_value(self.kind, entry.name, key, entry.params[key], value)
+        return Spec(entry, params)
+
+
+def _check_value(kind, name, key, param, value):
+    where = f"{kind} {name!r} parameter {key!r}"
+    if param.choices:
+        if value not in param.choices:
+            raise ValueError(f"{where} must be one of {', '.join(param.choices)}, got {value!r}")
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"{where} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{where} must be finite, got {value!r}")
+    if param.minimum is not None and v < param.minimum:
+        raise ValueError(f"{where} must be >= {param.minimum:g}, got {v:g}"
+                         + (" (negative)" if v < 0 else ""))
+    return v
