@@ -26,11 +26,14 @@ import numpy as np
 from numba import njit, prange
 
 from . import _rng
-from .activations import HOMOGENEOUS, SIGMOID, _dphi, _phi, _phi_large, _phi_small
+from .activations import RELU, SIGMOID, _phi_dphi, _phi_large, _phi_small
 from .inits import fill_weights
 
 T_SAFE = 200.0  # |natural log-scale| up to which phi is evaluated on the true value
 LN10 = math.log(10.0)
+# reassociation lets LLVM vectorise the per-row sums; the order is still fixed by
+# the code (never by the thread count), so results stay deterministic
+_FAST = {"reassoc", "contract", "nsz"}
 
 STAT_COLUMNS = ("pre_mean", "pre_var", "log10_pre_q", "log10_post_q", "frac_zero",
                 "frac_saturated", "unit_var_ratio", "log10_grad_q", "log10_wgrad_q")
@@ -53,7 +56,7 @@ def _affine_rows(h, alpha, bias, beta):
             h[r, j] = alpha * h[r, j] + beta * bias[j]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=_FAST)
 def _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs):
     """y = phi(h_true) relative to the layer's output scale, d = phi'(h_true); row sums in rs.
 
@@ -65,9 +68,29 @@ def _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs):
     rows, n = h.shape
     c = math.exp(t) if regime == _DIRECT else 1.0
     for r in prange(rows):
+        hr, yr, dr = h[r], y[r], d[r]
+        # the regime (and for relu the activation) is fixed per layer: test it
+        # outside the element loops so they stay branch-light
+        if regime == _HOMOG and a == RELU:
+            for j in range(n):
+                v = np.float64(hr[j])
+                yr[j] = v if v > 0.0 else 0.0
+                dr[j] = 1.0 if v > 0.0 else 0.0
+        elif regime == _HOMOG or regime == _DIRECT:
+            for j in range(n):
+                yr[j], dr[j] = _phi_dphi(a, p, c * np.float64(hr[j]))
+        elif regime == _SMALL:
+            for j in range(n):
+                yr[j], dr[j] = _phi_small(a, p, np.float64(hr[j]))
+                if a == SIGMOID:
+                    yr[j] = 0.5
+        else:
+            for j in range(n):
+                grow, bounded, dr[j] = _phi_large(a, p, np.float64(hr[j]))
+                yr[j] = grow if regime == _LARGE_GROWING else bounded
         s = 0.0
         for j in range(n):
-            s += h[r, j]
+            s += hr[j]
         mean = s / n
         sq = 0.0
         m2 = 0.0
@@ -75,27 +98,12 @@ def _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs):
         zeros = 0
         sat = 0
         for j in range(n):
-            v = np.float64(h[r, j])
+            v = np.float64(hr[j])
             sq += v * v
             m2 += (v - mean) * (v - mean)
-            if regime == _DIRECT:
-                yv = _phi(a, p, c * v)
-                dv = _dphi(a, p, c * v)
-            elif regime == _HOMOG:
-                yv = _phi(a, p, v)
-                dv = _dphi(a, p, v)
-            elif regime == _SMALL:
-                yv, dv = _phi_small(a, p, v)
-                if a == SIGMOID:
-                    yv = 0.5
-            else:
-                grow, bounded, dv = _phi_large(a, p, v)
-                yv = grow if regime == _LARGE_GROWING else bounded
-            y[r, j] = yv
-            d[r, j] = dv
-            ysq += yv * yv
-            zeros += yv == 0.0
-            sat += abs(dv) < sat_thr
+            ysq += yr[j] * yr[j]
+            zeros += yr[j] == 0.0
+            sat += abs(dr[j]) < sat_thr
         rs[r, _RS_SUM] = s
         rs[r, _RS_SQ] = sq
         rs[r, _RS_M2] = m2
@@ -113,7 +121,7 @@ def _scale_into(src, c, dst):
             dst[r, j] = c * src[r, j]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=_FAST)
 def _product_rows(p, d, out, rowsq):
     """out = p * d elementwise; rowsq[r] = sum of out[r]^2 in float64."""
     rows, n = p.shape
@@ -126,7 +134,7 @@ def _product_rows(p, d, out, rowsq):
         rowsq[r] = acc
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=_FAST)
 def _row_sumsq(m, rowsq):
     rows, n = m.shape
     for r in prange(rows):

@@ -6,9 +6,9 @@ result never depends on the thread count or on the order in which rows are
 filled, and layer ``l`` of a depth-D net is layer ``l`` of any deeper net.
 
 The bit generator is the SplitMix64 output function applied to ``key + c * gamma``
-(a counter-based use of SplitMix64). Normals come from a 256-layer ziggurat
+(a counter-based use of SplitMix64). Normals come from a 1024-layer ziggurat
 (Marsaglia & Tsang 2000) whose fast path takes the layer index from the low
-8 bits and the uniform from the top 53 bits, so the two never overlap; the rare
+10 bits and the uniform from the top 53 bits, so the two never overlap; the rare
 rejections draw more bits by re-hashing the same word, which keeps every value
 a function of (key, counter) alone.
 """
@@ -31,9 +31,32 @@ STREAM_GRAD = 4
 _CHUNK = 512  # elements hashed per vectorised batch
 
 
-def _ziggurat_tables(layers=256, r=3.6541528853610088, v=0.00492867323399):
-    """Layer edges X and density values F of the 256-layer normal ziggurat."""
+def _ziggurat_tables(layers):
+    """Layer edges X, density values F and tail start R of a ``layers``-layer normal ziggurat.
+
+    R is found by bisection so that the layers (equal areas v) close exactly at
+    x = 0 (Marsaglia & Tsang's construction; for 256 layers R = 3.6541528853610088).
+    """
     f = lambda x: math.exp(-0.5 * x * x)  # noqa: E731
+
+    def area(r):  # rectangle r*f(r) plus the tail beyond r
+        return r * f(r) + math.sqrt(math.pi / 2.0) * math.erfc(r / math.sqrt(2.0))
+
+    def closing(r):  # > 1: the layers reach the top too early (r too small)
+        v, x = area(r), r
+        for i in range(1, layers - 1):
+            y = v / x + f(x)
+            if y >= 1.0:
+                return 1.0 + (layers - 1 - i)
+            x = math.sqrt(-2.0 * math.log(y))
+        return v / x + f(x)
+
+    lo, hi = 2.0, 6.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if closing(mid) > 1.0 else (lo, mid)
+    r = 0.5 * (lo + hi)
+    v = area(r)
     x = np.zeros(layers + 1)
     x[0] = v / f(r)
     x[1] = r
@@ -43,7 +66,10 @@ def _ziggurat_tables(layers=256, r=3.6541528853610088, v=0.00492867323399):
     return x, np.exp(-0.5 * x * x), r
 
 
-ZIG_X, ZIG_F, ZIG_R = _ziggurat_tables()
+# 1024 layers: the branch-free fast path accepts 99.6% of draws (256 layers: 98.6%)
+ZIG_LAYERS = 1024
+ZIG_X, ZIG_F, ZIG_R = _ziggurat_tables(ZIG_LAYERS)
+_ZIG_MASK = np.uint64(ZIG_LAYERS - 1)
 ZIG_XNEXT = ZIG_X[1:].copy()  # acceptance edge of each layer, for the fast path
 
 
@@ -80,7 +106,7 @@ def _unit(bits):
 def _normal_slow(bits, zx, zf):
     """Full ziggurat from a first word ``bits`` (fast path, wedges, tail)."""
     while True:
-        i = np.int64(bits & uint64(255))
+        i = np.int64(bits & _ZIG_MASK)
         u = 2.0 * _unit(bits) - 1.0
         x = u * zx[i]
         if abs(x) < zx[i + 1]:
@@ -113,7 +139,7 @@ def _ziggurat_fast(bits, out, scale, reject, zx, zxn):
     # branch-free fast path (about 99% of draws); reject marks the others
     for c in range(bits.size):
         w = bits[c]
-        i = np.int32(w & uint64(255))
+        i = np.int32(w & _ZIG_MASK)
         x = (2.0 * _unit(w) - 1.0) * zx[i]
         out[c] = scale * x
         reject[c] = np.uint8(abs(x) >= zxn[i])

@@ -43,7 +43,7 @@ def activation_code(spec):
     return _CODES[spec.name], float(p.get("slope", p.get("alpha", 0.0)))
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _sigmoid(h):
     if h >= 0.0:
         return 1.0 / (1.0 + math.exp(-h))
@@ -51,7 +51,7 @@ def _sigmoid(h):
     return e / (1.0 + e)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _phi(a, p, h):
     """phi(h) in float64; ``a`` is the code, ``p`` its parameter (slope or alpha)."""
     if a == LINEAR:
@@ -73,7 +73,7 @@ def _phi(a, p, h):
     return SELU_LAMBDA * (h if h > 0.0 else SELU_ALPHA * math.expm1(h))
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _dphi(a, p, h):
     """phi'(h); at the kink of relu/leaky_relu/elu the left derivative (h = 0 -> h <= 0)."""
     if a == LINEAR:
@@ -98,7 +98,28 @@ def _dphi(a, p, h):
     return SELU_LAMBDA * (1.0 if h > 0.0 else SELU_ALPHA * math.exp(h))
 
 
-@njit(cache=True)
+@njit(inline="always")
+def _phi_dphi(a, p, h):
+    """(phi(h), phi'(h)) sharing one transcendental evaluation."""
+    if a == RELU:
+        return (h, 1.0) if h > 0.0 else (0.0, 0.0)
+    if a == LINEAR:
+        return h, 1.0
+    if a == LEAKY_RELU:
+        return (h, 1.0) if h > 0.0 else (p * h, p)
+    if a == TANH:
+        t = math.tanh(h)
+        return t, 1.0 - t * t
+    if a == SIGMOID:
+        sg = _sigmoid(h)
+        return sg, sg * (1.0 - sg)
+    if a == SILU:
+        sg = _sigmoid(h)
+        return h * sg, sg * (1.0 + h * (1.0 - sg))
+    return _phi(a, p, h), _dphi(a, p, h)
+
+
+@njit(inline="always")
 def _phi_large(a, p, h):
     """Limit of phi(c h) as c -> inf, split as (growing part / c, bounded part, phi')."""
     pos = h > 0.0
@@ -115,7 +136,7 @@ def _phi_large(a, p, h):
         (0.0 if pos or h == 0.0 else -SELU_LAMBDA * SELU_ALPHA), (SELU_LAMBDA if pos else 0.0)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _phi_small(a, p, h):
     """Limit of (phi(c h) - phi(0)) / c as c -> 0, and phi' there: (value, phi')."""
     if a == TANH:

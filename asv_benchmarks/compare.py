@@ -1,0 +1,70 @@
+"""Medians of winit_sim against NumPy and PyTorch loops doing the same work, one run.
+
+Usage: python asv_benchmarks/compare.py [--repeat 7]
+Prints a table: case, median seconds per implementation, speed-up of winit_sim.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "benchmarks"))
+from baselines import numpy_loop, torch_loop  # noqa: E402
+
+import winit_sim as ws  # noqa: E402
+
+
+def median_time(fn, repeat):
+    fn()  # warm-up (JIT, caches)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def peak_rss_of(code):
+    """Peak resident memory (MiB) of a fresh process running ``code``.
+
+    Read from VmHWM, which exec resets (ru_maxrss is inherited from the forking parent).
+    """
+    out = subprocess.run([sys.executable, "-c", code + "\nprint([l for l in open("
+                          "'/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(2)
+    print("width 1024, depth 100, relu/he_normal, float32, forward+backward; median of",
+          args.repeat)
+    print(f"{'batch':>6} {'winit_sim s':>12} {'numpy s':>10} {'torch s':>10} "
+          f"{'x numpy':>8} {'x torch':>8}")
+    for batch in (16, 256):
+        sim = median_time(lambda: ws.simulate(1024, 100, activation="relu", init="he_normal",
+                                              batch=batch, dtype="float32"), args.repeat)
+        npy = median_time(lambda: numpy_loop(1024, 100, batch, np.float32), args.repeat)
+        trc = median_time(lambda: torch_loop(1024, 100, batch, np.float32), args.repeat)
+        print(f"{batch:>6} {sim:>12.3f} {npy:>10.3f} {trc:>10.3f} {npy / sim:>8.2f} "
+              f"{trc / sim:>8.2f}")
+    t = time.perf_counter()
+    ws.simulate(1024, 10000, activation="relu", init="he_normal", batch=16)
+    dt = time.perf_counter() - t
+    base = peak_rss_of("import winit_sim as ws; ws.simulate(8, 2)")
+    deep = peak_rss_of("import winit_sim as ws; "
+                       "ws.simulate(1024, 10000, activation='relu', init='he_normal', batch=16)")
+    print(f"depth 10000, width 1024, batch 16, float64: {dt:.1f} s, peak RSS {deep:.0f} MiB "
+          f"(process after import + tiny run: {base:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
