@@ -49,7 +49,11 @@ def test_checkpoint_segments_are_bit_identical(seg):
 
 @pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
 def test_simulate_equals_propagate_on_sampled_weights(act):
-    """simulate's weights are exactly sample_weights(...); its input and gradient are N(0, 1)."""
+    """simulate's weights are exactly sample_weights(...); its input and gradient are N(0, 1).
+
+    simulate samples the weights inside its products at this batch size (see
+    test_fused_products) and propagate uses BLAS, so they agree to rounding.
+    """
     widths = [6, 11, 8, 5]
     sim = ws.simulate(widths=widths, activation=act, init="lecun_normal", batch=3, seed=7,
                       trials=2)
@@ -63,7 +67,7 @@ def test_simulate_equals_propagate_on_sampled_weights(act):
         _rng.fill_normal(np.uint64(_rng.stream_key(7, trial, 0, _rng.STREAM_GRAD)), g, 1.0)
         ref = ws.propagate(w, x, act, grad_output=g)
         cols = [c for c in ref.columns if c != "trial"]
-        np.testing.assert_array_equal(forward[cols].to_numpy(), ref[cols].to_numpy())
+        np.testing.assert_allclose(forward[cols].to_numpy(), ref[cols].to_numpy(), rtol=1e-12)
 
 
 def test_float32_close_to_float64():
@@ -71,3 +75,27 @@ def test_float32_close_to_float64():
     b = ws.simulate(64, 6, activation="tanh", init="xavier_uniform", batch=8, dtype="float32")
     for col in ["log10_pre_q", "log10_post_q", "log10_grad_q", "log10_wgrad_q"]:
         np.testing.assert_allclose(b[col], a[col], atol=1e-4)
+
+
+@pytest.mark.parametrize("init", ["he_normal", "xavier_uniform"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n_in, n_out", [(37, 300), (300, 37), (129, 129)])
+def test_fused_products(init, dtype, n_in, n_out):
+    """Products with on-the-fly weights equal x @ W.T and delta @ W for W = sample_weights."""
+    from winit_sim import _fused
+    from winit_sim.inits import layer_sampler
+
+    kind, scale = layer_sampler(init, n_in, n_out)
+    key = np.uint64(_rng.stream_key(3, 1, 4, _rng.STREAM_WEIGHT))
+    w = ws.sample_weights(init, n_in, n_out, seed=3, trial=1, layer=4, dtype=dtype)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, n_in)).astype(dtype)
+    d = rng.standard_normal((5, n_out)).astype(dtype)
+    h = np.empty((5, n_out), dtype)
+    p = np.empty((5, n_in), dtype)
+    _fused.times_weights_t(kind, scale, key, x, h)
+    _fused.times_weights(kind, scale, key, d, p)
+    tol = 1e-12 if dtype == "float64" else 1e-4
+    w64 = w.astype(np.float64)
+    np.testing.assert_allclose(h, x.astype(np.float64) @ w64.T, rtol=tol, atol=tol)
+    np.testing.assert_allclose(p, d.astype(np.float64) @ w64, rtol=tol, atol=tol)

@@ -25,12 +25,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import _rng
+from . import _fused, _rng
 from .activations import RELU, SIGMOID, _phi_dphi, _phi_large, _phi_small
-from .inits import fill_weights
+from .inits import KIND_NORMAL, KIND_UNIFORM, fill_weights
 
 T_SAFE = 200.0  # |natural log-scale| up to which phi is evaluated on the true value
 LN10 = math.log(10.0)
+FUSED_MAX_BATCH = 64  # batches up to this sample W on the fly (no BLAS); measured crossover
 # reassociation lets LLVM vectorise the per-row sums; the order is still fixed by
 # the code (never by the thread count), so results stay deterministic
 _FAST = {"reassoc", "contract", "nsz"}
@@ -169,11 +170,23 @@ def _scaled(value, log_scale):
 
 
 @njit(cache=True)
+def _use_fused(rows, kind, w_given):
+    """Sample W on the fly for small batches of the elementwise kinds (a shape test only)."""
+    return rows <= FUSED_MAX_BATCH and w_given.size == 0 and \
+        (kind == KIND_NORMAL or kind == KIND_UNIFORM)
+
+
+@njit(cache=True)
+def _weight_key(seed, trial, l):
+    return _rng.stream_key(seed, trial, l + 1, _rng.STREAM_WEIGHT)
+
+
+@njit(cache=True)
 def _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given, w_off, wbuf):
     if w_given.size > 0:
         return w_given[w_off[l]:w_off[l + 1]].reshape((n_out, n_in))
     w = wbuf[:n_out * n_in].reshape((n_out, n_in))
-    fill_weights(kind, wscale[l], _rng.stream_key(seed, trial, l + 1, _rng.STREAM_WEIGHT), w)
+    fill_weights(kind, wscale[l], _weight_key(seed, trial, l), w)
     return w
 
 
@@ -202,9 +215,12 @@ def _forward_layer(l, x, s, widths, a, p, homog, sat_thr, kind, wscale, bias_std
     """
     n_in, n_out = widths[l], widths[l + 1]
     rows = x.shape[0]
-    w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given, w_off, wbuf)
     h = hbuf[:rows * n_out].reshape((rows, n_out))
-    np.dot(x, w.T, h)
+    if _use_fused(rows, kind, w_given):
+        _fused.times_weights_t(kind, wscale[l], _weight_key(seed, trial, l), x, h)
+    else:
+        w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given, w_off, wbuf)
+        np.dot(x, w.T, h)
     bias, brms = _layer_bias(l, n_out, bias_std, seed, trial, b_given, b_off, bbuf)
     t = s
     if brms > 0.0:
@@ -378,7 +394,11 @@ def run_network(widths, a, p, homog, sat_thr, kind, wscale, bias_std, input_std,
                 stats[trial, l, LOG10_WGRAD_Q] = _log10_mean_sq(
                     _wgrad_sumsq(dl, x, wbuf), n_in * n_out, log_g + log_s[l])
                 if l > 0:
-                    w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given, w_off,
-                                       wbuf)
-                    np.dot(dl, w, grad[:rows * n_in].reshape((rows, n_in)))
+                    gin = grad[:rows * n_in].reshape((rows, n_in))
+                    if _use_fused(rows, kind, w_given):
+                        _fused.times_weights(kind, wscale[l], _weight_key(seed, trial, l), dl, gin)
+                    else:
+                        w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given,
+                                           w_off, wbuf)
+                        np.dot(dl, w, gin)
     return stats
