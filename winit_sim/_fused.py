@@ -18,15 +18,14 @@ from . import _rng
 from .inits import KIND_NORMAL
 
 _ROW_BLOCK = 16    # rows of W per task in the forward product
-_COL_BLOCK = 128   # columns of W per task in the backward product
 _FAST = {"reassoc", "contract", "nsz"}
 
 
 @njit(inline="always")
-def _sample_span(kind, scale, key, first, out, bits, reject):
+def _sample_span(kind, scale, key, first, out, bits, rejected):
     """out[c] = weight at counter first + c (normal or uniform kinds)."""
     if kind == KIND_NORMAL:
-        _rng._fill_normal_row(key, first, out, scale, bits, reject, _rng.ZIG_X, _rng.ZIG_XS,
+        _rng._fill_normal_row(key, first, out, scale, bits, rejected, _rng.ZIG_X, _rng.ZIG_XS,
                               _rng.ZIG_XNEXT, _rng.ZIG_F)
     else:
         _rng._fill_uniform_row(key, first, out, scale, bits)
@@ -41,9 +40,9 @@ def times_weights_t(kind, scale, key, x, h):
     for blk in prange(n_blocks):
         w = np.empty(n_in, x.dtype)
         bits = np.empty(_rng._CHUNK, np.uint64)
-        reject = np.empty(_rng._CHUNK, np.uint8)
+        rejected = np.empty(_rng._CHUNK, np.int32)
         for j in range(blk * _ROW_BLOCK, min(n_out, (blk + 1) * _ROW_BLOCK)):
-            _sample_span(kind, scale, key, uint64(j) * uint64(n_in), w, bits, reject)
+            _sample_span(kind, scale, key, uint64(j) * uint64(n_in), w, bits, rejected)
             for b in range(rows):
                 acc = x.dtype.type(0.0)
                 xb = x[b]
@@ -57,16 +56,20 @@ def times_weights(kind, scale, key, delta, out):
     """out = delta @ W for W (n_out, n_in) sampled from ``key``; delta (B, n_out), out (B, n_in)."""
     rows, n_out = delta.shape
     n_in = out.shape[1]
-    n_blocks = (n_in + _COL_BLOCK - 1) // _COL_BLOCK
+    # columns per task: up to 256 (measured best at width 1024), at least 4 tasks
+    # when wide enough; from the shape only, and each output's sum runs over j in
+    # order whatever the block, so the split never changes a result
+    cols = min(256, max(32, ((n_in + 63) // 64) * 16))
+    n_blocks = (n_in + cols - 1) // cols
     for blk in prange(n_blocks):
-        k0 = blk * _COL_BLOCK
-        m = min(n_in, k0 + _COL_BLOCK) - k0
+        k0 = blk * cols
+        m = min(n_in, k0 + cols) - k0
         w = np.empty(m, out.dtype)
         acc = np.zeros((rows, m), out.dtype)
         bits = np.empty(_rng._CHUNK, np.uint64)
-        reject = np.empty(_rng._CHUNK, np.uint8)
+        rejected = np.empty(_rng._CHUNK, np.int32)
         for j in range(n_out):
-            _sample_span(kind, scale, key, uint64(j) * uint64(n_in) + uint64(k0), w, bits, reject)
+            _sample_span(kind, scale, key, uint64(j) * uint64(n_in) + uint64(k0), w, bits, rejected)
             for b in range(rows):
                 dbj = delta[b, j]
                 ab = acc[b]

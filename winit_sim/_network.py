@@ -17,8 +17,12 @@ Design
   segment and the backward recomputes each earlier segment from it (same keys,
   same arithmetic, so bit-identical). Memory is O(seg_len * batch * width).
 * Determinism: every parallel loop writes per-row partial sums that are added
-  in a fixed order, never a thread-count-dependent reduction. Matrix products
-  go to BLAS from the serial driver, never inside ``prange``.
+  in a fixed order, never a thread-count-dependent reduction.
+* Threads: one pool. Small batches use :mod:`winit_sim._fused` (no BLAS). Larger
+  ones call BLAS on fixed blocks of rows from numba's threads, with BLAS pinned
+  to one thread for the whole call (see ``simulate._threads``): no
+  oversubscription, and no second pool of spinning BLAS threads fighting
+  numba's between every product and elementwise loop.
 """
 import math
 
@@ -145,6 +149,21 @@ def _row_sumsq(m, rowsq):
         rowsq[r] = acc
 
 
+_DOT_BLOCKS = 4  # fixed (not the thread count), so the split never changes a result
+
+
+@njit(parallel=True, cache=True)
+def _rows_dot(a, b, out):
+    """out = a @ b, as single-threaded BLAS calls on fixed blocks of rows of a."""
+    n = a.shape[0]
+    step = (n + _DOT_BLOCKS - 1) // _DOT_BLOCKS
+    for k in prange(_DOT_BLOCKS):
+        i0 = k * step
+        i1 = min(n, i0 + step)
+        if i0 < i1:
+            np.dot(a[i0:i1], b, out[i0:i1])
+
+
 @njit(cache=True)
 def _ordered_sum(v):
     acc = 0.0
@@ -220,7 +239,7 @@ def _forward_layer(l, x, s, widths, a, p, homog, sat_thr, kind, wscale, bias_std
         _fused.times_weights_t(kind, wscale[l], _weight_key(seed, trial, l), x, h)
     else:
         w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given, w_off, wbuf)
-        np.dot(x, w.T, h)
+        _rows_dot(x, w.T, h)
     bias, brms = _layer_bias(l, n_out, bias_std, seed, trial, b_given, b_off, bbuf)
     t = s
     if brms > 0.0:
@@ -287,8 +306,10 @@ def _wgrad_sumsq(delta, x, wbuf):
     rows, n_out = delta.shape
     n_in = x.shape[1]
     if rows * (n_in + n_out) <= n_in * n_out:
-        gd = np.dot(delta, delta.T)
-        gx = np.dot(x, x.T)
+        gd = np.empty((rows, rows), delta.dtype)
+        gx = np.empty((rows, rows), x.dtype)
+        _rows_dot(delta, delta.T, gd)
+        _rows_dot(x, x.T, gx)
         acc = 0.0
         for i in range(rows):
             for j in range(rows):
@@ -400,5 +421,5 @@ def run_network(widths, a, p, homog, sat_thr, kind, wscale, bias_std, input_std,
                     else:
                         w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given,
                                            w_off, wbuf)
-                        np.dot(dl, w, gin)
+                        _rows_dot(dl, w, gin)
     return stats

@@ -137,34 +137,36 @@ def _hash_block(key, first, bits):
 
 
 @njit(cache=True)
-def _ziggurat_fast(bits, out, scale, reject, zxs, zxn):
-    # Branch-free fast path (99.6% of draws); reject marks the others.
-    # (m - 2^52) * (X[i] * 2^-52) is exactly (2u - 1) * X[i] of _normal_slow:
-    # both factors are exact, so the one rounding is the same.
+def _ziggurat_fast(bits, out, scale, rejected, zxs, zxn):
+    """Branch-free fast path (99.6% of draws); returns how many were rejected.
+
+    (m - 2^52) * (X[i] * 2^-52) is exactly (2u - 1) * X[i] of _normal_slow: both
+    factors are exact, so the one rounding is the same. Rejected positions are
+    compacted into ``rejected`` without a branch (always write, advance on reject).
+    """
+    nrej = 0
     for c in range(bits.size):
         w = bits[c]
         i = np.int32(w & _ZIG_MASK)
         x = np.float64(np.int64(w >> uint64(11)) - _TWO52) * zxs[i]
         out[c] = scale * x
-        reject[c] = np.uint8(abs(x) >= zxn[i])
+        rejected[nrej] = c
+        nrej += abs(x) >= zxn[i]
+    return nrej
 
 
 @njit
-def _fill_normal_row(key, first, row, scale, bits, reject, zx, zxs, zxn, zf):
+def _fill_normal_row(key, first, row, scale, bits, rejected, zx, zxs, zxn, zf):
     """row[c] = scale * N(0,1) drawn at counter first + c."""
     n = row.size
     for c0 in range(0, n, _CHUNK):
         m = min(_CHUNK, n - c0)
         b = bits[:m]
         _hash_block(key, first + uint64(c0), b)
-        _ziggurat_fast(b, row[c0:c0 + m], scale, reject, zxs, zxn)
-        nrej = 0
-        for c in range(m):
-            nrej += reject[c]
-        if nrej:
-            for c in range(m):
-                if reject[c]:
-                    row[c0 + c] = scale * _normal_slow(b[c], zx, zf)
+        nrej = _ziggurat_fast(b, row[c0:c0 + m], scale, rejected, zxs, zxn)
+        for k in range(nrej):
+            c = rejected[k]
+            row[c0 + c] = scale * _normal_slow(b[c], zx, zf)
 
 
 @njit
@@ -185,8 +187,8 @@ def fill_normal(key, out, scale):
     rows, cols = out.shape
     for r in prange(rows):
         bits = np.empty(_CHUNK, np.uint64)
-        reject = np.empty(_CHUNK, np.uint8)
-        _fill_normal_row(key, uint64(r) * uint64(cols), out[r], scale, bits, reject,
+        rejected = np.empty(_CHUNK, np.int32)
+        _fill_normal_row(key, uint64(r) * uint64(cols), out[r], scale, bits, rejected,
                          ZIG_X, ZIG_XS, ZIG_XNEXT, ZIG_F)
 
 
