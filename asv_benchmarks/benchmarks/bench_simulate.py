@@ -60,6 +60,8 @@ class Baselines:
         if impl == "torch" and torch is None:
             raise NotImplementedError("torch not installed")
         _warm("float32")
+        # warm each implementation once (allocators, thread pools) outside the timing
+        self.time_forward_backward(batch, impl)
 
     def time_forward_backward(self, batch, impl):
         if impl == "winit_sim":
