@@ -323,13 +323,36 @@ def _wgrad_sumsq(delta, x, wbuf):
 
 
 @njit(cache=True)
-def run_network(widths, a, p, homog, sat_thr, kind, wscale, bias_std, input_std, seed, trials,
-                rows, backward, seg_len, w_given, w_off, b_given, b_off, x0_given, g_given, proto):
-    """Simulate ``trials`` networks; returns stats of shape (trials, depth, N_STATS).
+def _recompute_segment(seg, seg_len, depth, rows, widths, a, p, homog, sat_thr, kind, wscale,
+                       bias_std, seed, trial, w_given, w_off, b_given, b_off, wbuf, bbuf, hbuf,
+                       ybuf, xcur, seg_x, seg_d, ckpt, log_s, rs, scratch):
+    """Re-run the forward of one segment from its checkpoint, refilling seg_x and seg_d."""
+    first = seg * seg_len
+    xcur[:rows * widths[first]] = ckpt[seg, :rows * widths[first]]
+    for l in range(first, min(depth, first + seg_len)):
+        n_in, n_out = widths[l], widths[l + 1]
+        k = l - first
+        seg_x[k, :rows * n_in] = xcur[:rows * n_in]
+        _forward_layer(
+            l, seg_x[k, :rows * n_in].reshape((rows, n_in)), log_s[l], widths, a, p, homog,
+            sat_thr, kind, wscale, bias_std, seed, trial, w_given, w_off, b_given, b_off, wbuf,
+            bbuf, hbuf, ybuf, xcur[:rows * n_out].reshape((rows, n_out)),
+            seg_d[k, :rows * n_out].reshape((rows, n_out)), rs, scratch)
 
-    ``proto`` is an empty array whose dtype is the compute dtype. Given arrays
-    (weights, biases, input, top gradient) are used when non-empty; otherwise
-    each is drawn from its keyed stream.
+
+@njit(cache=True)
+def run_network(widths, a, p, homog, sat_thr, kind, wscale, bias_std, input_std, seed, trials,
+                rows, tops, seg_len, w_given, w_off, b_given, b_off, x0_given, g_given, proto):
+    """Simulate ``trials`` networks: one forward pass, a backward pass from each top.
+
+    Returns ``(forward, backward)``: forward statistics of shape
+    (trials, depth, 7) for every layer of the full net, and backward statistics
+    of shape (trials, len(tops), depth, 2) where ``backward[:, i]`` is the net of
+    depth ``tops[i]`` (gradient injected at its top; layers above it NaN). The
+    depth-D net is the first D layers of the full one, so its forward is shared.
+    ``tops`` empty: no backward pass. ``proto`` is an empty array whose dtype is
+    the compute dtype. Given arrays (weights, biases, input, top gradient) are
+    used when non-empty; otherwise each is drawn from its keyed stream.
     """
     depth = widths.size - 1
     maxn = 0
@@ -348,9 +371,12 @@ def run_network(widths, a, p, homog, sat_thr, kind, wscale, bias_std, input_std,
     seg_d = np.empty((seg_len, rows * maxn), dt)   # phi'(h) of each layer of the segment
     ckpt = np.empty((n_seg, rows * maxn), dt)
     log_s = np.zeros(depth + 1)                    # log-scale of x_l
-    stats = np.full((trials, depth, N_STATS), np.nan)
+    stats = np.full((trials, depth, LOG10_GRAD_Q), np.nan)
+    grads = np.full((trials, tops.size, depth, N_STATS - LOG10_GRAD_Q), np.nan)
     scratch = np.empty(N_STATS)
     rowsq = np.empty(rows)
+    grad = np.empty(rows * maxn, dt)   # dloss/dx_l (scaled), then delta_l
+    delta = np.empty(rows * maxn, dt)
     for trial in range(trials):
         n0 = widths[0]
         x0 = xcur[:rows * n0].reshape((rows, n0))
@@ -372,54 +398,55 @@ def run_network(widths, a, p, homog, sat_thr, kind, wscale, bias_std, input_std,
                 log_s[l + 1] = _forward_layer(
                     l, x, log_s[l], widths, a, p, homog, sat_thr, kind, wscale, bias_std, seed,
                     trial, w_given, w_off, b_given, b_off, wbuf, bbuf, hbuf, ybuf, xn, d, rs,
-                    stats[trial, l])
-        if not backward:
-            continue
-        n_top = widths[depth]
-        grad = np.empty(rows * maxn, dt)   # dloss/dx_l (scaled), then delta_l
-        delta = np.empty(rows * maxn, dt)
-        g = grad[:rows * n_top].reshape((rows, n_top))
-        if g_given.size > 0:
-            g[:, :] = g_given
+                    scratch)
+                stats[trial, l, :] = scratch[:LOG10_GRAD_Q]
+        loaded = n_seg - 1  # the segment whose seg_x / seg_d are in memory
+        for ti in range(tops.size - 1, -1, -1):
+            top = tops[ti]
+            n_top = widths[top]
+            g = grad[:rows * n_top].reshape((rows, n_top))
+            if g_given.size > 0:
+                g[:, :] = g_given
+            else:
+                _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_GRAD), g, 1.0)
+            log_g = 0.0
+            for seg in range((top - 1) // seg_len, -1, -1):
+                if seg != loaded:
+                    _recompute_segment(seg, seg_len, depth, rows, widths, a, p, homog, sat_thr,
+                                       kind, wscale, bias_std, seed, trial, w_given, w_off,
+                                       b_given, b_off, wbuf, bbuf, hbuf, ybuf, xcur, seg_x,
+                                       seg_d, ckpt, log_s, rs, scratch)
+                    loaded = seg
+                first = seg * seg_len
+                for l in range(min(top, first + seg_len) - 1, first - 1, -1):
+                    log_g = _backward_layer(l, first, rows, widths, kind, wscale, seed, trial,
+                                            w_given, w_off, wbuf, grad, delta, seg_x, seg_d,
+                                            log_s, log_g, rowsq, grads[trial, ti, l])
+    return stats, grads
+
+
+@njit(cache=True)
+def _backward_layer(l, first, rows, widths, kind, wscale, seed, trial, w_given, w_off, wbuf,
+                    grad, delta, seg_x, seg_d, log_s, log_g, rowsq, out):
+    """delta_l = grad * phi'(h_l); its stats into out; grad <- delta_l @ W_l. Returns log-scale."""
+    n_in, n_out = widths[l], widths[l + 1]
+    k = l - first
+    gl = grad[:rows * n_out].reshape((rows, n_out))
+    dl = delta[:rows * n_out].reshape((rows, n_out))
+    _product_rows(gl, seg_d[k, :rows * n_out].reshape((rows, n_out)), dl, rowsq)
+    sq = _ordered_sum(rowsq)
+    out[0] = _log10_mean_sq(sq, rows * n_out, log_g)
+    if sq > 0.0:
+        rms = math.sqrt(sq / (rows * n_out))
+        _scale_into(dl, 1.0 / rms, dl)
+        log_g += math.log(rms)
+    x = seg_x[k, :rows * n_in].reshape((rows, n_in))
+    out[1] = _log10_mean_sq(_wgrad_sumsq(dl, x, wbuf), n_in * n_out, log_g + log_s[l])
+    if l > 0:
+        gin = grad[:rows * n_in].reshape((rows, n_in))
+        if _use_fused(rows, kind, w_given):
+            _fused.times_weights(kind, wscale[l], _weight_key(seed, trial, l), dl, gin)
         else:
-            _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_GRAD), g, 1.0)
-        log_g = 0.0
-        for seg in range(n_seg - 1, -1, -1):
-            first = seg * seg_len
-            last = min(depth, first + seg_len)
-            if seg != n_seg - 1:  # recompute this segment's stored inputs and phi'
-                xcur[:rows * widths[first]] = ckpt[seg, :rows * widths[first]]
-                for l in range(first, last):
-                    n_in, n_out = widths[l], widths[l + 1]
-                    k = l - first
-                    seg_x[k, :rows * n_in] = xcur[:rows * n_in]
-                    _forward_layer(
-                        l, seg_x[k, :rows * n_in].reshape((rows, n_in)), log_s[l], widths, a, p,
-                        homog, sat_thr, kind, wscale, bias_std, seed, trial, w_given, w_off,
-                        b_given, b_off, wbuf, bbuf, hbuf, ybuf,
-                        xcur[:rows * n_out].reshape((rows, n_out)),
-                        seg_d[k, :rows * n_out].reshape((rows, n_out)), rs, scratch)
-            for l in range(last - 1, first - 1, -1):
-                n_in, n_out = widths[l], widths[l + 1]
-                k = l - first
-                gl = grad[:rows * n_out].reshape((rows, n_out))
-                dl = delta[:rows * n_out].reshape((rows, n_out))
-                _product_rows(gl, seg_d[k, :rows * n_out].reshape((rows, n_out)), dl, rowsq)
-                sq = _ordered_sum(rowsq)
-                stats[trial, l, LOG10_GRAD_Q] = _log10_mean_sq(sq, rows * n_out, log_g)
-                if sq > 0.0:
-                    rms = math.sqrt(sq / (rows * n_out))
-                    _scale_into(dl, 1.0 / rms, dl)
-                    log_g += math.log(rms)
-                x = seg_x[k, :rows * n_in].reshape((rows, n_in))
-                stats[trial, l, LOG10_WGRAD_Q] = _log10_mean_sq(
-                    _wgrad_sumsq(dl, x, wbuf), n_in * n_out, log_g + log_s[l])
-                if l > 0:
-                    gin = grad[:rows * n_in].reshape((rows, n_in))
-                    if _use_fused(rows, kind, w_given):
-                        _fused.times_weights(kind, wscale[l], _weight_key(seed, trial, l), dl, gin)
-                    else:
-                        w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given,
-                                           w_off, wbuf)
-                        _rows_dot(dl, w, gin)
-    return stats
+            w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given, w_off, wbuf)
+            _rows_dot(dl, w, gin)
+    return log_g

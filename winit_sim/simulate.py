@@ -44,8 +44,9 @@ def _segment_layers(segment_layers, rows, widths, itemsize):
     return max(1, SEGMENT_BYTES // per_layer)
 
 
-def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, backward,
+def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, tops,
          segment_layers, w_given=None, w_off=None, b_given=None, b_off=None, x0=None, g=None):
+    """Call the kernel; returns its (forward, backward) statistic arrays."""
     act = resolve_activation(activation)
     code, param = activation_code(act)
     depth = widths.size - 1
@@ -58,29 +59,36 @@ def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, 
     else:
         kind, wscale = 0, np.zeros(depth)
     empty2 = np.empty((0, 0), dt)
-    stats = _network.run_network(
+    return _network.run_network(
         widths, code, param, code in HOMOGENEOUS, SATURATION_FRACTION * sup_dphi(act), kind,
-        wscale, bias_std, input_std, np.uint64(seed), trials, rows, backward,
-        _segment_layers(segment_layers, rows, widths, dt.itemsize),
+        wscale, bias_std, input_std, np.uint64(seed), trials, rows,
+        np.asarray(tops, dtype=np.int64), _segment_layers(segment_layers, rows, widths, dt.itemsize),
         w_given, w_off, np.empty(0) if b_given is None else b_given,
         np.zeros(1, np.int64) if b_off is None else b_off,
         empty2 if x0 is None else x0, empty2 if g is None else g, np.empty(0, dt))
-    return _frame(stats, widths, backward)
 
 
-def _frame(stats, widths, backward):
-    trials, depth, _ = stats.shape
-    layer = np.arange(1, depth + 1)
+def frame(forward, backward, widths, depth=None, top_index=0):
+    """DataFrame of one net (the first ``depth`` layers) from the kernel's arrays.
+
+    ``backward`` is None (no backward columns) or the kernel's backward array,
+    of which ``backward[:, top_index]`` belongs to the depth-``depth`` net.
+    """
+    trials = forward.shape[0]
+    depth = forward.shape[1] if depth is None else depth
     cols = {
         "trial": np.repeat(np.arange(trials), depth),
-        "layer": np.tile(layer, trials),
-        "fan_in": np.tile(widths[:-1], trials),
-        "fan_out": np.tile(widths[1:], trials),
+        "layer": np.tile(np.arange(1, depth + 1), trials),
+        "fan_in": np.tile(widths[:depth], trials),
+        "fan_out": np.tile(widths[1:depth + 1], trials),
     }
-    names = _network.STAT_COLUMNS if backward else FORWARD_COLUMNS
-    flat = stats.reshape(trials * depth, -1)
-    for i, name in enumerate(names):
-        cols[name] = flat[:, i]
+    fwd = forward[:, :depth].reshape(trials * depth, -1)
+    for i, name in enumerate(FORWARD_COLUMNS):
+        cols[name] = fwd[:, i]
+    if backward is not None:
+        bwd = backward[:, top_index, :depth].reshape(trials * depth, -1)
+        for i, name in enumerate(BACKWARD_COLUMNS):
+            cols[name] = bwd[:, i]
     return pd.DataFrame(cols)
 
 
@@ -155,9 +163,11 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
     dt = check_dtype(dtype)
     resolve_activation(activation)
     layer_sampler(init, 1, 1)  # validate the init spec before any work
+    depth = widths.size - 1
     with _threads(threads):
-        return _run(widths, activation, init, rows, trials, seed, bias_std, math.sqrt(input_var),
-                    dt, bool(backward), segment_layers)
+        fwd, bwd = _run(widths, activation, init, rows, trials, seed, bias_std,
+                        math.sqrt(input_var), dt, [depth] if backward else [], segment_layers)
+    return frame(fwd, bwd if backward else None, widths)
 
 
 def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_layers=None):
@@ -222,10 +232,12 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
     for name, arr in (("x", x), ("weights", w_flat), ("biases", b_flat), ("grad_output", g)):
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains inf or NaN")
+    tops = [len(mats)] if g is not None else []
     with _threads(None):
-        return _run(widths, activation, None, x.shape[0], 1, 0, 0.0, 1.0, dt, g is not None,
-                    segment_layers, w_flat, w_off, b_flat, b_off,
-                    np.ascontiguousarray(x, dtype=dt), g)
+        fwd, bwd = _run(widths, activation, None, x.shape[0], 1, 0, 0.0, 1.0, dt, tops,
+                        segment_layers, w_flat, w_off, b_flat, b_off,
+                        np.ascontiguousarray(x, dtype=dt), g)
+    return frame(fwd, bwd if g is not None else None, widths)
 
 
 _BLAS = None
