@@ -1,0 +1,147 @@
+"""Parameter sweeps: every (width, depth, activation, init) cell, one tidy DataFrame."""
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from ._store import ResultStore
+from .grid import cell_seed, make_grid
+from .simulate import _run, _threads, frame
+
+CELL_COLUMNS = ["width", "depth", "activation", "init"]
+
+
+class SweepTimer:
+    """Wall time of a sweep split into kernel time and everything else."""
+
+    def __init__(self):
+        self.kernel = 0.0
+        self.start = time.perf_counter()
+
+    @property
+    def wall(self):
+        return time.perf_counter() - self.start
+
+
+def run_group(grid, width, activation, init, timer=None):
+    """Rows of every depth of one (width, activation, init) net.
+
+    One forward pass of the deepest net gives every depth's forward statistics
+    (prefix property); the backward pass of each depth D starts at layer D.
+    """
+    depths = np.array(grid.depths, dtype=np.int64)
+    dmax = int(depths[-1])
+    widths = np.full(dmax + 1, width, dtype=np.int64)
+    t = time.perf_counter()
+    fwd, bwd = _run(widths, activation, init, grid.batch, grid.trials,
+                    cell_seed(grid.seed, width, activation, init), grid.bias_std, 1.0,
+                    np.dtype(grid.dtype), depths if grid.backward else [], None)
+    if timer is not None:
+        timer.kernel += time.perf_counter() - t
+    parts = []
+    for i, d in enumerate(grid.depths):
+        df = frame(fwd, bwd if grid.backward else None, widths, depth=d, top_index=i)
+        df.insert(0, "init", init)
+        df.insert(0, "activation", activation)
+        df.insert(0, "depth", d)
+        df.insert(0, "width", width)
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _progress(total, enabled):
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="cell", desc="sweep", file=sys.stderr)
+
+
+def tidy(results, grid):
+    """Sort rows and give the cell columns categorical dtypes in grid order."""
+    results = results.sort_values(["width", "activation", "init", "depth", "trial", "layer"],
+                                  key=lambda c: _order(c, grid)).reset_index(drop=True)
+    results["activation"] = pd.Categorical(results["activation"].astype(str),
+                                           categories=list(grid.activations))
+    results["init"] = pd.Categorical(results["init"].astype(str), categories=list(grid.inits))
+    return results
+
+
+def _order(col, grid):
+    if col.name == "activation":
+        return col.astype(str).map({a: i for i, a in enumerate(grid.activations)})
+    if col.name == "init":
+        return col.astype(str).map({a: i for i, a in enumerate(grid.inits)})
+    return col
+
+
+def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads=None):
+    """Run (or resume) a validated grid; returns the tidy results DataFrame."""
+    store = ResultStore(out, grid, force=force) if out is not None else None
+    rows_per_group = grid.trials * sum(grid.depths)
+    bar = _progress(grid.n_cells, progress)
+    parts = []
+    try:
+        with _threads(threads):
+            for group in grid.groups:
+                df = store.load(group, rows_per_group) if store else None
+                if df is None:
+                    df = run_group(grid, *group, timer=timer)
+                    if store:
+                        store.save(group, df)
+                parts.append(df)
+                if bar is not None:
+                    bar.update(len(grid.depths))
+    finally:
+        if bar is not None:
+            bar.close()
+    return tidy(pd.concat(parts, ignore_index=True), grid)
+
+
+def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bias_std=0.0,
+          dtype="float64", backward=True, progress=True, out=None):
+    """Simulate every (width, depth, activation, init) cell of a grid.
+
+    Parameters
+    ----------
+    widths, depths : sequence of int
+        Uniform layer widths and network depths.
+    activations, inits : sequence of str or tuple
+        Activation and init specs (``"leaky_relu:slope=0.2"``, ``("normal", {"std": 0.1})``).
+    trials, seed, batch, bias_std, dtype, backward
+        As in :func:`winit_sim.simulate`; the input variance is 1.
+    progress : bool
+        Show a progress bar (cells done / total, ETA) when stderr is a terminal.
+    out : path, optional
+        Results directory: each finished (width, activation, init) net is saved
+        there at once, atomically, and a rerun of the same grid resumes from it.
+        A directory holding another grid's results is refused.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The :func:`~winit_sim.simulate` columns plus ``width``, ``depth``,
+        ``activation``, ``init`` (canonical spec strings, categorical).
+
+    Notes
+    -----
+    The net of a (width, activation, init) cell has its own seed, a hash of
+    (seed, width, activation, init), so its numbers do not depend on the rest of
+    the grid. All depths come from one forward pass of the deepest net: the
+    depth-D cell equals ``simulate(width, D, ...)`` with that seed, its backward
+    pass starting at layer D.
+    """
+    grid = make_grid(widths, depths, activations, inits, trials=trials, seed=seed, batch=batch,
+                     bias_std=bias_std, dtype=dtype, backward=backward)
+    return run_sweep(grid, progress=progress, out=out)
+
+
+def seed_of_cell(seed, width, activation, init):
+    """The seed :func:`sweep` uses for a cell (pass it to ``simulate`` to reproduce it)."""
+    from .activations import resolve_activation
+    from .inits import resolve_init
+    return cell_seed(seed, width, resolve_activation(activation).canonical(),
+                     resolve_init(init).canonical())
+
+
+__all__ = ["sweep", "seed_of_cell", "run_sweep", "CELL_COLUMNS"]

@@ -1,0 +1,144 @@
+"""Variance-decay tables: how a quantity changes with depth, per (activation, init, width)."""
+import numpy as np
+import pandas as pd
+
+QUANTITIES = {
+    # quantity: (column, direction) -- forward compares layer D with layer 1,
+    # backward and weight_grad compare layer 1 with the top layer D
+    "forward": ("log10_pre_q", "forward"),
+    "backward": ("log10_grad_q", "backward"),
+    "weight_grad": ("log10_wgrad_q", "backward"),
+}
+STABLE_DECADES = 1.0    # |total change| up to this many decades: stable
+POWER_LAW_RATIO = 0.6   # late per-layer rate below this fraction of the mean rate: power law
+SYMMETRIC_RATIO = 1e-20  # unit_var_ratio below this in every layer: units identical
+VERDICTS = ("dead", "symmetric", "stable", "slow decay", "slow growth", "vanishing", "exploding")
+
+
+def _log10_mean(log10_values):
+    """log10 of the mean of 10**v, computed in log space (values may be +-1e4 decades)."""
+    v = np.asarray(log10_values, dtype=float)
+    top = v.max()
+    if not np.isfinite(top):
+        return top
+    return top + np.log10(np.mean(10.0 ** (v - top)))
+
+
+def _cell_ratios(results, column, direction):
+    """Per (activation, init, width, depth): log10 ratio of trial-mean second moments.
+
+    Also the per-trial log10 ratios' spread, and the dead / symmetric flags.
+    """
+    keys = ["activation", "init", "width", "depth"]
+    first = results[results.layer == 1].set_index(keys + ["trial"])[column]
+    top = results[results.layer == results.depth].set_index(keys + ["trial"])[column]
+    lo, hi = (first, top) if direction == "forward" else (top, first)
+    with np.errstate(invalid="ignore"):
+        ratio = hi.groupby(keys, observed=True).agg(_log10_mean) - \
+            lo.groupby(keys, observed=True).agg(_log10_mean)
+        spread = (hi - lo).groupby(keys, observed=True).std(ddof=0)
+    dead = (np.isneginf(first) | np.isneginf(top)).groupby(keys, observed=True).any()
+    sym = results.groupby(keys, observed=True)["unit_var_ratio"].max() < SYMMETRIC_RATIO
+    return pd.DataFrame({"ratio": ratio, "spread": spread, "dead": dead,
+                         "symmetric": sym.reindex(ratio.index)})
+
+
+def _verdict(depths, ratios, dead, symmetric):
+    if dead:
+        return "dead"
+    if symmetric:
+        return "symmetric"
+    total = ratios[-1]
+    if not np.isfinite(total) or abs(total) <= STABLE_DECADES:
+        return "stable" if np.isfinite(total) else "dead"
+    grow = total > 0
+    if len(depths) >= 2:
+        late = (ratios[-1] - ratios[-2]) / (depths[-1] - depths[-2])
+        mean = total / depths[-1]
+        if late / mean < POWER_LAW_RATIO:
+            return "slow growth" if grow else "slow decay"
+    return "exploding" if grow else "vanishing"
+
+
+def variance_decay_table(results, quantity="forward", at=None):
+    """Pivot a sweep's results into a variance-decay table with a verdict per row.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Output of :func:`winit_sim.sweep` (or of ``winit-sim sweep``'s results.parquet).
+    quantity : {"forward", "backward", "weight_grad"}
+        ``forward``: log10 of mean(h_D^2) / mean(h_1^2) for the net of depth D.
+        ``backward``: log10 of mean(delta_1^2) / mean(delta_D^2), the gradient at
+        the first layer relative to the top, for the net of depth D.
+        ``weight_grad``: the same for mean((dloss/dW)^2).
+    at : sequence of int, optional
+        Depths to show as columns (default: every depth in ``results``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index (activation, init, width); one column per depth holding the log10
+        ratio (decades) of the second moments, each first averaged over trials
+        (the variance the theory talks about: He-normal keeps it exactly at any
+        width); ``spread``: the std over trials of the per-trial log10 ratio at
+        the deepest depth shown (finite-width dispersion, which grows with
+        depth/width); ``verdict``.
+
+    Notes
+    -----
+    Verdicts, in this order of precedence:
+
+    * ``dead``: the quantity is exactly zero at layer 1 or at the top (no signal).
+    * ``symmetric``: every layer's units are identical (``unit_var_ratio`` below
+      1e-20 everywhere), as with constant weights.
+    * ``stable``: the change at the deepest depth is at most 1 decade.
+    * ``slow decay`` / ``slow growth``: more than a decade, but power-law: the
+      per-layer rate between the two deepest depths is below 0.6 of the mean rate
+      over the whole depth (an exponential has ratio 1; a power law across a
+      decade of depth about 0.37). Tanh at its critical point decays like this.
+    * ``vanishing`` / ``exploding``: more than a decade, exponential in depth.
+    """
+    if quantity not in QUANTITIES:
+        raise ValueError(f"unknown quantity {quantity!r}; valid: {', '.join(QUANTITIES)}")
+    column, direction = QUANTITIES[quantity]
+    if column not in results.columns:
+        raise ValueError(f"results have no {column!r} column (was the sweep run with backward?)")
+    cells = _cell_ratios(results, column, direction)
+    depths = sorted(results["depth"].unique())
+    if at is not None:
+        missing = sorted(set(at) - set(depths))
+        if missing:
+            raise ValueError(f"depths {missing} are not in the results; available: {depths}")
+        depths = sorted(set(at))
+    cells = cells[cells.index.get_level_values("depth").isin(depths)]
+    rows = ["activation", "init", "width"]
+    table = cells["ratio"].unstack("depth").reindex(columns=depths)
+    table["spread"] = cells["spread"].xs(depths[-1], level="depth")
+    flags = cells.groupby(rows, observed=True)[["dead", "symmetric"]].any()
+    table["verdict"] = [
+        _verdict(depths, table.loc[idx, depths].to_numpy(dtype=float), flags.loc[idx, "dead"],
+                 flags.loc[idx, "symmetric"])
+        for idx in table.index]
+    table.columns.name = None
+    return table
+
+
+def to_markdown(table, digits=2):
+    """A Markdown table (reads well in a terminal too)."""
+    head = list(table.index.names) + [f"D={c}" if not isinstance(c, str) else c
+                                      for c in table.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for idx, row in table.iterrows():
+        cells = [str(v) for v in (idx if isinstance(idx, tuple) else (idx,))]
+        for v in row:
+            if isinstance(v, str):
+                cells.append(v)
+            elif np.isnan(v):
+                cells.append("n/a")
+            elif np.isinf(v):
+                cells.append(f"{v:+}")
+            else:
+                cells.append(f"{v:+.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
