@@ -52,6 +52,20 @@ def _sigmoid(h):
 
 
 @njit(inline="always")
+def _sech2(h):
+    """tanh'(h) = 1/cosh(h)^2: stays accurate (not 1 - 1) where tanh(h) rounds to +-1."""
+    c = math.cosh(h)
+    return 1.0 / (c * c)
+
+
+@njit(inline="always")
+def _dsigmoid(h):
+    """sigmoid'(h) = e/(1+e)^2 with e = exp(-|h|): accurate in both tails."""
+    e = math.exp(-abs(h))
+    return e / ((1.0 + e) * (1.0 + e))
+
+
+@njit(inline="always")
 def _phi(a, p, h):
     """phi(h) in float64; ``a`` is the code, ``p`` its parameter (slope or alpha)."""
     if a == LINEAR:
@@ -83,11 +97,9 @@ def _dphi(a, p, h):
     if a == LEAKY_RELU:
         return 1.0 if h > 0.0 else p
     if a == TANH:
-        t = math.tanh(h)
-        return 1.0 - t * t
+        return _sech2(h)
     if a == SIGMOID:
-        s = _sigmoid(h)
-        return s * (1.0 - s)
+        return _dsigmoid(h)
     if a == GELU:
         return 0.5 * math.erfc(-h / math.sqrt(2.0)) + h * math.exp(-0.5 * h * h) / math.sqrt(2.0 * math.pi)
     if a == SILU:
@@ -100,7 +112,7 @@ def _dphi(a, p, h):
 
 @njit(inline="always")
 def _phi_dphi(a, p, h):
-    """(phi(h), phi'(h)) sharing one transcendental evaluation."""
+    """(phi(h), phi'(h)) in one call, sharing work where the formulas allow."""
     if a == RELU:
         return (h, 1.0) if h > 0.0 else (0.0, 0.0)
     if a == LINEAR:
@@ -108,11 +120,9 @@ def _phi_dphi(a, p, h):
     if a == LEAKY_RELU:
         return (h, 1.0) if h > 0.0 else (p * h, p)
     if a == TANH:
-        t = math.tanh(h)
-        return t, 1.0 - t * t
+        return math.tanh(h), _sech2(h)
     if a == SIGMOID:
-        sg = _sigmoid(h)
-        return sg, sg * (1.0 - sg)
+        return _sigmoid(h), _dsigmoid(h)
     if a == SILU:
         sg = _sigmoid(h)
         return h * sg, sg * (1.0 + h * (1.0 - sg))

@@ -1,0 +1,303 @@
+"""Command line: ``winit-sim`` (also ``python -m winit_sim``).
+
+Exit codes: 0 success, 2 bad usage or bad config (the message names the flag
+or key), 1 any other failure.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tomllib
+
+import pandas as pd
+
+from ._store import GridMismatch, atomic_write, atomic_write_text
+from .grid import make_grid
+from .simulate import simulate
+from .sweep import SweepTimer, run_sweep
+from .tables import QUANTITIES, to_markdown, variance_decay_table
+
+PRESETS = {
+    # the source document's cases: zero, constant, small, large, Xavier and He
+    # weights under sigmoid, tanh, relu and leaky relu, up to depth 1000
+    "seed": dict(widths=[64, 256, 1024], depths=[10, 30, 100, 300, 1000],
+                 activations=["sigmoid", "tanh", "relu", "leaky_relu"],
+                 inits=["zeros", "constant", "small", "large", "xavier_uniform",
+                        "xavier_normal", "he_uniform", "he_normal"],
+                 trials=2, batch=16),
+}
+GRID_KEYS = ("widths", "depths", "activations", "inits", "trials", "seed", "batch", "bias_std",
+             "dtype", "backward")
+
+
+class UsageError(Exception):
+    """Bad flags or config: exit code 2."""
+
+
+def _split(text, cast, flag):
+    items = [t.strip() for t in text.split(",") if t.strip()] if "(" not in text else [text]
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise UsageError(f"{flag}: expected a comma-separated list, got {text!r}") from None
+
+
+def _spec_split(text):
+    """Split 'a,b:k=1,c' into specs, keeping 'name:k=v,k2=v2' parameter lists together."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" in part and ":" not in part and out:
+            out[-1] += "," + part  # a further parameter of the previous spec
+        else:
+            out.append(part)
+    return out
+
+
+def _load_config(path):
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"--config: no such file {path!r}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config {path}: not valid TOML: {exc}") from None
+    if "sweep" in data and isinstance(data["sweep"], dict):
+        data = data["sweep"]
+    unknown = sorted(set(data) - set(GRID_KEYS))
+    if unknown:
+        raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; "
+                         f"valid keys: {', '.join(GRID_KEYS)}")
+    return data
+
+
+def _grid_from_args(args):
+    spec = {}
+    if args.preset:
+        spec.update(PRESETS[args.preset])
+    if args.config:
+        spec.update(_load_config(args.config))
+    for key, flag, cast in (("widths", "--widths", int), ("depths", "--depths", int)):
+        value = getattr(args, key)
+        if value is not None:
+            spec[key] = _split(value, cast, flag)
+    for key in ("activations", "inits"):
+        value = getattr(args, key)
+        if value is not None:
+            spec[key] = _spec_split(value)
+    for key in ("trials", "seed", "batch", "bias_std", "dtype"):
+        value = getattr(args, key)
+        if value is not None:
+            spec[key] = value
+    if args.forward_only:
+        spec["backward"] = False
+    missing = [k for k in ("widths", "depths", "activations", "inits") if k not in spec]
+    if missing:
+        raise UsageError(f"sweep needs {', '.join('--' + m for m in missing)} "
+                         f"(or --config FILE, or --preset seed)")
+    try:
+        return make_grid(spec["widths"], spec["depths"], spec["activations"], spec["inits"],
+                         **{k: spec[k] for k in GRID_KEYS[4:] if k in spec})
+    except (TypeError, ValueError) as exc:
+        where = f" (in {args.config})" if args.config else ""
+        raise UsageError(f"{exc}{where}") from None
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def _config_toml(grid, wall, kernel):
+    import numba
+    import numpy
+
+    from . import __version__
+    lines = ["# written by winit-sim sweep: exactly what ran", "", "[sweep]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in grid.to_dict().items()]
+    lines += ["", "[versions]", f"winit_sim = {_toml_value(__version__)}",
+              f"numba = {_toml_value(numba.__version__)}",
+              f"numpy = {_toml_value(numpy.__version__)}",
+              f"pandas = {_toml_value(pd.__version__)}",
+              f"python = {_toml_value(platform.python_version())}",
+              "", "[timing]", f"wall_seconds = {wall:.3f}", f"kernel_seconds = {kernel:.3f}", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(results, out, plot_width=None):
+    """Tables (CSV, Markdown) and figures for saved results; returns the forward table."""
+    tables = {}
+    for q in QUANTITIES:
+        try:
+            table = variance_decay_table(results, q)
+        except ValueError:  # no backward columns
+            continue
+        tables[q] = table
+        atomic_write(os.path.join(out, f"decay_{q}.csv"), lambda tmp: table.to_csv(tmp))
+        atomic_write_text(os.path.join(out, f"decay_{q}.md"), to_markdown(table))
+    from .plots import plot_decay_heatmap, plot_layers
+    atomic_write(os.path.join(out, "layers.png"),
+                 lambda tmp: plot_layers(results, tmp + ".png", width=plot_width)
+                 or os.replace(tmp + ".png", tmp))
+    for q, table in tables.items():
+        atomic_write(os.path.join(out, f"decay_{q}.png"),
+                     lambda tmp: plot_decay_heatmap(table, tmp + ".png", width=plot_width,
+                                                    title=q) or os.replace(tmp + ".png", tmp))
+    return tables
+
+
+def _print_tables(tables, quantities=("forward", "backward")):
+    for q in quantities:
+        if q in tables:
+            print(f"\n## {q}: log10 ratio of trial-mean second moments "
+                  f"({'layer D / layer 1' if q == 'forward' else 'layer 1 / top layer D'})\n")
+            print(to_markdown(tables[q]), end="")
+
+
+def _read_results(directory):
+    path = os.path.join(directory, "results.parquet")
+    if not os.path.exists(path):
+        raise UsageError(f"{directory}: no results.parquet (run `winit-sim sweep --out "
+                         f"{directory}` first, and let it finish)")
+    return pd.read_parquet(path)
+
+
+def cmd_sweep(args):
+    grid = _grid_from_args(args)
+    timer = SweepTimer()
+    try:
+        results = run_sweep(grid, progress=not args.quiet, out=args.out, force=args.force,
+                            timer=timer)
+    except GridMismatch as exc:
+        raise UsageError(str(exc)) from None
+    atomic_write(os.path.join(args.out, "results.parquet"),
+                 lambda tmp: results.to_parquet(tmp, index=False))
+    tables = write_outputs(results, args.out, args.plot_width)
+    wall = timer.wall
+    atomic_write_text(os.path.join(args.out, "config.toml"),
+                      _config_toml(grid, wall, timer.kernel))
+    print(f"# winit-sim sweep: {grid.n_cells} cells ({len(grid.groups)} nets), "
+          f"{len(results)} rows in {args.out}/")
+    _print_tables(tables)
+    print(f"\nwall {wall:.1f} s, kernel {timer.kernel:.1f} s "
+          f"({100 * timer.kernel / max(wall, 1e-9):.0f}% of wall; the rest is loading, "
+          f"pandas, files and figures)")
+    return 0
+
+
+def cmd_run(args):
+    try:
+        df = simulate(args.width, args.depth, activation=args.activation, init=args.init,
+                      batch=args.batch, trials=args.trials, seed=args.seed,
+                      bias_std=args.bias_std, dtype=args.dtype, backward=not args.forward_only)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.out:
+        if args.out.endswith(".parquet"):
+            atomic_write(args.out, lambda tmp: df.to_parquet(tmp, index=False))
+        else:
+            atomic_write(args.out, lambda tmp: df.to_csv(tmp, index=False))
+    return 0
+
+
+def cmd_table(args):
+    results = _read_results(args.dir)
+    try:
+        table = variance_decay_table(results, args.quantity)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _print_tables({args.quantity: table}, (args.quantity,))
+    return 0
+
+
+def cmd_plot(args):
+    results = _read_results(args.dir)
+    write_outputs(results, args.dir, args.plot_width)
+    print(f"wrote figures and tables to {args.dir}/")
+    return 0
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="winit-sim", description="Measure what weight "
+                                 "initialisation does to very deep networks.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--batch", type=int)
+        p.add_argument("--trials", type=int)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--bias-std", dest="bias_std", type=float)
+        p.add_argument("--dtype", choices=["float64", "float32"])
+        p.add_argument("--forward-only", action="store_true", help="skip the backward pass")
+
+    run = sub.add_parser("run", help="one network: print its per-layer table")
+    run.add_argument("--width", type=int, required=True)
+    run.add_argument("--depth", type=int, required=True)
+    run.add_argument("--activation", default="relu")
+    run.add_argument("--init", default="he_normal")
+    run.add_argument("--out", help="save the table (.csv or .parquet)")
+    common(run)
+    run.set_defaults(func=cmd_run, batch=64, trials=1, seed=0, bias_std=0.0, dtype="float64")
+
+    sw = sub.add_parser("sweep", help="a grid of networks: decay tables, files and figures")
+    sw.add_argument("--widths", help="comma-separated, e.g. 64,256,1024")
+    sw.add_argument("--depths", help="comma-separated, e.g. 10,100,1000")
+    sw.add_argument("--activations", help="e.g. relu,tanh,leaky_relu:slope=0.2")
+    sw.add_argument("--inits", help="e.g. xavier_normal,he_normal:mode=fan_out")
+    sw.add_argument("--config", help="TOML file with the same keys (flags override it)")
+    sw.add_argument("--preset", choices=sorted(PRESETS), help="a built-in grid")
+    sw.add_argument("--out", default="winit_results", help="results directory")
+    sw.add_argument("--force", action="store_true",
+                    help="discard another grid's results in --out")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--plot-width", dest="plot_width", type=int,
+                    help="width shown in the figures (default: largest)")
+    common(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+    for name, helptext, func in (("table", "print a decay table from saved results", cmd_table),
+                                 ("plot", "redraw tables and figures from saved results",
+                                  cmd_plot)):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("dir")
+        if name == "table":
+            p.add_argument("--quantity", choices=list(QUANTITIES), default="forward")
+        else:
+            p.add_argument("--plot-width", dest="plot_width", type=int)
+        p.set_defaults(func=func)
+    return ap
+
+
+def main(argv=None):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the message
+        return int(exc.code or 0)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"winit-sim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are saved, rerun the same command to resume",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001  (exit code 1 with the reason, not a traceback)
+        print(f"winit-sim {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

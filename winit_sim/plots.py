@@ -1,0 +1,102 @@
+"""Figures of sweep results (matplotlib, headless)."""
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_layers(results, path, width=None, clip=40.0):
+    """Per-layer curves: forward log10 mean(h^2) and gradient log10 mean(delta^2).
+
+    One column of panels per activation, one line per init (mean over trials),
+    for the deepest net at ``width`` (default: the largest width). The y axis
+    stops at +-``clip`` decades so the curves near 0 stay readable; steeper ones
+    leave the panel.
+    """
+    plt = _pyplot()
+    width = int(results["width"].max()) if width is None else int(width)
+    depth = int(results["depth"].max())
+    sub = results[(results.width == width) & (results.depth == depth)]
+    acts = list(sub["activation"].cat.categories) if hasattr(sub["activation"], "cat") \
+        else list(dict.fromkeys(sub["activation"]))
+    inits = list(sub["init"].cat.categories) if hasattr(sub["init"], "cat") \
+        else list(dict.fromkeys(sub["init"]))
+    rows = [("log10_pre_q", "forward: log10 mean(h_l^2)")]
+    if "log10_grad_q" in sub.columns:
+        rows.append(("log10_grad_q", "backward: log10 mean(delta_l^2)"))
+    fig, axes = plt.subplots(len(rows), len(acts), figsize=(4.2 * len(acts), 3.4 * len(rows)),
+                             squeeze=False, sharex=True)
+    colors = plt.get_cmap("tab10")
+    for c, act in enumerate(acts):
+        for r, (col, label) in enumerate(rows):
+            ax = axes[r, c]
+            for k, init in enumerate(inits):
+                g = sub[(sub.activation == act) & (sub.init == init)]
+                y = g.groupby("layer")[col].mean()
+                y = y[np.isfinite(y)]
+                if len(y):
+                    ax.plot(y.index, y.to_numpy(), color=colors(k % 10), lw=1.6, label=init)
+            ax.axhline(0.0, color="0.6", lw=0.8, ls=":")
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(max(lo, -clip), min(hi, clip))
+            ax.set_title(f"{act}" if r == 0 else "")
+            if c == 0:
+                ax.set_ylabel(label)
+            if r == len(rows) - 1:
+                ax.set_xlabel("layer")
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), frameon=False)
+    fig.suptitle(f"Signal and gradient through depth {depth}, width {width} "
+                 f"(y clipped at +-{clip:g} decades; a missing line is exactly zero)")
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_decay_heatmap(table, path, width=None, title="forward", clip=20.0):
+    """Heatmap of a variance-decay table: init x depth, one panel per activation."""
+    plt = _pyplot()
+    widths = table.index.get_level_values("width")
+    width = int(widths.max()) if width is None else int(width)
+    depth_cols = [c for c in table.columns if not isinstance(c, str)]
+    sub = table[widths == width]
+    acts = list(dict.fromkeys(sub.index.get_level_values("activation")))
+    fig, axes = plt.subplots(1, len(acts), figsize=(2.0 + (0.9 * len(depth_cols) + 1.3) * len(acts),
+                                                    4.4), squeeze=False,
+                             gridspec_kw={"wspace": 0.55})
+    image = None
+    for c, act in enumerate(acts):
+        ax = axes[0, c]
+        t = sub.xs(act, level="activation").droplevel("width")
+        vals = t[depth_cols].to_numpy(dtype=float)
+        image = ax.imshow(np.clip(np.nan_to_num(vals, nan=0.0, posinf=clip, neginf=-clip),
+                                  -clip, clip), cmap="RdBu_r", vmin=-clip, vmax=clip,
+                          aspect="auto")
+        for i in range(vals.shape[0]):
+            for j in range(vals.shape[1]):
+                v = vals[i, j]
+                text = "n/a" if np.isnan(v) else (f"{v:+.0f}" if abs(v) >= 10 else f"{v:+.1f}")
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="white" if np.isfinite(v) and abs(v) > 0.6 * clip else "black")
+        for i, verdict in enumerate(t["verdict"]):
+            ax.text(len(depth_cols) - 0.4, i, verdict, ha="left", va="center", fontsize=8)
+        ax.set_xlim(-0.5, len(depth_cols) - 0.5)
+        ax.set_xticks(range(len(depth_cols)), [str(d) for d in depth_cols])
+        ax.set_yticks(range(len(t.index)), list(t.index) if c == 0 else [], fontsize=8)
+        ax.set_xlabel("depth")
+        ax.set_title(act)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, pad=0.08,
+                 label=f"log10 ratio (decades, colour clipped at +-{clip:g})")
+    fig.suptitle(f"{title} variance change with depth, width {width}")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
