@@ -133,7 +133,7 @@ def _config_toml(grid, wall, kernel):
     return "\n".join(lines)
 
 
-def write_outputs(results, out, plot_width=None):
+def write_outputs(results, out, plot_width=None, plot_depth=None):
     """Tables (CSV, Markdown) and figures for saved results; returns the forward table."""
     tables = {}
     for q in QUANTITIES:
@@ -146,7 +146,7 @@ def write_outputs(results, out, plot_width=None):
         atomic_write_text(os.path.join(out, f"decay_{q}.md"), to_markdown(table))
     from .plots import plot_decay_heatmap, plot_layers
     atomic_write(os.path.join(out, "layers.png"),
-                 lambda tmp: plot_layers(results, tmp + ".png", width=plot_width)
+                 lambda tmp: plot_layers(results, tmp + ".png", width=plot_width, depth=plot_depth)
                  or os.replace(tmp + ".png", tmp))
     for q, table in tables.items():
         atomic_write(os.path.join(out, f"decay_{q}.png"),
@@ -181,7 +181,7 @@ def cmd_sweep(args):
         raise UsageError(str(exc)) from None
     atomic_write(os.path.join(args.out, "results.parquet"),
                  lambda tmp: results.to_parquet(tmp, index=False))
-    tables = write_outputs(results, args.out, args.plot_width)
+    tables = write_outputs(results, args.out, args.plot_width, args.plot_depth)
     wall = timer.wall
     atomic_write_text(os.path.join(args.out, "config.toml"),
                       _config_toml(grid, wall, timer.kernel))
@@ -223,7 +223,10 @@ def cmd_table(args):
 
 def cmd_plot(args):
     results = _read_results(args.dir)
-    write_outputs(results, args.dir, args.plot_width)
+    try:
+        write_outputs(results, args.dir, args.plot_width, args.plot_depth)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     print(f"wrote figures and tables to {args.dir}/")
     return 0
 
@@ -263,6 +266,8 @@ def build_parser():
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument("--plot-width", dest="plot_width", type=int,
                     help="width shown in the figures (default: largest)")
+    sw.add_argument("--plot-depth", dest="plot_depth", type=int,
+                    help="net depth of the per-layer figure (default: deepest)")
     common(sw)
     sw.set_defaults(func=cmd_sweep)
 
@@ -275,6 +280,7 @@ def build_parser():
             p.add_argument("--quantity", choices=list(QUANTITIES), default="forward")
         else:
             p.add_argument("--plot-width", dest="plot_width", type=int)
+            p.add_argument("--plot-depth", dest="plot_depth", type=int)
         p.set_defaults(func=func)
     return ap
 

@@ -9,18 +9,23 @@ def _pyplot():
     return plt
 
 
-def plot_layers(results, path, width=None, clip=40.0):
+def plot_layers(results, path, width=None, depth=None, clip=40.0):
     """Per-layer curves: forward log10 mean(h^2) and gradient log10 mean(delta^2).
 
     One column of panels per activation, one line per init (mean over trials),
-    for the deepest net at ``width`` (default: the largest width). The y axis
+    for the net of ``depth`` (default: the deepest) at ``width`` (default: the
+    largest). The y axis
     stops at +-``clip`` decades so the curves near 0 stay readable; steeper ones
     leave the panel.
     """
     plt = _pyplot()
     width = int(results["width"].max()) if width is None else int(width)
-    depth = int(results["depth"].max())
+    depth = int(results["depth"].max()) if depth is None else int(depth)
     sub = results[(results.width == width) & (results.depth == depth)]
+    if sub.empty:
+        raise ValueError(f"no results for width {width}, depth {depth}; widths: "
+                         f"{sorted(map(int, results.width.unique()))}, "
+                         f"depths: {sorted(map(int, results.depth.unique()))}")
     acts = list(sub["activation"].cat.categories) if hasattr(sub["activation"], "cat") \
         else list(dict.fromkeys(sub["activation"]))
     inits = list(sub["init"].cat.categories) if hasattr(sub["init"], "cat") \
