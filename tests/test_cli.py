@@ -113,7 +113,7 @@ def test_resume_after_kill(tmp_path):
     killed = str(tmp_path / "killed")
     proc = subprocess.Popen(cmd + ["--out", killed])
     cells = os.path.join(killed, "cells")
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline:
         if os.path.isdir(cells) and len([f for f in os.listdir(cells)
                                          if f.endswith(".parquet")]) >= 2:
