@@ -36,7 +36,7 @@ _configure_numba_cache()
 from .activations import ACTIVATIONS, dphi, phi  # noqa: E402
 from .inits import INITS, sample_weights, weight_variance  # noqa: E402
 from .simulate import propagate, simulate  # noqa: E402
-from .sweep import seed_of_cell, sweep  # noqa: E402
+from .sweeps import seed_of_cell, sweep  # noqa: E402
 from .tables import variance_decay_table  # noqa: E402
 
 __all__ = ["simulate", "propagate", "sweep", "variance_decay_table", "seed_of_cell",

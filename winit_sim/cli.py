@@ -16,7 +16,7 @@ import pandas as pd
 from ._store import GridMismatch, atomic_write, atomic_write_text
 from .grid import make_grid
 from .simulate import simulate
-from .sweep import SweepTimer, run_sweep
+from .sweeps import SweepTimer, run_sweep
 from .tables import QUANTITIES, to_markdown, variance_decay_table
 
 PRESETS = {
