@@ -1,6 +1,6 @@
 """Medians of winit_sim against NumPy and PyTorch loops doing the same work, one run.
 
-Usage: python asv_benchmarks/compare.py [--repeat 7]
+Usage: python asv_benchmarks/compare.py [--repeat 7] [--no-deep]
 Prints a table: case, median seconds per implementation, speed-up of winit_sim.
 """
 import argparse
@@ -42,6 +42,7 @@ def peak_rss_of(code):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--no-deep", action="store_true", help="skip the depth-10000 run")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(2)
@@ -56,6 +57,8 @@ def main():
         trc = median_time(lambda: torch_loop(1024, 100, batch, np.float32), args.repeat)
         print(f"{batch:>6} {sim:>12.3f} {npy:>10.3f} {trc:>10.3f} {npy / sim:>8.2f} "
               f"{trc / sim:>8.2f}")
+    if args.no_deep:
+        return
     t = time.perf_counter()
     ws.simulate(1024, 10000, activation="relu", init="he_normal", batch=16)
     dt = time.perf_counter() - t
