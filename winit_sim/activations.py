@@ -201,3 +201,21 @@ def dphi(activation, h):
     code, p = activation_code(resolve_activation(activation))
     h = np.asarray(h, dtype=np.float64)
     return np.vectorize(lambda v: _dphi(code, p, v), otypes=[np.float64])(h)
+
+
+@njit(cache=True)
+def eval_phi_dphi(a, p, h, phi_out, dphi_out):
+    """phi and phi' of every entry of a 1-D float64 array (the theory's quadratures)."""
+    for i in range(h.size):
+        phi_out[i], dphi_out[i] = _phi_dphi(a, p, h[i])
+
+
+@njit(cache=True)
+def eval_limits(a, p, z, large, small):
+    """Per entry: (growing, bounded, phi') of the large-signal limit and (value, phi') of the small one.
+
+    ``large`` has 3 columns and ``small`` 2; used where exp(log q) is out of float range.
+    """
+    for i in range(z.size):
+        large[i, 0], large[i, 1], large[i, 2] = _phi_large(a, p, z[i])
+        small[i, 0], small[i, 1] = _phi_small(a, p, z[i])

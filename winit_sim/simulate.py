@@ -94,7 +94,7 @@ def frame(forward, backward, widths, depth=None, top_index=0):
 
 def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
              batch=64, trials=1, seed=0, bias_std=0.0, input_var=1.0, dtype="float64",
-             backward=True, segment_layers=None, threads=None):
+             backward=True, segment_layers=None, threads=None, theory=False):
     """Propagate random inputs and gradients through freshly initialised deep MLPs.
 
     Layers ``l = 1..L``: ``h_l = x_{l-1} @ W_l.T + b_l``, ``x_l = phi(h_l)``;
@@ -131,6 +131,10 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
         128 MiB. Results do not depend on it.
     threads : int, optional
         Numba threads for this call (restored afterwards). Results do not depend on it.
+    theory : bool
+        Add the mean-field prediction (:func:`winit_sim.theory.predict`) as
+        ``theory_*`` columns and the deviations ``dev_log10_pre_q`` (and, with
+        ``backward``, ``dev_log10_grad_q``) = simulated - predicted.
 
     Returns
     -------
@@ -167,7 +171,23 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
     with _threads(threads):
         fwd, bwd = _run(widths, activation, init, rows, trials, seed, bias_std,
                         math.sqrt(input_var), dt, [depth] if backward else [], segment_layers)
-    return frame(fwd, bwd if backward else None, widths)
+    df = frame(fwd, bwd if backward else None, widths)
+    if theory:
+        df = with_theory(df, widths, activation, init, bias_std, input_var, rows)
+    return df
+
+
+def with_theory(df, widths, activation, init, bias_std, input_var, batch):
+    """Join the mean-field prediction to simulated rows, with ``dev_*`` deviations."""
+    from .theory import predict
+    pred = predict(widths=list(widths), activation=activation, init=init, bias_std=bias_std,
+                   input_var=input_var, batch=batch)
+    df = df.merge(pred, on="layer", how="left")
+    with np.errstate(invalid="ignore"):
+        df["dev_log10_pre_q"] = df["log10_pre_q"] - df["theory_log10_pre_q"]
+        if "log10_grad_q" in df.columns:
+            df["dev_log10_grad_q"] = df["log10_grad_q"] - df["theory_log10_grad_q"]
+    return df
 
 
 def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_layers=None):

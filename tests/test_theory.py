@@ -1,0 +1,108 @@
+"""Mean-field theory: quadrature vs scipy, closed forms, and simulation vs theory."""
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+import winit_sim as ws
+from winit_sim import theory
+
+ACTS = ["linear", "relu", "leaky_relu:slope=0.2", "tanh", "sigmoid", "gelu", "silu",
+        "elu:alpha=0.7", "selu"]
+
+
+def _scipy_moments(act, q):
+    """E[f(u)^2], u ~ N(0, q), by scipy.integrate.quad in u (split at the kink u = 0)."""
+    s = math.sqrt(q)
+    density = lambda u: math.exp(-0.5 * (u / s) ** 2) / (math.sqrt(2 * math.pi) * s)  # noqa: E731
+    out = []
+    for fn in (ws.phi, ws.dphi):
+        f = lambda u: float(fn(act, u)) ** 2 * density(u)  # noqa: E731
+        edge = 40.0 * s
+        pts = [x for x in (0.5, 1.0, 2.0, 5.0, 10.0, s, 3 * s) if x < edge]
+        total = 0.0
+        for a, b, p in ((-edge, 0.0, [-x for x in pts]), (0.0, edge, pts)):
+            val, _ = integrate.quad(f, a, b, points=p, epsabs=0.0, epsrel=1e-13, limit=1000)
+            total += val
+        out.append(total)
+    return out
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("q", [1e-6, 1e-2, 1.0, 1e2, 1e6])
+def test_quadrature_against_scipy(act, q):
+    got = [math.exp(v) for v in theory.log_moments(act, math.log(q))]
+    want = _scipy_moments(act, q)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_closed_forms():
+    for q in (1e-300, 1e-5, 1.0, 1e7, 1e300):
+        lq = math.log(q)
+        assert theory.log_moments("relu", lq)[0] == pytest.approx(lq + math.log(0.5), abs=1e-13)
+        assert theory.log_moments("linear", lq)[0] == pytest.approx(lq, abs=1e-13)
+        assert theory.log_moments("leaky_relu:slope=0.3", lq)[0] == pytest.approx(
+            lq + math.log((1 + 0.09) / 2), abs=1e-13)
+        assert math.exp(theory.log_moments("relu", lq)[1]) == pytest.approx(0.5, rel=1e-13)
+    # relu q-map: q_l = (sw2/2) q_{l-1} + sb2 (He: sw2 = 2 -> q preserved; with bias it adds)
+    p = theory.predict(32, 6, activation="relu", init="normal:std=0.3", bias_std=0.2)
+    q, sw2 = 32 * 0.09, 32 * 0.09
+    q = q + 0.04
+    for l in range(6):
+        assert 10 ** p.theory_log10_pre_q[l] == pytest.approx(q, rel=1e-12)
+        q = sw2 / 2 * q + 0.04
+    assert theory.qmap("relu", 3.0, 0.5, 2.0) == pytest.approx(3.5, rel=1e-13)
+    assert theory.gain("relu") == pytest.approx(math.sqrt(2), rel=1e-13)
+    assert theory.gain("leaky_relu:slope=0.2") == pytest.approx(math.sqrt(2 / 1.04), rel=1e-13)
+    assert theory.gain("tanh") == pytest.approx(1.5925, abs=1e-4)
+    assert theory.gain("selu") == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fixed_points_and_edge_of_chaos():
+    assert theory.critical_sw2("tanh", 0.0) == pytest.approx(1.0, abs=1e-9)
+    fp = theory.fixed_point("relu", 1.0, 0.1)
+    assert fp.status == "converged" and fp.q == pytest.approx(0.2, rel=1e-12)
+    assert theory.fixed_point("relu", 3.0, 0.0).status == "grows without bound"
+    assert theory.fixed_point("tanh", 0.8, 0.0).status == "collapses to 0"
+    fp = theory.fixed_point("tanh", 2.0, 0.05)
+    assert theory.qmap("tanh", 2.0, 0.05, fp.q) == pytest.approx(fp.q, rel=1e-12)
+    # chi_1 crosses 1 at the critical sw2 (edge of chaos) for tanh with bias
+    sw2 = theory.critical_sw2("tanh", 0.05)
+    assert theory.chi1("tanh", sw2, 0.05) == pytest.approx(1.0, abs=1e-9)
+    assert theory.chi1("tanh", 0.9 * sw2, 0.05) < 1 < theory.chi1("tanh", 1.1 * sw2, 0.05)
+    with pytest.raises(ValueError, match="grows without bound"):
+        theory.chi1("relu", 3.0, 0.0)
+
+
+def test_gain_table_lists_torch_values():
+    t = theory.gain_table(["relu", "tanh", "selu", "gelu"]).set_index("activation")
+    assert t.loc["tanh", "torch_gain"] == pytest.approx(5 / 3)
+    assert t.loc["tanh", "torch_minus_gain"] == pytest.approx(5 / 3 - 1.5925, abs=1e-4)
+    assert t.loc["relu", "chi1_at_gain"] == pytest.approx(1.0)
+    assert math.isnan(t.loc["gelu", "torch_gain"])
+
+
+@pytest.mark.parametrize("act, init", [("relu", "he_normal"), ("tanh", "xavier_normal"),
+                                       ("sigmoid", "xavier_normal"), ("selu", "lecun_normal")])
+def test_simulation_matches_theory_at_width_1024(act, init):
+    """Mean over trials of q (not of log q) within 4 standard errors plus 1% of mean field."""
+    df = ws.simulate(1024, 50, activation=act, init=init, batch=16, trials=6, seed=2, theory=True)
+    for col in ("pre_q", "grad_q"):
+        q = 10 ** df[f"log10_{col}"]
+        stats = q.groupby(df.layer).agg(["mean", "std"])
+        th = 10 ** df.groupby("layer")[f"theory_log10_{col}"].first()
+        err = np.abs(stats["mean"] - th)
+        assert np.all(err <= 4 * stats["std"] / math.sqrt(6) + 0.01 * th), (act, col)
+
+
+def test_relu_finite_width_deviation_grows_as_width_shrinks():
+    """Hanin & Rolnick: E[log q_L] falls below log E[q_L] by ~ sum over layers of 1/width."""
+    gaps = {}
+    for width in (16, 64):
+        df = ws.simulate(width, 200, activation="relu", init="he_normal", batch=8, trials=24,
+                         seed=4, theory=True)
+        top = df[df.layer == 200]
+        gaps[width] = top.dev_log10_pre_q.mean()
+    assert gaps[16] < gaps[64] < 0
+    assert gaps[16] < -1.0  # decades, at depth/width = 12.5

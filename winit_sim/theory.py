@@ -1,0 +1,290 @@
+"""Mean-field theory beside the simulation: q-maps, predictions, fixed points, gains.
+
+Conventions (Poole et al. 2016, Schoenholz et al. 2017): layer l has weight
+variance ``sigma_w^2 / fan_in`` as the init scheme gives it, bias variance
+``sigma_b^2``; ``q`` is the second moment mean(h^2) of a pre-activation (not its
+centered variance), as in the engine's ``log10_pre_q``.
+
+Quadrature: E_z[f(sqrt(q) z)], z ~ N(0, 1), by composite Gauss-Legendre on
+panels in z split at 0 (the kink of relu, leaky_relu, elu, selu), dyadic from
+2^-40 to 1 (so the transition of any activation at |z| ~ 1/sqrt(q) is resolved
+for q up to 1e24) and of width 0.5 from 1 to 40 (the density is below 1e-340
+beyond). Accurate to ~1e-12 against scipy.integrate.quad for q in [1e-6, 1e6].
+Where q is beyond float range (|log q| > 400) the activation's exact large- or
+small-signal limit is integrated instead, in log space.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .activations import (HOMOGENEOUS, SIGMOID, activation_code, eval_limits, eval_phi_dphi,
+                          resolve_activation)
+from .inits import weight_variance
+from .simulate import resolve_widths
+from ._validate import check_nonneg_float, check_positive_int
+
+LN10 = math.log(10.0)
+_LOG_Q_SAFE = 400.0  # natural log of q beyond which the limit forms are used
+
+
+def _nodes(points=24):
+    x, w = np.polynomial.legendre.leggauss(points)
+    edges = np.concatenate([[0.0], 2.0 ** np.arange(-40, 1), np.arange(1.5, 40.01, 0.5)])
+    a, b = edges[:-1], edges[1:]
+    z = ((b - a)[:, None] * (x[None, :] + 1.0) / 2.0 + a[:, None]).ravel()
+    wz = ((b - a)[:, None] / 2.0 * w[None, :]).ravel()
+    z = np.concatenate([-z[::-1], z])
+    wz = np.concatenate([wz[::-1], wz]) * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return z, wz
+
+
+Z, WZ = _nodes()
+
+
+def _code(activation):
+    return activation_code(resolve_activation(activation))
+
+
+def _phi_dphi_at(code, param, h):
+    phi = np.empty_like(h)
+    dphi = np.empty_like(h)
+    eval_phi_dphi(code, param, h, phi, dphi)
+    return phi, dphi
+
+
+def log_moments(activation, log_q):
+    """Natural logs of E[phi(u)^2] and E[phi'(u)^2] for u ~ N(0, q), given log q.
+
+    Exact in log space for any q: homogeneous activations scale exactly; the
+    others use their large-/small-signal limits where q is beyond float range.
+    """
+    code, param = _code(activation)
+    if code in HOMOGENEOUS:
+        phi, dphi = _phi_dphi_at(code, param, Z)
+        return math.log(WZ @ phi ** 2) + log_q, math.log(WZ @ dphi ** 2)
+    if abs(log_q) <= _LOG_Q_SAFE:
+        phi, dphi = _phi_dphi_at(code, param, math.exp(0.5 * log_q) * Z)
+        return _safe_log(WZ @ phi ** 2), _safe_log(WZ @ dphi ** 2)
+    large = np.empty((Z.size, 3))
+    small = np.empty((Z.size, 2))
+    eval_limits(code, param, Z, large, small)
+    if log_q > 0:
+        grow = WZ @ large[:, 0] ** 2
+        if grow > 0:
+            return math.log(grow) + log_q, _safe_log(WZ @ large[:, 2] ** 2)
+        return _safe_log(WZ @ large[:, 1] ** 2), _safe_log(WZ @ large[:, 2] ** 2)
+    if code == SIGMOID:  # phi(0)^2 dominates
+        return math.log(0.25), _safe_log(WZ @ small[:, 1] ** 2)
+    return math.log(WZ @ small[:, 0] ** 2) + log_q, _safe_log(WZ @ small[:, 1] ** 2)
+
+
+def _safe_log(v):
+    return math.log(v) if v > 0 else -math.inf
+
+
+def gaussian_expectation(f, q):
+    """E_z[f(sqrt(q) z)] for a vectorised f, with the engine's quadrature rule."""
+    return float(WZ @ f(math.sqrt(q) * Z))
+
+
+def qmap(activation, sw2, sb2, q):
+    """q-map: sw2 * E_z[phi(sqrt(q) z)^2] + sb2."""
+    sw2, sb2, q = (check_nonneg_float(v, n) for v, n in ((sw2, "sw2"), (sb2, "sb2"), (q, "q")))
+    if q == 0.0:
+        code, param = _code(activation)
+        phi0, _ = _phi_dphi_at(code, param, np.zeros(1))
+        return sw2 * phi0[0] ** 2 + sb2
+    return sw2 * math.exp(log_moments(activation, math.log(q))[0]) + sb2
+
+
+def _logaddexp(a, b):
+    return np.logaddexp(a, b) if (a > -math.inf or b > -math.inf) else -math.inf
+
+
+def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
+            bias_std=0.0, input_var=1.0, batch=64):
+    """Mean-field prediction of the engine's per-layer statistics (infinite width).
+
+    Parameters
+    ----------
+    width, depth, widths
+        As in :func:`winit_sim.simulate` (non-uniform widths allowed).
+    activation, init, bias_std, input_var
+        As in :func:`winit_sim.simulate`.
+    batch : int
+        Batch size (the weight gradient sums over it).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``layer``, ``theory_log10_pre_q`` (log10 E[h_l^2]), ``theory_log10_post_q``
+        (log10 E[phi(h_l)^2]), ``theory_log10_grad_q`` (log10 E[delta_l^2] for a
+        top gradient of i.i.d. N(0, 1) entries) and ``theory_log10_wgrad_q``
+        (log10 E[(dloss/dW_l)^2] = log10(batch E[delta_l^2] E[x_{l-1}^2]): the
+        top gradient is independent across samples, so cross-sample terms vanish).
+
+    Notes
+    -----
+    Forward: q_1 = n_0 Var(W_1) input_var + sb2, q_{l+1} = n_l Var(W_{l+1}) E[phi(h_l)^2]
+    + sb2, each layer with its own ``weight_variance``. Backward:
+    E[delta_{l-1}^2] = n_l Var(W_l) E[phi'(h_{l-1})^2] E[delta_l^2] (the gradient
+    independence assumption). All in log space, so any depth is finite.
+    """
+    w = resolve_widths(width, depth, widths)
+    bias_std = check_nonneg_float(bias_std, "bias_std")
+    input_var = check_nonneg_float(input_var, "input_var")
+    batch = check_positive_int(batch, "batch")
+    depth = w.size - 1
+    log_sb2 = 2.0 * math.log(bias_std) if bias_std > 0 else -math.inf
+    log_gain = [math.log(w[l] * weight_variance(init, int(w[l]), int(w[l + 1])))
+                if weight_variance(init, int(w[l]), int(w[l + 1])) > 0 else -math.inf
+                for l in range(depth)]
+    pre, post, dmom = np.empty(depth), np.empty(depth), np.empty(depth)
+    log_x = math.log(input_var) if input_var > 0 else -math.inf
+    x_prev = np.empty(depth)
+    for l in range(depth):
+        x_prev[l] = log_x
+        pre[l] = _logaddexp(log_gain[l] + log_x, log_sb2)
+        if pre[l] == -math.inf:
+            code, param = _code(activation)
+            p0, d0 = _phi_dphi_at(code, param, np.zeros(1))
+            post[l], dmom[l] = _safe_log(p0[0] ** 2), _safe_log(d0[0] ** 2)
+        else:
+            post[l], dmom[l] = log_moments(activation, pre[l])
+        log_x = post[l]
+    grad = np.empty(depth)
+    g = dmom[-1]  # E[g^2] = 1
+    for l in range(depth - 1, -1, -1):
+        grad[l] = g
+        if l > 0:
+            g = log_gain[l] + dmom[l - 1] + g
+    wgrad = math.log(batch) + grad + x_prev
+    with np.errstate(invalid="ignore"):
+        return pd.DataFrame({
+            "layer": np.arange(1, depth + 1),
+            "theory_log10_pre_q": pre / LN10,
+            "theory_log10_post_q": post / LN10,
+            "theory_log10_grad_q": grad / LN10,
+            "theory_log10_wgrad_q": wgrad / LN10,
+        })
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Result of :func:`fixed_point`: ``q`` (NaN when there is none) and a status."""
+    q: float
+    status: str  # "converged", "grows without bound", "collapses to 0"
+
+    def __float__(self):
+        return self.q
+
+
+def fixed_point(activation, sw2, sb2):
+    """The stable fixed point q* of the q-map.
+
+    Solved in x = log q: F(x) = log(qmap(e^x)) - x is scanned over q in
+    [1e-300, 1e300] for a crossing from + to - (the crossing iteration converges
+    to), then refined by bisection. Returns a :class:`FixedPoint`; without a
+    finite positive stable fixed point ``q`` is NaN and ``status`` says
+    "grows without bound" (F > 0 everywhere) or "collapses to 0" (F < 0).
+    """
+    sw2 = check_nonneg_float(sw2, "sw2")
+    sb2 = check_nonneg_float(sb2, "sb2")
+    log_sw2 = math.log(sw2) if sw2 > 0 else -math.inf
+    log_sb2 = math.log(sb2) if sb2 > 0 else -math.inf
+
+    def excess(x):
+        return _logaddexp(log_sw2 + log_moments(activation, x)[0], log_sb2) - x
+
+    xs = np.linspace(-690.0, 690.0, 277)
+    fs = np.array([excess(x) for x in xs])
+    if np.all(np.abs(fs) < 1e-12):  # every q is fixed (relu at sw2 = 2, no bias)
+        return FixedPoint(1.0, "converged")
+    down = np.nonzero((fs[:-1] > 0) & (fs[1:] <= 0))[0]
+    if down.size == 0:
+        return FixedPoint(math.nan, "grows without bound" if fs[-1] > 0 else "collapses to 0")
+    a, b = xs[down[0]], xs[down[0] + 1]
+    for _ in range(200):
+        m = 0.5 * (a + b)
+        if excess(m) > 0:
+            a = m
+        else:
+            b = m
+        if b - a < 1e-14:
+            break
+    return FixedPoint(math.exp(0.5 * (a + b)), "converged")
+
+
+def chi1(activation, sw2, sb2, q=None):
+    """chi_1 = sw2 * E[phi'(sqrt(q*) z)^2], the per-layer gradient (and correlation) factor at c = 1.
+
+    ``q`` defaults to the fixed point q*; where there is none, a ValueError says why.
+    """
+    if q is None:
+        fp = fixed_point(activation, sw2, sb2)
+        if fp.status != "converged":
+            raise ValueError(f"no fixed point for {activation} at sw2={sw2}, sb2={sb2}: "
+                             f"{fp.status}; pass q explicitly")
+        q = fp.q
+    return sw2 * math.exp(log_moments(activation, math.log(q))[1])
+
+
+def critical_sw2(activation, sb2=0.0, lo=1e-3, hi=1e3):
+    """The sigma_w^2 with chi_1 = 1 at the fixed point (the edge of chaos), by bisection."""
+    sb2 = check_nonneg_float(sb2, "sb2")
+
+    def excess(sw2):
+        fp = fixed_point(activation, sw2, sb2)
+        q = fp.q if fp.status == "converged" else (1e-300 if fp.status == "collapses to 0"
+                                                   else 1e300)
+        return chi1(activation, sw2, sb2, q=q) - 1.0
+
+    a, b = math.log(lo), math.log(hi)
+    fa, fb = excess(lo), excess(hi)
+    if fa * fb > 0:
+        raise ValueError(f"chi_1 - 1 does not change sign for sw2 in [{lo}, {hi}]")
+    for _ in range(200):
+        m = 0.5 * (a + b)
+        fm = excess(math.exp(m))
+        if (fm > 0) == (fb > 0):
+            b, fb = m, fm
+        else:
+            a, fa = m, fm
+        if b - a < 1e-13:
+            break
+    return math.exp(0.5 * (a + b))
+
+
+def gain(activation, q=1.0):
+    """sigma_w keeping the forward second moment at q (no bias): sqrt(q / E[phi(sqrt(q) z)^2])."""
+    q = check_nonneg_float(q, "q")
+    if q == 0:
+        raise ValueError("q must be > 0")
+    return math.sqrt(q / math.exp(log_moments(activation, math.log(q))[0]))
+
+
+# torch.nn.init.calculate_gain, written down (not imported); None where torch has none
+TORCH_GAINS = {"linear": lambda p: 1.0, "relu": lambda p: math.sqrt(2.0),
+               "leaky_relu": lambda p: math.sqrt(2.0 / (1.0 + p * p)), "tanh": lambda p: 5.0 / 3.0,
+               "sigmoid": lambda p: 1.0, "selu": lambda p: 0.75}
+
+
+def gain_table(activations=None):
+    """Every activation: computed gain, edge-of-chaos sigma_w, chi_1 at the gain, torch's gain."""
+    from .activations import ACTIVATIONS
+    rows = []
+    for act in activations or ACTIVATIONS.names():
+        spec = resolve_activation(act)
+        g = gain(spec)
+        try:
+            edge = math.sqrt(critical_sw2(spec, 0.0))
+        except ValueError:
+            edge = math.nan
+        torch_gain = TORCH_GAINS.get(spec.name)
+        t = torch_gain(spec.params.get("slope", 0.0)) if torch_gain else math.nan
+        rows.append({"activation": spec.canonical(), "gain": g, "edge_of_chaos_sigma_w": edge,
+                     "chi1_at_gain": chi1(spec, g * g, 0.0, q=1.0), "torch_gain": t,
+                     "torch_minus_gain": t - g})
+    return pd.DataFrame(rows)
