@@ -106,3 +106,24 @@ def test_relu_finite_width_deviation_grows_as_width_shrinks():
         gaps[width] = top.dev_log10_pre_q.mean()
     assert gaps[16] < gaps[64] < 0
     assert gaps[16] < -1.0  # decades, at depth/width = 12.5
+
+
+def test_correlation_map_and_depth_scales():
+    # relu: the arc-cosine kernel in closed form
+    for c in (0.0, 0.3, 0.9):
+        want = (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
+        assert theory.correlation_map("relu", 2.0, 0.0, c, q=1.0) == pytest.approx(want, rel=1e-5)
+    # relu with bias: linear q-map, so chi_q = sw2 / 2 exactly
+    d = theory.depth_scales("relu", 1.2, 0.1)
+    assert d["chi_q"] == pytest.approx(0.6, rel=1e-8)
+    assert d["xi_q"] == pytest.approx(-1 / math.log(0.6), rel=1e-7)
+    assert d["phase"] == "ordered" and d["c_star"] == 1.0
+    # tanh: correlations are remembered for ever at the edge of chaos, forgotten off it
+    edge = theory.critical_sw2("tanh", 0.05)
+    assert theory.depth_scales("tanh", edge, 0.05)["xi_c"] > 1e4
+    chaos = theory.depth_scales("tanh", 3.0, 0.05)
+    assert chaos["phase"] == "chaotic" and chaos["c_star"] < 1 and chaos["chi_c"] < 1
+    assert theory.correlation_map("tanh", 3.0, 0.05, chaos["c_star"]) == pytest.approx(
+        chaos["c_star"], abs=1e-6)
+    table = theory.phase_diagram("tanh", [0.5, 3.0], [0.0, 0.05])
+    assert list(table.phase) == ["collapses to 0", "chaotic", "ordered", "chaotic"]

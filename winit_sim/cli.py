@@ -231,6 +231,60 @@ def cmd_plot(args):
     return 0
 
 
+def cmd_theory(args):
+    from . import theory
+    try:
+        fp = theory.fixed_point(args.activation, args.sw2, args.sb2)
+        print(f"activation {args.activation}, sigma_w^2 = {args.sw2:g}, sigma_b^2 = {args.sb2:g}")
+        if fp.status != "converged":
+            print(f"fixed point q*: none ({fp.status})")
+            return 0
+        d = theory.depth_scales(args.activation, args.sw2, args.sb2)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"fixed point q* = {d['q_star']:.6g}")
+    print(f"chi_1 = {d['chi1']:.6g}  ({d['phase']} phase)")
+    print(f"chi_q = {d['chi_q']:.6g}, depth scale xi_q = {d['xi_q']:.4g} layers")
+    print(f"c* = {d['c_star']:.6g}, chi_c = {d['chi_c']:.6g}, "
+          f"depth scale xi_c = {d['xi_c']:.4g} layers")
+    print(f"edge of chaos at this sigma_b^2: sigma_w^2 = "
+          f"{theory.critical_sw2(args.activation, args.sb2):.6g}")
+    return 0
+
+
+def cmd_gains(args):
+    from . import theory
+    table = theory.gain_table()
+    print("gain: sigma_w keeping E[h^2] = 1 with no bias (computed from the activation);")
+    print("edge_of_chaos_sigma_w: chi_1 = 1 at sigma_b = 0; torch_gain: "
+          "torch.nn.init.calculate_gain (n/a: none)\n")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))
+    return 0
+
+
+def cmd_phase(args):
+    import numpy as np
+
+    from . import theory
+    from .plots import plot_phase
+    sw2 = np.linspace(args.sw2_min, args.sw2_max, args.points)
+    sb2 = np.linspace(0.0, args.sb2_max, args.points)
+    try:
+        table = theory.phase_diagram(args.activation, sw2, sb2)
+        crit = [(theory.critical_sw2(args.activation, b), b) for b in sb2]
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"phase_{args.activation.replace(':', '_')}")
+    atomic_write(stem + ".csv", lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(stem + ".png", lambda tmp: plot_phase(table, crit, tmp + ".png",
+                                                       args.activation)
+                 or os.replace(tmp + ".png", tmp))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {stem}.csv and {stem}.png")
+    return 0
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="winit-sim", description="Measure what weight "
                                  "initialisation does to very deep networks.")
@@ -270,6 +324,22 @@ def build_parser():
                     help="net depth of the per-layer figure (default: deepest)")
     common(sw)
     sw.set_defaults(func=cmd_sweep)
+
+    th = sub.add_parser("theory", help="mean-field fixed point, chi_1 and depth scales")
+    th.add_argument("--activation", default="tanh")
+    th.add_argument("--sw2", type=float, default=1.0, help="sigma_w^2")
+    th.add_argument("--sb2", type=float, default=0.0, help="sigma_b^2")
+    th.set_defaults(func=cmd_theory)
+    gn = sub.add_parser("gains", help="computed gains of every activation beside torch's")
+    gn.set_defaults(func=cmd_gains)
+    ph = sub.add_parser("phase", help="order/chaos phase diagram: table and PNG of xi_c")
+    ph.add_argument("--activation", default="tanh")
+    ph.add_argument("--sw2-min", dest="sw2_min", type=float, default=0.5)
+    ph.add_argument("--sw2-max", dest="sw2_max", type=float, default=4.0)
+    ph.add_argument("--sb2-max", dest="sb2_max", type=float, default=0.3)
+    ph.add_argument("--points", type=int, default=12)
+    ph.add_argument("--out", default="winit_phase")
+    ph.set_defaults(func=cmd_phase)
 
     for name, helptext, func in (("table", "print a decay table from saved results", cmd_table),
                                  ("plot", "redraw tables and figures from saved results",

@@ -105,3 +105,25 @@ def plot_decay_heatmap(table, path, width=None, title="forward", clip=20.0):
     fig.suptitle(f"{title} variance change with depth, width {width}")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_phase(table, critical, path, activation, clip=100.0):
+    """Heatmap of the correlation depth scale xi_c over (sigma_w^2, sigma_b^2), with the edge of chaos."""
+    plt = _pyplot()
+    sw2 = np.sort(table["sw2"].unique())
+    sb2 = np.sort(table["sb2"].unique())
+    grid = table.pivot(index="sb2", columns="sw2", values="xi_c").reindex(index=sb2, columns=sw2)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    im = ax.pcolormesh(sw2, sb2, np.clip(grid.to_numpy(dtype=float), 0, clip), shading="nearest",
+                       cmap="magma")
+    fig.colorbar(im, ax=ax, label=f"xi_c (layers, clipped at {clip:g})")
+    cs, cb = zip(*critical)
+    ax.plot(cs, cb, color="cyan", lw=2, label="edge of chaos (chi_1 = 1)")
+    ax.set_xlim(sw2[0], sw2[-1])
+    ax.set_xlabel("sigma_w^2")
+    ax.set_ylabel("sigma_b^2")
+    ax.set_title(f"{activation}: ordered (left) and chaotic (right) phases")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit, prange
 
-from .activations import (HOMOGENEOUS, SIGMOID, activation_code, eval_limits, eval_phi_dphi,
-                          resolve_activation)
+from .activations import (HOMOGENEOUS, SIGMOID, _phi_dphi, activation_code, eval_limits,
+                          eval_phi_dphi, resolve_activation)
 from .inits import weight_variance
 from .simulate import resolve_widths
 from ._validate import check_nonneg_float, check_positive_int
@@ -287,4 +288,127 @@ def gain_table(activations=None):
         rows.append({"activation": spec.canonical(), "gain": g, "edge_of_chaos_sigma_w": edge,
                      "chi1_at_gain": chi1(spec, g * g, 0.0, q=1.0), "torch_gain": t,
                      "torch_minus_gain": t - g})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------
+# Correlation map and depth scales (Schoenholz et al. 2017)
+
+def _pair_nodes(points=16):
+    x, w = np.polynomial.legendre.leggauss(points)
+    edges = np.concatenate([[0.0], 2.0 ** np.arange(-12, 1), np.arange(1.5, 9.01, 0.5)])
+    a, b = edges[:-1], edges[1:]
+    z = ((b - a)[:, None] * (x[None, :] + 1.0) / 2.0 + a[:, None]).ravel()
+    wz = ((b - a)[:, None] / 2.0 * w[None, :]).ravel()
+    z = np.concatenate([-z[::-1], z])
+    wz = np.concatenate([wz[::-1], wz]) * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return z, wz / wz.sum()
+
+
+Z2, W2 = _pair_nodes()
+
+
+@njit(parallel=True, cache=True)
+def _pair_moments(a, p, q, c, z, w, out):
+    """out = (E[phi(u1) phi(u2)], E[phi'(u1) phi'(u2)]) for unit-correlation c at second moment q."""
+    s = math.sqrt(max(0.0, 1.0 - c * c))
+    rq = math.sqrt(q)
+    n = z.size
+    part = np.zeros((n, 2))
+    for i in prange(n):
+        f1, d1 = _phi_dphi(a, p, rq * z[i])
+        acc_f = 0.0
+        acc_d = 0.0
+        for j in range(n):
+            f2, d2 = _phi_dphi(a, p, rq * (c * z[i] + s * z[j]))
+            acc_f += w[j] * f2
+            acc_d += w[j] * d2
+        part[i, 0] = w[i] * f1 * acc_f
+        part[i, 1] = w[i] * d1 * acc_d
+    out[0] = 0.0
+    out[1] = 0.0
+    for i in range(n):  # fixed order: deterministic
+        out[0] += part[i, 0]
+        out[1] += part[i, 1]
+
+
+def _pairs(activation, q, c):
+    code, param = _code(activation)
+    out = np.empty(2)
+    _pair_moments(code, param, q, c, Z2, W2, out)
+    return out
+
+
+def correlation_map(activation, sw2, sb2, c, q=None):
+    """c -> (sw2 E[phi(u1) phi(u2)] + sb2) / q*, u1, u2 ~ N(0, q*) with correlation c.
+
+    ``q`` defaults to the fixed point q*. Accuracy ~1e-6 (a product Gauss-Legendre
+    rule; the kink of relu-like activations is not aligned with it for c < 1).
+    """
+    q = _q_star(activation, sw2, sb2) if q is None else q
+    return (sw2 * _pairs(activation, q, c)[0] + sb2) / q
+
+
+def _q_star(activation, sw2, sb2):
+    fp = fixed_point(activation, sw2, sb2)
+    if fp.status != "converged":
+        raise ValueError(f"no fixed point for {activation} at sw2={sw2}, sb2={sb2}: {fp.status}")
+    return fp.q
+
+
+def depth_scales(activation, sw2, sb2):
+    """Fixed points, slopes and depth scales of signal propagation.
+
+    Returns
+    -------
+    dict
+        ``q_star``; ``chi1`` = sw2 E[phi'(u)^2]; ``chi_q``, the slope of the
+        q-map at q* (found by a central difference) and ``xi_q`` = -1/log(chi_q),
+        the depth over which q approaches q*; ``c_star``, the stable fixed point of
+        the correlation map (1 in the ordered phase); ``chi_c`` = sw2
+        E[phi'(u1) phi'(u2)] at c*, and ``xi_c`` = -1/log(chi_c), the depth over
+        which inputs' correlations are forgotten (infinite at the edge of chaos);
+        ``phase``: "ordered" (chi1 < 1) or "chaotic".
+    """
+    q = _q_star(activation, sw2, sb2)
+    eps = 1e-5
+    chi_q = (qmap(activation, sw2, sb2, q * (1 + eps)) -
+             qmap(activation, sw2, sb2, q * (1 - eps))) / (2 * eps * q)
+    c1 = chi1(activation, sw2, sb2, q=q)
+    if c1 <= 1.0:
+        c_star, chi_c = 1.0, c1
+    else:  # chaotic: the stable correlation fixed point is below 1; bisection on map(c) - c
+        lo, hi = -1.0 + 1e-12, 1.0 - 1e-9
+        f = lambda c: correlation_map(activation, sw2, sb2, c, q=q) - c  # noqa: E731
+        if f(lo) < 0:
+            lo = 0.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if f(mid) > 0:
+                lo = mid
+            else:
+                hi = mid
+        c_star = 0.5 * (lo + hi)
+        chi_c = sw2 * _pairs(activation, q, c_star)[1]
+    scale = lambda chi: math.inf if chi >= 1.0 or chi <= 0 else -1.0 / math.log(chi)  # noqa: E731
+    return {"q_star": q, "chi1": c1, "chi_q": chi_q, "xi_q": scale(chi_q), "c_star": c_star,
+            "chi_c": chi_c, "xi_c": scale(chi_c), "phase": "ordered" if c1 < 1.0 else "chaotic"}
+
+
+def phase_diagram(activation, sw2_values, sb2_values):
+    """Order/chaos table over a (sw2, sb2) grid: one row per point, with depth scales.
+
+    Points without a finite fixed point get NaN scales and their status as phase.
+    """
+    rows = []
+    for sb2 in sb2_values:
+        for sw2 in sw2_values:
+            try:
+                d = depth_scales(activation, sw2, sb2)
+            except ValueError:
+                fp = fixed_point(activation, sw2, sb2)
+                d = {"q_star": math.nan, "chi1": math.nan, "chi_q": math.nan, "xi_q": math.nan,
+                     "c_star": math.nan, "chi_c": math.nan, "xi_c": math.nan,
+                     "phase": fp.status}
+            rows.append({"sw2": sw2, "sb2": sb2, **d})
     return pd.DataFrame(rows)
