@@ -127,3 +127,42 @@ def test_correlation_map_and_depth_scales():
         chaos["c_star"], abs=1e-6)
     table = theory.phase_diagram("tanh", [0.5, 3.0], [0.0, 0.05])
     assert list(table.phase) == ["collapses to 0", "chaotic", "ordered", "chaotic"]
+
+
+def test_gain_auto_in_any_gain_scheme():
+    g = theory.gain("tanh")
+    assert ws.weight_variance("xavier_normal:gain=auto", 100, 100, activation="tanh") == \
+        pytest.approx(g * g / 100, rel=1e-12)
+    assert ws.weight_variance("orthogonal:gain=auto", 50, 100, activation="selu") == \
+        pytest.approx(1.0 / 100, rel=1e-6)
+    # the computed gain keeps E[h^2] at its fixed point 1 (tanh), unlike torch's 5/3
+    df = ws.simulate(512, 20, activation="tanh", init="xavier_normal:gain=auto", batch=16,
+                     trials=2, theory=True)
+    assert df.theory_log10_pre_q.iloc[-1] == pytest.approx(0.0, abs=1e-3)
+    with pytest.raises(ValueError, match="needs the activation"):
+        ws.sample_weights("he_normal:gain=auto", 3, 3)
+    with pytest.raises(TypeError, match="must be a number or auto"):
+        ws.simulate(8, 2, init="he_normal:gain=big")
+
+
+def test_decay_table_with_theory():
+    df = ws.sweep([512], [10, 40], ["tanh", "sigmoid"], ["xavier_normal"], trials=3, batch=8,
+                  progress=False)
+    for q in ("forward", "backward", "weight_grad"):
+        t = ws.variance_decay_table(df, q, theory=True)
+        assert {"theory@10", "theory@40"} <= set(t.columns)
+        np.testing.assert_allclose(t[40].to_numpy(), t["theory@40"].to_numpy(), atol=0.15)
+
+
+def test_cli_theory_gains_phase(tmp_path, capsys):
+    from winit_sim.cli import main
+    assert main(["theory", "--activation", "tanh", "--sw2", "1.0", "--sb2", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "fixed point q* = 0.19359" in out and "ordered phase" in out
+    assert main(["theory", "--activation", "relu", "--sw2", "3"]) == 0
+    assert "grows without bound" in capsys.readouterr().out
+    assert main(["gains"]) == 0
+    assert "1.5925" in capsys.readouterr().out
+    assert main(["phase", "--activation", "tanh", "--points", "3", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "phase_tanh.png").stat().st_size > 0
+    assert main(["theory", "--activation", "nope"]) == 2

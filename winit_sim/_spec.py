@@ -18,6 +18,7 @@ class Param:
     default: object
     minimum: float | None = None
     choices: tuple = ()
+    auto: bool = False  # also accepts the string "auto"
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class Registry:
 
 def _check_value(kind, name, key, param, value):
     where = f"{kind} {name!r} parameter {key!r}"
+    if param.auto and value == "auto":
+        return value
     if param.choices:
         if value not in param.choices:
             raise ValueError(f"{where} must be one of {', '.join(param.choices)}, got {value!r}")
@@ -122,7 +125,8 @@ def _check_value(kind, name, key, param, value):
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{where} must be a number, got {value!r}") from None
+        raise TypeError(f"{where} must be a number{' or auto' if param.auto else ''}, "
+                        f"got {value!r}") from None
     if not math.isfinite(v):
         raise ValueError(f"{where} must be finite, got {value!r}")
     if param.minimum is not None and v < param.minimum:

@@ -211,10 +211,19 @@ def cmd_run(args):
     return 0
 
 
+def _saved_bias_std(directory):
+    try:
+        with open(os.path.join(directory, "grid.json"), encoding="utf-8") as fh:
+            return float(json.load(fh).get("bias_std", 0.0))
+    except (OSError, ValueError):
+        return 0.0
+
+
 def cmd_table(args):
     results = _read_results(args.dir)
     try:
-        table = variance_decay_table(results, args.quantity)
+        table = variance_decay_table(results, args.quantity, theory=args.theory,
+                                     bias_std=_saved_bias_std(args.dir))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _print_tables({args.quantity: table}, (args.quantity,))
@@ -348,6 +357,8 @@ def build_parser():
         p.add_argument("dir")
         if name == "table":
             p.add_argument("--quantity", choices=list(QUANTITIES), default="forward")
+            p.add_argument("--theory", action="store_true",
+                           help="add the mean-field prediction beside each depth")
         else:
             p.add_argument("--plot-width", dest="plot_width", type=int)
             p.add_argument("--plot-depth", dest="plot_depth", type=int)

@@ -21,7 +21,7 @@ KIND_ORTHOGONAL = 3  # scale * (semi-)orthogonal matrix, like torch.nn.init.orth
 
 _SQRT2 = math.sqrt(2.0)
 _MODE = Param("fan_in", choices=("fan_in", "fan_out"))
-_GAIN1 = Param(1.0, minimum=0.0)
+_GAIN1 = Param(1.0, minimum=0.0, auto=True)
 
 INITS = Registry("init", [
     Entry("zeros", doc="all weights 0"),
@@ -34,9 +34,9 @@ INITS = Registry("init", [
           doc="U[-b, b], b = gain*sqrt(6/(fan_in+fan_out))"),
     Entry("xavier_normal", {"gain": _GAIN1}, ("glorot_normal",),
           doc="N(0, gain^2*2/(fan_in+fan_out))"),
-    Entry("he_uniform", {"gain": Param(_SQRT2, minimum=0.0), "mode": _MODE}, ("kaiming_uniform",),
+    Entry("he_uniform", {"gain": Param(_SQRT2, minimum=0.0, auto=True), "mode": _MODE}, ("kaiming_uniform",),
           doc="U[-b, b], b = gain*sqrt(3/fan)"),
-    Entry("he_normal", {"gain": Param(_SQRT2, minimum=0.0), "mode": _MODE}, ("kaiming_normal",),
+    Entry("he_normal", {"gain": Param(_SQRT2, minimum=0.0, auto=True), "mode": _MODE}, ("kaiming_normal",),
           doc="N(0, gain^2/fan)"),
     Entry("lecun_uniform", {"gain": _GAIN1}, doc="U[-b, b], b = gain*sqrt(3/fan_in)"),
     Entry("lecun_normal", {"gain": _GAIN1}, doc="N(0, gain^2/fan_in)"),
@@ -49,8 +49,22 @@ def resolve_init(init):
     return INITS.resolve(init)
 
 
-def layer_sampler(init, fan_in, fan_out):
-    """(kind, scale) of one layer: the two numbers the kernels sample from."""
+def _gain(spec, activation):
+    """The scheme's gain; ``"auto"`` is the computed gain of ``activation``."""
+    g = spec.params["gain"]
+    if g != "auto":
+        return g
+    if activation is None:
+        raise ValueError(f"init {spec.canonical()!r} needs the activation to compute its gain")
+    from .theory import gain  # theory builds on this module
+    return gain(activation)
+
+
+def layer_sampler(init, fan_in, fan_out, activation=None):
+    """(kind, scale) of one layer: the two numbers the kernels sample from.
+
+    ``activation`` is needed only for ``gain=auto``.
+    """
     spec = resolve_init(init)
     p, name = spec.params, spec.name
     if name == "zeros":
@@ -62,19 +76,19 @@ def layer_sampler(init, fan_in, fan_out):
     if name == "uniform":
         return KIND_UNIFORM, p["bound"]
     if name == "orthogonal":
-        return KIND_ORTHOGONAL, p["gain"]
+        return KIND_ORTHOGONAL, _gain(spec, activation)
     if name.startswith("xavier"):
         var = 2.0 / (fan_in + fan_out)
     else:
         fan = fan_out if p.get("mode") == "fan_out" else fan_in
         var = 1.0 / fan
-    std = p["gain"] * math.sqrt(var)
+    std = _gain(spec, activation) * math.sqrt(var)
     if name.endswith("_uniform"):
         return KIND_UNIFORM, std * math.sqrt(3.0)
     return KIND_NORMAL, std
 
 
-def weight_variance(init, fan_in, fan_out):
+def weight_variance(init, fan_in, fan_out, activation=None):
     """Theoretical variance of one weight entry under a scheme.
 
     Parameters
@@ -84,6 +98,8 @@ def weight_variance(init, fan_in, fan_out):
         ``("normal", {"std": 0.05})``.
     fan_in, fan_out : int
         Layer sizes (weights have shape ``(fan_out, fan_in)``).
+    activation : str or tuple, optional
+        Needed only for ``gain=auto`` (the gain computed for this activation).
 
     Returns
     -------
@@ -94,7 +110,7 @@ def weight_variance(init, fan_in, fan_out):
     """
     fan_in = check_positive_int(fan_in, "fan_in")
     fan_out = check_positive_int(fan_out, "fan_out")
-    kind, scale = layer_sampler(init, fan_in, fan_out)
+    kind, scale = layer_sampler(init, fan_in, fan_out, activation)
     if kind == KIND_CONSTANT:
         return 0.0
     if kind == KIND_NORMAL:
@@ -141,7 +157,8 @@ def fill_weights(kind, scale, key, out):
                     out[i, j] = scale * q[j, i]
 
 
-def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="float64"):
+def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="float64",
+                   activation=None):
     """The weight matrix that :func:`winit_sim.simulate` uses for one layer of one trial.
 
     Parameters
@@ -155,6 +172,8 @@ def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="fl
     layer : int
         1-based layer index.
     dtype : {"float64", "float32"}
+    activation : str or tuple, optional
+        Needed only for ``gain=auto``.
 
     Returns
     -------
@@ -167,7 +186,7 @@ def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="fl
     trial = check_positive_int(trial, "trial", minimum=0)
     layer = check_positive_int(layer, "layer")
     dt = check_dtype(dtype)
-    kind, scale = layer_sampler(init, fan_in, fan_out)
+    kind, scale = layer_sampler(init, fan_in, fan_out, activation)
     out = np.empty((fan_out, fan_in), dt)
     fill_weights(kind, scale, np.uint64(_rng.stream_key(seed, trial, layer, _rng.STREAM_WEIGHT)),
                  out)

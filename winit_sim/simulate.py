@@ -51,7 +51,8 @@ def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, 
     code, param = activation_code(act)
     depth = widths.size - 1
     if w_given is None:
-        samplers = [layer_sampler(init, int(widths[l]), int(widths[l + 1])) for l in range(depth)]
+        samplers = [layer_sampler(init, int(widths[l]), int(widths[l + 1]), activation)
+                    for l in range(depth)]
         kind = samplers[0][0]
         wscale = np.array([s for _, s in samplers], dtype=np.float64)
         w_given = np.empty(0, dt)
@@ -166,7 +167,7 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
     input_var = check_nonneg_float(input_var, "input_var")
     dt = check_dtype(dtype)
     resolve_activation(activation)
-    layer_sampler(init, 1, 1)  # validate the init spec before any work
+    layer_sampler(init, 1, 1, activation)  # validate the init spec before any work
     depth = widths.size - 1
     with _threads(threads):
         fwd, bwd = _run(widths, activation, init, rows, trials, seed, bias_std,

@@ -60,7 +60,32 @@ def _verdict(depths, ratios, dead, symmetric):
     return "exploding" if grow else "vanishing"
 
 
-def variance_decay_table(results, quantity="forward", at=None):
+def _theory_ratios(table_index, depths, quantity, bias_std):
+    """Mean-field log10 ratios per (activation, init, width) row and depth."""
+    from .theory import predict
+    out = {}
+    for act, init, width in table_index:
+        # batch only scales the weight gradient at every layer alike: it cancels in a ratio
+        p = predict(int(width), int(depths[-1]), activation=act, init=init, bias_std=bias_std,
+                    batch=1)
+        pre, grad = p.theory_log10_pre_q.to_numpy(), p.theory_log10_grad_q.to_numpy()
+        x_prev = np.concatenate([[0.0], p.theory_log10_post_q.to_numpy()[:-1]])
+        row = []
+        with np.errstate(invalid="ignore"):
+            for d in depths:
+                # the depth-d net's backward factors are those of the deepest net's layers 1..d
+                down = grad[0] - grad[d - 1]
+                if quantity == "forward":
+                    row.append(pre[d - 1] - pre[0])
+                elif quantity == "backward":
+                    row.append(down)
+                else:
+                    row.append(down + x_prev[0] - x_prev[d - 1])
+        out[(act, init, width)] = row
+    return pd.DataFrame.from_dict(out, orient="index", columns=[f"theory@{d}" for d in depths])
+
+
+def variance_decay_table(results, quantity="forward", at=None, theory=False, bias_std=0.0):
     """Pivot a sweep's results into a variance-decay table with a verdict per row.
 
     Parameters
@@ -74,6 +99,11 @@ def variance_decay_table(results, quantity="forward", at=None):
         ``weight_grad``: the same for mean((dloss/dW)^2).
     at : sequence of int, optional
         Depths to show as columns (default: every depth in ``results``).
+    theory : bool
+        Add ``theory@D`` columns: the mean-field prediction of the same ratio
+        (:func:`winit_sim.theory.predict`, infinite width), beside the simulation.
+    bias_std : float
+        The sweep's bias std (only used by ``theory``; results do not record it).
 
     Returns
     -------
@@ -116,6 +146,10 @@ def variance_decay_table(results, quantity="forward", at=None):
     table = cells["ratio"].unstack("depth").reindex(columns=depths)
     table["spread"] = cells["spread"].xs(depths[-1], level="depth")
     flags = cells.groupby(rows, observed=True)[["dead", "symmetric"]].any()
+    if theory:
+        pred = _theory_ratios(table.index, depths, quantity, bias_std)
+        for col in pred.columns:
+            table[col] = pred[col].to_numpy()
     table["verdict"] = [
         _verdict(depths, table.loc[idx, depths].to_numpy(dtype=float), flags.loc[idx, "dead"],
                  flags.loc[idx, "symmetric"])

@@ -13,6 +13,7 @@ beyond). Accurate to ~1e-12 against scipy.integrate.quad for q in [1e-6, 1e6].
 Where q is beyond float range (|log q| > 400) the activation's exact large- or
 small-signal limit is integrated instead, in log space.
 """
+import functools
 import math
 from dataclasses import dataclass
 
@@ -139,9 +140,8 @@ def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_
     batch = check_positive_int(batch, "batch")
     depth = w.size - 1
     log_sb2 = 2.0 * math.log(bias_std) if bias_std > 0 else -math.inf
-    log_gain = [math.log(w[l] * weight_variance(init, int(w[l]), int(w[l + 1])))
-                if weight_variance(init, int(w[l]), int(w[l + 1])) > 0 else -math.inf
-                for l in range(depth)]
+    var = [weight_variance(init, int(w[l]), int(w[l + 1]), activation) for l in range(depth)]
+    log_gain = [math.log(w[l] * v) if v > 0 else -math.inf for l, v in enumerate(var)]
     pre, post, dmom = np.empty(depth), np.empty(depth), np.empty(depth)
     log_x = math.log(input_var) if input_var > 0 else -math.inf
     x_prev = np.empty(depth)
@@ -259,10 +259,18 @@ def critical_sw2(activation, sb2=0.0, lo=1e-3, hi=1e3):
 
 
 def gain(activation, q=1.0):
-    """sigma_w keeping the forward second moment at q (no bias): sqrt(q / E[phi(sqrt(q) z)^2])."""
+    """sigma_w keeping the forward second moment at q (no bias): sqrt(q / E[phi(sqrt(q) z)^2]).
+
+    This is what ``gain=auto`` in an init spec uses (e.g. ``"xavier_normal:gain=auto"``).
+    """
     q = check_nonneg_float(q, "q")
     if q == 0:
         raise ValueError("q must be > 0")
+    return _gain_cached(resolve_activation(activation).canonical(), q)
+
+
+@functools.lru_cache(maxsize=256)
+def _gain_cached(activation, q):
     return math.sqrt(q / math.exp(log_moments(activation, math.log(q))[0]))
 
 
