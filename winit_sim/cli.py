@@ -37,7 +37,7 @@ class UsageError(Exception):
 
 
 def _split(text, cast, flag):
-    items = [t.strip() for t in text.split(",") if t.strip()] if "(" not in text else [text]
+    items = [t.strip() for t in text.split(",") if t.strip()]
     try:
         return [cast(t) for t in items]
     except ValueError:
