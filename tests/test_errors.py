@@ -59,3 +59,10 @@ def test_sample_weights_errors():
         ws.sample_weights("he_normal", 0, 3)
     with pytest.raises(ValueError, match="layer must be >= 1"):
         ws.sample_weights("he_normal", 3, 3, layer=0)
+
+
+def test_too_large_for_memory_is_refused_before_allocating():
+    with pytest.raises(ValueError, match="GiB of buffers"):
+        ws.simulate(200000, 2, batch=128)
+    with pytest.raises(ValueError, match="reduce width or batch"):
+        ws.simulate(4096, 2, batch=10**7)

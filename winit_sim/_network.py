@@ -189,15 +189,31 @@ def _scaled(value, log_scale):
 
 
 @njit(cache=True)
-def _use_fused(rows, kind, w_given):
+def _use_fused(rows, kind, given):
     """Sample W on the fly for small batches of the elementwise kinds (a shape test only)."""
-    return rows <= FUSED_MAX_BATCH and w_given.size == 0 and \
+    return rows <= FUSED_MAX_BATCH and not given and \
         (kind == KIND_NORMAL or kind == KIND_UNIFORM)
 
 
 @njit(cache=True)
 def _weight_key(seed, trial, l):
     return _rng.stream_key(seed, trial, l + 1, _rng.STREAM_WEIGHT)
+
+
+@njit(cache=True)
+def weight_buffer_size(widths, rows, kind, given):
+    """Entries of the one (fan_out, fan_in) buffer a run needs: 0 when no layer forms W.
+
+    W is formed when it is not sampled inside the products (large batch, given
+    weights, constant or orthogonal kinds), and delta^T x when that is the
+    cheaper weight-gradient route (batch comparable to the width).
+    """
+    need = 0
+    for l in range(widths.size - 1):
+        n_in, n_out = widths[l], widths[l + 1]
+        if not _use_fused(rows, kind, given) or rows * (n_in + n_out) > n_in * n_out:
+            need = max(need, n_in * n_out)
+    return need
 
 
 @njit(cache=True)
@@ -235,7 +251,7 @@ def _forward_layer(l, x, s, widths, a, p, homog, sat_thr, kind, wscale, bias_std
     n_in, n_out = widths[l], widths[l + 1]
     rows = x.shape[0]
     h = hbuf[:rows * n_out].reshape((rows, n_out))
-    if _use_fused(rows, kind, w_given):
+    if _use_fused(rows, kind, w_given.size > 0):
         _fused.times_weights_t(kind, wscale[l], _weight_key(seed, trial, l), x, h)
     else:
         w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given, w_off, wbuf)
@@ -359,7 +375,7 @@ def run_network(widths, a, p, homog, sat_thr, kind, wscale, bias_std, input_std,
     for w in widths:
         maxn = max(maxn, w)
     dt = proto.dtype
-    wbuf = np.empty(maxn * maxn, dt)
+    wbuf = np.empty(weight_buffer_size(widths, rows, kind, w_given.size > 0), dt)
     bbuf = np.empty(maxn, np.float64)
     hbuf = np.empty(rows * maxn, dt)
     ybuf = np.empty(rows * maxn, np.float64)
@@ -444,7 +460,7 @@ def _backward_layer(l, first, rows, widths, kind, wscale, seed, trial, w_given, 
     out[1] = _log10_mean_sq(_wgrad_sumsq(dl, x, wbuf), n_in * n_out, log_g + log_s[l])
     if l > 0:
         gin = grad[:rows * n_in].reshape((rows, n_in))
-        if _use_fused(rows, kind, w_given):
+        if _use_fused(rows, kind, w_given.size > 0):
             _fused.times_weights(kind, wscale[l], _weight_key(seed, trial, l), dl, gin)
         else:
             w = _layer_weights(l, n_in, n_out, kind, wscale, seed, trial, w_given, w_off, wbuf)

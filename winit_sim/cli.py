@@ -177,7 +177,7 @@ def cmd_sweep(args):
     try:
         results = run_sweep(grid, progress=not args.quiet, out=args.out, force=args.force,
                             timer=timer)
-    except GridMismatch as exc:
+    except (GridMismatch, ValueError) as exc:  # input problems found before or while running
         raise UsageError(str(exc)) from None
     atomic_write(os.path.join(args.out, "results.parquet"),
                  lambda tmp: results.to_parquet(tmp, index=False))

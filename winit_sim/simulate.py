@@ -1,6 +1,7 @@
 """Public simulation API: validate, convert, call the kernel, build a DataFrame."""
 import math
 import numbers
+import os
 
 import numba
 from threadpoolctl import ThreadpoolController
@@ -44,6 +45,25 @@ def _segment_layers(segment_layers, rows, widths, itemsize):
     return max(1, SEGMENT_BYTES // per_layer)
 
 
+def _check_memory(widths, rows, kind, given, seg_len, itemsize):
+    """Refuse, before any allocation, a run that cannot fit in this machine's memory."""
+    depth, maxn = widths.size - 1, int(widths.max())
+    seg_len = min(seg_len, depth)
+    n_seg = -(-depth // seg_len)
+    entries = (int(_network.weight_buffer_size(widths, rows, kind, given))
+               + (2 * seg_len + n_seg + 5) * rows * maxn)
+    need = entries * itemsize + 8 * rows * maxn
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * total:
+        raise ValueError(
+            f"this run needs about {need / 2**30:.1f} GiB of buffers, more than 80% of this "
+            f"machine's {total / 2**30:.1f} GiB: reduce width or batch (batches up to "
+            f"{_network.FUSED_MAX_BATCH} never form a weight matrix), or set segment_layers")
+
+
 def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, tops,
          segment_layers, w_given=None, w_off=None, b_given=None, b_off=None, x0=None, g=None):
     """Call the kernel; returns its (forward, backward) statistic arrays."""
@@ -59,11 +79,13 @@ def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, 
         w_off = np.zeros(1, np.int64)
     else:
         kind, wscale = 0, np.zeros(depth)
+    seg_len = _segment_layers(segment_layers, rows, widths, dt.itemsize)
+    _check_memory(widths, rows, kind, w_given.size > 0, seg_len, dt.itemsize)
     empty2 = np.empty((0, 0), dt)
     return _network.run_network(
         widths, code, param, code in HOMOGENEOUS, SATURATION_FRACTION * sup_dphi(act), kind,
         wscale, bias_std, input_std, np.uint64(seed), trials, rows,
-        np.asarray(tops, dtype=np.int64), _segment_layers(segment_layers, rows, widths, dt.itemsize),
+        np.asarray(tops, dtype=np.int64), seg_len,
         w_given, w_off, np.empty(0) if b_given is None else b_given,
         np.zeros(1, np.int64) if b_off is None else b_off,
         empty2 if x0 is None else x0, empty2 if g is None else g, np.empty(0, dt))

@@ -7,7 +7,8 @@ import pandas as pd
 
 from ._store import ResultStore
 from .grid import cell_seed, make_grid
-from .simulate import _run, _threads, frame
+from .inits import layer_sampler
+from .simulate import _check_memory, _run, _segment_layers, _threads, frame
 
 CELL_COLUMNS = ["width", "depth", "activation", "init"]
 
@@ -50,6 +51,17 @@ def run_group(grid, width, activation, init, timer=None):
     return pd.concat(parts, ignore_index=True)
 
 
+def _check_grid_memory(grid):
+    """Refuse a grid with a net too large for memory before any cell runs."""
+    depth = grid.depths[-1]
+    for width, activation, init in grid.groups:
+        widths = np.full(depth + 1, width, dtype=np.int64)
+        kind, _ = layer_sampler(init, width, width, activation)
+        _check_memory(widths, grid.batch, kind, False,
+                      _segment_layers(None, grid.batch, widths, np.dtype(grid.dtype).itemsize),
+                      np.dtype(grid.dtype).itemsize)
+
+
 def _progress(total, enabled):
     if not enabled or not sys.stderr.isatty():
         return None
@@ -77,6 +89,7 @@ def _order(col, grid):
 
 def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads=None):
     """Run (or resume) a validated grid; returns the tidy results DataFrame."""
+    _check_grid_memory(grid)
     store = ResultStore(out, grid, force=force) if out is not None else None
     rows_per_group = grid.trials * sum(grid.depths)
     bar = _progress(grid.n_cells, progress)
