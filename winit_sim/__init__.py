@@ -4,6 +4,7 @@ Public API
 ----------
 simulate, propagate            run networks, get per-layer statistics
 sweep, variance_decay_table    grids of networks and their variance-decay tables
+train                          does an init let a deep MLP learn? (training probe)
 sample_weights, weight_variance the init schemes, exactly as simulated
 INITS, ACTIVATIONS             registries (``.names()``, ``.choices()``)
 """
@@ -38,7 +39,8 @@ from .inits import INITS, sample_weights, weight_variance  # noqa: E402
 from .simulate import propagate, simulate  # noqa: E402
 from .sweeps import seed_of_cell, sweep  # noqa: E402
 from .tables import variance_decay_table  # noqa: E402
+from .training import train  # noqa: E402
 
-__all__ = ["simulate", "propagate", "sweep", "variance_decay_table", "seed_of_cell",
+__all__ = ["simulate", "propagate", "sweep", "variance_decay_table", "seed_of_cell", "train",
            "sample_weights", "weight_variance", "INITS", "ACTIVATIONS", "phi", "dphi"]
 __version__ = "0.1.0"

@@ -1,0 +1,130 @@
+"""Training probe: does an initialisation let a deep MLP learn? (teacher-student regression)."""
+import math
+
+import numpy as np
+import pandas as pd
+
+from . import _rng
+from ._train import train_step
+from .activations import activation_code, resolve_activation
+from .inits import fill_weights, layer_sampler, resolve_init
+from .simulate import _threads, resolve_widths
+from ._validate import check_nonneg_float, check_positive_int, check_seed
+
+OPTIMIZERS = ("sgd", "momentum")
+TASKS = ("teacher",)
+DIVERGE_FACTOR = 1e6   # loss above this times the initial loss: diverged
+DISTINCT_TOL = 1e-9    # rows of W closer than this (relative RMS) count as one unit
+
+
+def distinct_units(w, tol=DISTINCT_TOL):
+    """Number of distinct rows of W: a row within ``tol`` x (W's RMS row norm) of an
+    earlier row is not new. Exact differences, no Gram-matrix rounding."""
+    w = np.asarray(w, dtype=np.float64)
+    if not np.all(np.isfinite(w)):
+        return -1
+    scale = math.sqrt(np.mean(np.sum(w * w, axis=1)))
+    if scale == 0.0:
+        return 1
+    count = 0
+    for i in range(w.shape[0]):
+        d = np.sqrt(np.sum((w[:i] - w[i]) ** 2, axis=1))
+        count += not np.any(d <= tol * scale)
+    return count
+
+
+def train(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
+          steps=200, lr=0.01, batch=64, task="teacher", seed=0, optimizer="sgd",
+          momentum=0.9, data="fresh"):
+    """Train an MLP with the engine's kernels on a teacher-student regression.
+
+    Parameters
+    ----------
+    width, depth, widths
+        Architecture as in :func:`winit_sim.simulate` (``depth`` weight layers;
+        hidden layers use ``activation``, the output layer is linear).
+    activation, init
+        Specs as in :func:`winit_sim.simulate`; the initial weights are exactly
+        those :func:`winit_sim.simulate` samples for trial 0 with this seed.
+    steps, lr, batch : int, float, int
+        SGD steps, learning rate and batch size.
+    task : {"teacher"}
+        Targets y = tanh(x A^T) with a fixed random A ~ N(0, 1/n_0) of shape
+        (n_L, n_0), inputs x ~ N(0, I); a fresh keyed batch every step.
+    seed : int
+        Seeds weights, teacher and batches.
+    optimizer : {"sgd", "momentum"}
+        Plain SGD, or heavy-ball momentum with ``momentum``.
+    data : {"fresh", "fixed"}
+        A fresh keyed batch every step, or the same batch (a fixed dataset of
+        ``batch`` samples) every step, which makes the loss exactly comparable
+        across steps.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per step: ``step``, ``loss`` (before that step's update),
+        ``log10_gnorm_<l>`` (Frobenius norm of layer l's weight gradient, -inf
+        when exactly zero), ``distinct_units_<l>`` for hidden layers (rows of
+        W_l that differ), ``diverged``. Training stops at the first step whose
+        loss or weights are not finite or whose loss exceeds 1e6 times the
+        initial loss; that row has ``diverged=True`` and ``df.attrs["diverged"]``
+        is True.
+    """
+    w_sizes = resolve_widths(width, depth, widths)
+    steps = check_positive_int(steps, "steps")
+    rows = check_positive_int(batch, "batch")
+    seed = check_seed(seed)
+    lr = check_nonneg_float(lr, "lr")
+    momentum = check_nonneg_float(momentum, "momentum")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    if data not in ("fresh", "fixed"):
+        raise ValueError(f"unknown data {data!r}; valid: fresh, fixed")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    act = resolve_activation(activation)
+    resolve_init(init)
+    code, param = activation_code(act)
+    depth = w_sizes.size - 1
+    w_off = np.concatenate([[0], np.cumsum(w_sizes[:-1] * w_sizes[1:])]).astype(np.int64)
+    w_flat = np.empty(int(w_off[-1]))
+    for l in range(depth):
+        kind, scale = layer_sampler(init, int(w_sizes[l]), int(w_sizes[l + 1]), act)
+        key = np.uint64(_rng.stream_key(seed, 0, l + 1, _rng.STREAM_WEIGHT))
+        fill_weights(kind, scale, key, w_flat[w_off[l]:w_off[l + 1]].reshape(
+            (int(w_sizes[l + 1]), int(w_sizes[l]))))
+    teacher = np.empty((int(w_sizes[-1]), int(w_sizes[0])))
+    _rng.fill_normal(np.uint64(_rng.stream_key(seed, 0, 0, 99)), teacher,
+                     1.0 / math.sqrt(w_sizes[0]))
+    velocity = np.zeros_like(w_flat)
+    mom = momentum if optimizer == "momentum" else 0.0
+    total = int(w_sizes.sum())
+    xs = np.empty((rows, total))
+    hs = np.empty((rows, total))
+    gnorm = np.empty(depth)
+    records, first_loss, diverged = [], None, False
+    with _threads(None):
+        for step in range(steps):
+            loss = train_step(w_sizes, code, param, w_flat, w_off, velocity, teacher,
+                              np.uint64(seed), step if data == "fresh" else 0, lr, mom, rows,
+                              xs, hs, gnorm)
+            first_loss = loss if first_loss is None else first_loss
+            row = {"step": step, "loss": loss}
+            with np.errstate(divide="ignore"):
+                for l in range(depth):
+                    row[f"log10_gnorm_{l + 1}"] = math.log10(gnorm[l]) if gnorm[l] > 0 \
+                        else (-math.inf if gnorm[l] == 0 else math.nan)
+            for l in range(depth - 1):
+                w = w_flat[w_off[l]:w_off[l + 1]].reshape((int(w_sizes[l + 1]), int(w_sizes[l])))
+                row[f"distinct_units_{l + 1}"] = distinct_units(w)
+            bad = (not math.isfinite(loss) or loss > DIVERGE_FACTOR * max(first_loss, 1e-300)
+                   or not np.all(np.isfinite(w_flat)))
+            row["diverged"] = bad
+            records.append(row)
+            if bad:
+                diverged = True
+                break
+    df = pd.DataFrame(records)
+    df.attrs["diverged"] = diverged
+    return df
