@@ -59,3 +59,15 @@ def test_distinct_units_and_errors():
         train(8, 2, steps=0)
     with pytest.raises(ValueError, match="unknown init"):
         train(8, 2, init="nope")
+
+
+def test_cli_train_writes_summary_and_plot(tmp_path, capsys):
+    from winit_sim.cli import main
+    out = tmp_path / "t"
+    assert main(["train", "--width", "16", "--depth", "4", "--activation", "tanh", "--init",
+                 "xavier_normal", "--steps", "20", "--out", str(out)]) == 0
+    assert "final_over_initial_loss" in capsys.readouterr().out
+    for name in ("train_summary.csv", "train_summary.md", "train_curves.csv", "train_loss.png"):
+        assert (out / name).stat().st_size > 0
+    assert main(["train", "--width", "16", "--depth", "4", "--optimizer", "adam",
+                 "--out", str(out)]) == 2

@@ -294,6 +294,56 @@ def cmd_phase(args):
     return 0
 
 
+TRAIN_PRESETS = {
+    "seed": dict(activations=["sigmoid", "tanh", "relu", "leaky_relu"],
+                 inits=["zeros", "constant", "small", "large", "xavier_uniform", "xavier_normal",
+                        "he_uniform", "he_normal"], width=128, depths=[10, 30]),
+}
+
+
+def cmd_train(args):
+    from .plots import plot_loss_curves
+    from .training import summarize, train, train_grid
+    try:
+        if args.preset:
+            p = TRAIN_PRESETS[args.preset]
+            table, curves = train_grid(p["activations"], p["inits"], width=p["width"],
+                                       depths=p["depths"], steps=args.steps, lr=args.lr,
+                                       batch=args.batch, seed=args.seed,
+                                       optimizer=args.optimizer)
+        else:
+            df = train(args.width, args.depth, activation=args.activation, init=args.init,
+                       steps=args.steps, lr=args.lr, batch=args.batch, seed=args.seed,
+                       optimizer=args.optimizer)
+            table = pd.DataFrame([{"activation": args.activation, "init": args.init,
+                                   "depth": args.depth, **summarize(df)}])
+            curves = df[["step", "loss"]].assign(activation=args.activation, init=args.init,
+                                                 depth=args.depth)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    os.makedirs(args.out, exist_ok=True)
+    atomic_write(os.path.join(args.out, "train_summary.csv"),
+                 lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write_text(os.path.join(args.out, "train_summary.md"),
+                      table.to_markdown(index=False) if _has_tabulate() else table.to_string())
+    atomic_write(os.path.join(args.out, "train_curves.csv"),
+                 lambda tmp: curves.to_csv(tmp, index=False))
+    atomic_write(os.path.join(args.out, "train_loss.png"),
+                 lambda tmp: plot_loss_curves(curves, tmp + ".png") or os.replace(tmp + ".png", tmp))
+    with pd.option_context("display.width", 200, "display.max_rows", None):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"wrote train_summary.csv/.md, train_curves.csv and train_loss.png to {args.out}/")
+    return 0
+
+
+def _has_tabulate():
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="winit-sim", description="Measure what weight "
                                  "initialisation does to very deep networks.")
@@ -333,6 +383,21 @@ def build_parser():
                     help="net depth of the per-layer figure (default: deepest)")
     common(sw)
     sw.set_defaults(func=cmd_sweep)
+
+    tr = sub.add_parser("train", help="training probe: loss curves and a summary table")
+    tr.add_argument("--width", type=int, default=128)
+    tr.add_argument("--depth", type=int, default=10)
+    tr.add_argument("--activation", default="relu")
+    tr.add_argument("--init", default="he_normal")
+    tr.add_argument("--steps", type=int, default=200)
+    tr.add_argument("--lr", type=float, default=0.1)
+    tr.add_argument("--batch", type=int, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--optimizer", default="sgd")
+    tr.add_argument("--preset", choices=sorted(TRAIN_PRESETS),
+                    help="every seed-document init x activation at depths 10 and 30")
+    tr.add_argument("--out", default="winit_train")
+    tr.set_defaults(func=cmd_train)
 
     th = sub.add_parser("theory", help="mean-field fixed point, chi_1 and depth scales")
     th.add_argument("--activation", default="tanh")

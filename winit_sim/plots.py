@@ -127,3 +127,42 @@ def plot_phase(table, critical, path, activation, clip=100.0):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_loss_curves(curves, path):
+    """Loss curves (log scale), one panel per (activation, depth), one line per init."""
+    plt = _pyplot()
+    panels = list(dict.fromkeys(zip(curves["activation"], curves["depth"])))
+    inits = list(dict.fromkeys(curves["init"]))
+    cols = min(4, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    first = curves[curves.step == 0].loss.to_numpy(dtype=float)
+    top = 1e3 * np.nanmedian(first[np.isfinite(first)]) if np.isfinite(first).any() else None
+    for k, (act, depth) in enumerate(panels):
+        ax = axes[k // cols, k % cols]
+        if top is not None:
+            ax.set_ylim(top=top)  # exploding runs leave the panel instead of flattening the rest
+        for i, init in enumerate(inits):
+            c = curves[(curves.activation == act) & (curves.depth == depth) & (curves.init == init)]
+            y = c.loss.to_numpy(dtype=float)
+            ok = np.isfinite(y) & (y > 0)
+            if ok.any():
+                ax.semilogy(c.step.to_numpy()[ok], y[ok], color=colors(i % 10), lw=1.3,
+                            label=init)
+                if top is not None:
+                    ax.set_ylim(top=top)
+        ax.set_title(f"{act}, depth {depth}")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if k % cols == 0:
+            ax.set_ylabel("loss (log)")
+    for k in range(len(panels), nrows * cols):
+        axes[k // cols, k % cols].axis("off")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), frameon=False)
+    fig.suptitle("Training loss by initialisation (a line that stops early diverged)")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -128,3 +128,35 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
     df = pd.DataFrame(records)
     df.attrs["diverged"] = diverged
     return df
+
+
+def summarize(df):
+    """One run's summary: loss ratio, steps to halve, gradient ratio, distinct units, divergence."""
+    loss0 = df.loss.iloc[0]
+    halved = np.nonzero(df.loss.to_numpy() <= 0.5 * loss0)[0]
+    gn = df.filter(like="log10_gnorm_").iloc[0].to_numpy(dtype=float)
+    du = df.filter(like="distinct_units_")
+    with np.errstate(invalid="ignore"):
+        grad_ratio = gn[0] - gn[-1]
+    return {
+        "final_over_initial_loss": df.loss.iloc[-1] / loss0 if loss0 > 0 else math.nan,
+        "steps_to_halve": int(halved[0]) if halved.size else None,
+        "log10_grad_first_over_last": grad_ratio,
+        "min_distinct_units": int(du.iloc[-1].min()) if du.shape[1] else None,
+        "diverged": bool(df.attrs.get("diverged", False)),
+        "steps_run": len(df),
+    }
+
+
+def train_grid(activations, inits, *, width=128, depths=(10, 30), steps=200, lr=0.1, batch=64,
+               seed=0, optimizer="sgd", data="fresh"):
+    """Train every (activation, init, depth) and return (summary table, per-step curves)."""
+    rows, curves = [], []
+    for depth in depths:
+        for act in activations:
+            for init in inits:
+                df = train(width, depth, activation=act, init=init, steps=steps, lr=lr,
+                           batch=batch, seed=seed, optimizer=optimizer, data=data)
+                rows.append({"activation": act, "init": init, "depth": depth, **summarize(df)})
+                curves.append(df[["step", "loss"]].assign(activation=act, init=init, depth=depth))
+    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
