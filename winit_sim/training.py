@@ -23,6 +23,7 @@ def distinct_units(w, tol=DISTINCT_TOL):
     w = np.asarray(w, dtype=np.float64)
     if not np.all(np.isfinite(w)):
         return -1
+    w = w / np.max(np.abs(w)) if np.any(w) else w  # huge (diverging) weights: no overflow
     scale = math.sqrt(np.mean(np.sum(w * w, axis=1)))
     if scale == 0.0:
         return 1
