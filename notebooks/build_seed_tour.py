@@ -41,7 +41,14 @@ print("zeros: hidden weight gradients all exactly 0:", bool((zeros.log10_wgrad_q
 print("constant: max unit_var_ratio over layers: %.1e" % const.unit_var_ratio.max())
 run = ws.train(32, 6, activation="tanh", init="constant", steps=50, lr=0.1, batch=16)
 print("constant, after 50 SGD steps, distinct units per hidden layer:",
-      run.filter(like="distinct_units_").iloc[-1].tolist())"""),
+      run.filter(like="distinct_units_").iloc[-1].tolist())
+he = ws.simulate(WIDTH, 10, activation="tanh", init="he_normal", batch=16)
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.semilogy(he.layer, he.unit_var_ratio, "o-", label="he_normal: units differ")
+ax.semilogy(const.layer, np.maximum(const.unit_var_ratio, 1e-40), "s-", label="constant: identical units")
+ax.set_xlabel("layer"); ax.set_ylabel("unit_var_ratio"); ax.legend()
+ax.set_title("variance across units / mean square (1e-40 = exactly 0)")
+plt.show()"""),
     ("md", """## 2. Small weights: vanishing gradients
 
 With std 0.01 and sigmoid, each layer multiplies the gradient's second moment by
@@ -65,7 +72,16 @@ even 10,000 layers stay finite; here the growth per layer matches log10(n/2)."""
 print(f"forward growth {np.diff(large.log10_pre_q).mean():.3f} decades/layer; theory log10(n/2) = {np.log10(WIDTH / 2):.3f}")
 print(f"gradient at layer 1 vs top: {large.log10_grad_q.iloc[0] - large.log10_grad_q.iloc[-1]:+.0f} decades")
 run = ws.train(64, 10, activation="relu", init="large", steps=50, lr=0.3, batch=32)
-print("training with large weights diverged:", run.attrs["diverged"], "after", len(run), "steps")"""),
+print("training with large weights diverged:", run.attrs["diverged"], "after", len(run), "steps")
+he = ws.simulate(WIDTH, DEPTH, activation="relu", init="he_normal", batch=16)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for df, name in ((large, "large (std 1)"), (he, "he_normal")):
+    axes[0].plot(df.layer, df.log10_pre_q, label=name)
+    axes[1].plot(df.layer, df.log10_grad_q, label=name)
+axes[0].set_ylabel("log10 mean(h_l^2)"); axes[1].set_ylabel("log10 mean(delta_l^2)")
+for ax in axes: ax.set_xlabel("layer"); ax.legend()
+fig.suptitle("ReLU: large weights explode forward and backward; He stays flat")
+plt.show()"""),
     ("md", """## 4. Xavier for tanh and sigmoid, He for ReLU: the variance-decay table
 
 One sweep over inits and activations; each row of the table is the log10 change of the
@@ -78,7 +94,12 @@ grid = ws.sweep([WIDTH], depths, ["sigmoid", "tanh", "relu", "leaky_relu"],
 fwd = ws.variance_decay_table(grid, "forward", theory=True)
 bwd = ws.variance_decay_table(grid, "backward", theory=True)
 print("forward"); print(fwd.round(2).to_string())
-print("\\nbackward"); print(bwd.round(2).to_string())"""),
+print("\\nbackward"); print(bwd.round(2).to_string())
+from winit_sim.plots import plot_decay_heatmap
+from IPython.display import Image, display
+plot_decay_heatmap(bwd, "tour_backward.png", title="backward (gradient at layer 1 / top)")
+display(Image("tour_backward.png"))
+os.remove("tour_backward.png")"""),
     ("md", """**Where the document is right:** He keeps ReLU's and leaky ReLU's forward and backward
 second moments steady (exact in expectation at any width); Xavier keeps tanh's forward signal
 from collapsing exponentially (at sigma_w^2 = 1 tanh sits at its critical point and q decays

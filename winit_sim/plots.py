@@ -2,11 +2,31 @@
 import numpy as np
 
 
+class _Figures:
+    """The few pyplot calls used here, on matplotlib's object API.
+
+    Figures are built without pyplot, so saving works headless and never switches
+    the backend of a notebook or GUI session that imports winit_sim.
+    """
+
+    @staticmethod
+    def subplots(nrows=1, ncols=1, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+    @staticmethod
+    def get_cmap(name):
+        import matplotlib
+        return matplotlib.colormaps[name]
+
+    @staticmethod
+    def close(fig):
+        pass
+
+
 def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+    return _Figures
 
 
 def plot_layers(results, path, width=None, depth=None, clip=40.0):
