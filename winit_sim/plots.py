@@ -162,8 +162,6 @@ def plot_loss_curves(curves, path):
     top = 1e3 * np.nanmedian(first[np.isfinite(first)]) if np.isfinite(first).any() else None
     for k, (act, depth) in enumerate(panels):
         ax = axes[k // cols, k % cols]
-        if top is not None:
-            ax.set_ylim(top=top)  # exploding runs leave the panel instead of flattening the rest
         for i, init in enumerate(inits):
             c = curves[(curves.activation == act) & (curves.depth == depth) & (curves.init == init)]
             y = c.loss.to_numpy(dtype=float)
@@ -171,7 +169,8 @@ def plot_loss_curves(curves, path):
             if ok.any():
                 ax.semilogy(c.step.to_numpy()[ok], y[ok], color=colors(i % 10), lw=1.3,
                             label=init)
-                if top is not None:
+                if top is not None and top > 0:
+                    # exploding runs leave the panel instead of flattening the rest
                     ax.set_ylim(top=top)
         ax.set_title(f"{act}, depth {depth}")
         ax.set_xlabel("step")
