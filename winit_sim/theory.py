@@ -31,9 +31,14 @@ LN10 = math.log(10.0)
 _LOG_Q_SAFE = 400.0  # natural log of q beyond which the limit forms are used
 
 
-def _nodes(points=24):
+def _gauss_rule(points, smallest_power, z_max):
+    """Nodes z and weights (times the normal density) of the composite Gauss-Legendre rule.
+
+    Panels split at 0, dyadic from 2^smallest_power to 1, width 0.5 from 1 to z_max.
+    """
     x, w = np.polynomial.legendre.leggauss(points)
-    edges = np.concatenate([[0.0], 2.0 ** np.arange(-40, 1), np.arange(1.5, 40.01, 0.5)])
+    edges = np.concatenate([[0.0], 2.0 ** np.arange(smallest_power, 1),
+                            np.arange(1.5, z_max + 0.01, 0.5)])
     a, b = edges[:-1], edges[1:]
     z = ((b - a)[:, None] * (x[None, :] + 1.0) / 2.0 + a[:, None]).ravel()
     wz = ((b - a)[:, None] / 2.0 * w[None, :]).ravel()
@@ -42,7 +47,7 @@ def _nodes(points=24):
     return z, wz
 
 
-Z, WZ = _nodes()
+Z, WZ = _gauss_rule(24, -40, 40.0)
 
 
 def _code(activation):
@@ -206,16 +211,21 @@ def fixed_point(activation, sw2, sb2):
     down = np.nonzero((fs[:-1] > 0) & (fs[1:] <= 0))[0]
     if down.size == 0:
         return FixedPoint(math.nan, "grows without bound" if fs[-1] > 0 else "collapses to 0")
-    a, b = xs[down[0]], xs[down[0] + 1]
-    for _ in range(200):
-        m = 0.5 * (a + b)
-        if excess(m) > 0:
-            a = m
+    return FixedPoint(math.exp(_bisect_down(excess, xs[down[0]], xs[down[0] + 1], 1e-14)),
+                      "converged")
+
+
+def _bisect_down(f, lo, hi, tol, max_iter=200):
+    """The point in [lo, hi] where f passes from > 0 (at lo) to <= 0 (at hi)."""
+    for _ in range(max_iter):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > 0:
+            lo = mid
         else:
-            b = m
-        if b - a < 1e-14:
+            hi = mid
+        if hi - lo < tol:
             break
-    return FixedPoint(math.exp(0.5 * (a + b)), "converged")
+    return 0.5 * (lo + hi)
 
 
 def chi1(activation, sw2, sb2, q=None):
@@ -302,18 +312,8 @@ def gain_table(activations=None):
 # ----------------------------------------------------------------------------
 # Correlation map and depth scales (Schoenholz et al. 2017)
 
-def _pair_nodes(points=16):
-    x, w = np.polynomial.legendre.leggauss(points)
-    edges = np.concatenate([[0.0], 2.0 ** np.arange(-12, 1), np.arange(1.5, 9.01, 0.5)])
-    a, b = edges[:-1], edges[1:]
-    z = ((b - a)[:, None] * (x[None, :] + 1.0) / 2.0 + a[:, None]).ravel()
-    wz = ((b - a)[:, None] / 2.0 * w[None, :]).ravel()
-    z = np.concatenate([-z[::-1], z])
-    wz = np.concatenate([wz[::-1], wz]) * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return z, wz / wz.sum()
-
-
-Z2, W2 = _pair_nodes()
+Z2, W2 = _gauss_rule(16, -12, 9.0)  # coarser rule for the 2-D correlation map
+W2 = W2 / W2.sum()
 
 
 @njit(parallel=True, cache=True)
@@ -390,13 +390,7 @@ def depth_scales(activation, sw2, sb2):
         f = lambda c: correlation_map(activation, sw2, sb2, c, q=q) - c  # noqa: E731
         if f(lo) < 0:
             lo = 0.0
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            if f(mid) > 0:
-                lo = mid
-            else:
-                hi = mid
-        c_star = 0.5 * (lo + hi)
+        c_star = _bisect_down(f, lo, hi, 0.0, max_iter=60)
         chi_c = sw2 * _pairs(activation, q, c_star)[1]
     scale = lambda chi: math.inf if chi >= 1.0 or chi <= 0 else -1.0 / math.log(chi)  # noqa: E731
     return {"q_star": q, "chi1": c1, "chi_q": chi_q, "xi_q": scale(chi_q), "c_star": c_star,
