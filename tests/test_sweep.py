@@ -67,6 +67,8 @@ def test_seed_document_verdicts():
     assert bwd[("relu", "he_normal", 512)] == "stable"
     for v in (fwd[("tanh", "xavier_normal", 512)], bwd[("tanh", "xavier_normal", 512)]):
         assert v not in ("vanishing", "exploding")
+    from winit_sim.tables import VERDICTS
+    assert set(fwd) | set(bwd) <= set(VERDICTS)
 
 
 def test_tanh_critical_decay_is_a_power_law():

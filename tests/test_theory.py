@@ -37,6 +37,13 @@ def test_quadrature_against_scipy(act, q):
     np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
+def test_gaussian_expectation_moments():
+    for q in (1e-4, 1.0, 1e4):
+        assert theory.gaussian_expectation(lambda h: h ** 2, q) == pytest.approx(q, rel=1e-13)
+        assert theory.gaussian_expectation(lambda h: h ** 4, q) == pytest.approx(3 * q * q,
+                                                                                  rel=1e-12)
+
+
 def test_closed_forms():
     for q in (1e-300, 1e-5, 1.0, 1e7, 1e300):
         lq = math.log(q)

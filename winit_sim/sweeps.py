@@ -10,9 +10,6 @@ from .grid import cell_seed, make_grid
 from .inits import layer_sampler
 from .simulate import _check_memory, _run, _segment_layers, _threads, frame
 
-CELL_COLUMNS = ["width", "depth", "activation", "init"]
-
-
 class SweepTimer:
     """Wall time of a sweep split into kernel time and everything else."""
 
@@ -157,4 +154,4 @@ def seed_of_cell(seed, width, activation, init):
                      resolve_init(init).canonical())
 
 
-__all__ = ["sweep", "seed_of_cell", "run_sweep", "CELL_COLUMNS"]
+__all__ = ["sweep", "seed_of_cell", "run_sweep"]
