@@ -72,6 +72,14 @@ def test_bad_usage_exits_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_out_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    assert main(["sweep", *TINY, "--out", str(target)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
 def test_bad_flag_and_bad_toml(tmp_path, capsys):
     assert main(["sweep", "--no-such-flag"]) == 2
     bad = tmp_path / "bad.toml"

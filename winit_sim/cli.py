@@ -173,6 +173,8 @@ def _read_results(directory):
 
 def cmd_sweep(args):
     grid = _grid_from_args(args)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out}: exists and is not a directory")
     timer = SweepTimer()
     try:
         results = run_sweep(grid, progress=not args.quiet, out=args.out, force=args.force,
