@@ -12,6 +12,20 @@ import hashlib as _hashlib
 import os as _os
 
 
+def _source_digest():
+    """Hash of every source file of this package (names and contents)."""
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    digest = _hashlib.blake2b(digest_size=8)
+    for name in sorted(_os.listdir(here)):
+        if name.endswith(".py"):
+            with open(_os.path.join(here, name), "rb") as fh:
+                digest.update(name.encode() + fh.read())
+    return digest.hexdigest()
+
+
+SOURCE_DIGEST = _source_digest()
+
+
 def _configure_numba_cache():
     """Cache compiled kernels in a directory keyed by this package's source.
 
@@ -22,14 +36,8 @@ def _configure_numba_cache():
     if _os.environ.get("NUMBA_CACHE_DIR"):
         return
     import numba
-    here = _os.path.dirname(_os.path.abspath(__file__))
-    digest = _hashlib.blake2b(digest_size=8)
-    for name in sorted(_os.listdir(here)):
-        if name.endswith(".py"):
-            with open(_os.path.join(here, name), "rb") as fh:
-                digest.update(name.encode() + fh.read())
     root = _os.environ.get("XDG_CACHE_HOME") or _os.path.join(_os.path.expanduser("~"), ".cache")
-    numba.config.CACHE_DIR = _os.path.join(root, "winit_sim", "numba-" + digest.hexdigest())
+    numba.config.CACHE_DIR = _os.path.join(root, "winit_sim", "numba-" + SOURCE_DIGEST)
 
 
 _configure_numba_cache()

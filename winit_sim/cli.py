@@ -117,7 +117,7 @@ def _toml_value(v):
     return json.dumps(str(v))
 
 
-def _config_toml(grid, wall, kernel):
+def _config_toml(grid, wall, kernel, scheduler=None):
     import numba
     import numpy
 
@@ -129,7 +129,8 @@ def _config_toml(grid, wall, kernel):
               f"numpy = {_toml_value(numpy.__version__)}",
               f"pandas = {_toml_value(pd.__version__)}",
               f"python = {_toml_value(platform.python_version())}",
-              "", "[timing]", f"wall_seconds = {wall:.3f}", f"kernel_seconds = {kernel:.3f}", ""]
+              "", "[timing]", f"wall_seconds = {wall:.3f}", f"kernel_seconds = {kernel:.3f}",
+              f"scheduler = {_toml_value(scheduler or 'in-process')}", ""]
     return "\n".join(lines)
 
 
@@ -178,7 +179,7 @@ def cmd_sweep(args):
     timer = SweepTimer()
     try:
         results = run_sweep(grid, progress=not args.quiet, out=args.out, force=args.force,
-                            timer=timer)
+                            timer=timer, scheduler=args.scheduler, workers=args.workers)
     except (GridMismatch, ValueError) as exc:  # input problems found before or while running
         raise UsageError(str(exc)) from None
     atomic_write(os.path.join(args.out, "results.parquet"),
@@ -186,13 +187,17 @@ def cmd_sweep(args):
     tables = write_outputs(results, args.out, args.plot_width, args.plot_depth)
     wall = timer.wall
     atomic_write_text(os.path.join(args.out, "config.toml"),
-                      _config_toml(grid, wall, timer.kernel))
+                      _config_toml(grid, wall, timer.kernel, args.scheduler))
     print(f"# winit-sim sweep: {grid.n_cells} cells ({len(grid.groups)} nets), "
           f"{len(results)} rows in {args.out}/")
     _print_tables(tables)
-    print(f"\nwall {wall:.1f} s, kernel {timer.kernel:.1f} s "
-          f"({100 * timer.kernel / max(wall, 1e-9):.0f}% of wall; the rest is loading, "
-          f"pandas, files and figures)")
+    if args.scheduler:
+        print(f"\nwall {wall:.1f} s on Dask ({args.scheduler}); kernel {timer.kernel:.1f} s "
+              f"summed over the workers' tasks")
+    else:
+        print(f"\nwall {wall:.1f} s, kernel {timer.kernel:.1f} s "
+              f"({100 * timer.kernel / max(wall, 1e-9):.0f}% of wall; the rest is loading, "
+              f"pandas, files and figures)")
     return 0
 
 
@@ -379,6 +384,10 @@ def build_parser():
     sw.add_argument("--force", action="store_true",
                     help="discard another grid's results in --out")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--scheduler", help="run the nets as Dask tasks: 'local' (a LocalCluster "
+                    "here) or a scheduler address such as tcp://host:8786 (needs .[dask])")
+    sw.add_argument("--workers", type=int,
+                    help="worker processes of --scheduler local (default: one per core)")
     sw.add_argument("--plot-width", dest="plot_width", type=int,
                     help="width shown in the figures (default: largest)")
     sw.add_argument("--plot-depth", dest="plot_depth", type=int,

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ._store import ResultStore
+from .cluster import check_scheduler, run_on_cluster
 from .grid import cell_seed, make_grid
 from .inits import layer_sampler
 from .simulate import _check_memory, _run, _segment_layers, _threads, frame
@@ -22,7 +23,7 @@ class SweepTimer:
         return time.perf_counter() - self.start
 
 
-def run_group(grid, width, activation, init, timer=None):
+def run_group(grid, width, activation, init):
     """Rows of every depth of one (width, activation, init) net.
 
     One forward pass of the deepest net gives every depth's forward statistics
@@ -31,12 +32,9 @@ def run_group(grid, width, activation, init, timer=None):
     depths = np.array(grid.depths, dtype=np.int64)
     dmax = int(depths[-1])
     widths = np.full(dmax + 1, width, dtype=np.int64)
-    t = time.perf_counter()
     fwd, bwd = _run(widths, activation, init, grid.batch, grid.trials,
                     cell_seed(grid.seed, width, activation, init), grid.bias_std, 1.0,
                     np.dtype(grid.dtype), depths if grid.backward else [], None)
-    if timer is not None:
-        timer.kernel += time.perf_counter() - t
     parts = []
     for i, d in enumerate(grid.depths):
         df = frame(fwd, bwd if grid.backward else None, widths, depth=d, top_index=i)
@@ -46,6 +44,15 @@ def run_group(grid, width, activation, init, timer=None):
         df.insert(0, "width", width)
         parts.append(df)
     return pd.concat(parts, ignore_index=True)
+
+
+def _run_here(grid, groups, threads):
+    """Yield ``(group, rows, info)`` for each net, run in this process."""
+    with _threads(threads):
+        for group in groups:
+            start = time.perf_counter()
+            df = run_group(grid, *group)
+            yield group, df, {"seconds": time.perf_counter() - start}
 
 
 def _check_grid_memory(grid):
@@ -84,32 +91,48 @@ def _order(col, grid):
     return col
 
 
-def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads=None):
-    """Run (or resume) a validated grid; returns the tidy results DataFrame."""
-    _check_grid_memory(grid)
+def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads=None,
+              scheduler=None, workers=None):
+    """Run (or resume) a validated grid; returns the tidy results DataFrame.
+
+    Nets already saved in ``out`` are loaded; the others run here or, with a
+    ``scheduler``, as Dask tasks (:mod:`winit_sim.cluster`). Either way each net
+    is saved the moment it finishes.
+    """
+    scheduler, workers = check_scheduler(scheduler, workers, threads)
+    if scheduler is None:   # a cluster checks its workers' memory instead
+        _check_grid_memory(grid)
     store = ResultStore(out, grid, force=force) if out is not None else None
     rows_per_group = grid.trials * sum(grid.depths)
+    done, pending = {}, []
+    for group in grid.groups:
+        df = store.load(group, rows_per_group) if store else None
+        if df is None:
+            pending.append(group)
+        else:
+            done[group] = df
     bar = _progress(grid.n_cells, progress)
-    parts = []
     try:
-        with _threads(threads):
-            for group in grid.groups:
-                df = store.load(group, rows_per_group) if store else None
-                if df is None:
-                    df = run_group(grid, *group, timer=timer)
-                    if store:
-                        store.save(group, df)
-                parts.append(df)
-                if bar is not None:
-                    bar.update(len(grid.depths))
+        if bar is not None:
+            bar.update(len(done) * len(grid.depths))
+        results = (_run_here(grid, pending, threads) if scheduler is None
+                   else run_on_cluster(grid, pending, scheduler, workers))
+        for group, df, info in results:
+            if store:
+                store.save(group, df)
+            done[group] = df
+            if timer is not None:
+                timer.kernel += info["seconds"]
+            if bar is not None:
+                bar.update(len(grid.depths))
     finally:
         if bar is not None:
             bar.close()
-    return tidy(pd.concat(parts, ignore_index=True), grid)
+    return tidy(pd.concat([done[g] for g in grid.groups], ignore_index=True), grid)
 
 
 def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bias_std=0.0,
-          dtype="float64", backward=True, progress=True, out=None):
+          dtype="float64", backward=True, progress=True, out=None, scheduler=None, workers=None):
     """Simulate every (width, depth, activation, init) cell of a grid.
 
     Parameters
@@ -126,6 +149,19 @@ def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bia
         Results directory: each finished (width, activation, init) net is saved
         there at once, atomically, and a rerun of the same grid resumes from it.
         A directory holding another grid's results is refused.
+    scheduler : None, "local", str or dask.distributed.Client, optional
+        None (default) runs every net in this process with Numba's threads.
+        Otherwise each (width, activation, init) net is one Dask task:
+        ``"local"`` starts a LocalCluster on this machine, an address such as
+        ``"tcp://host:8786"`` connects to a running scheduler, and a Client is
+        used as is (and left open). Needs ``pip install -e ".[dask]"``.
+        Results are identical, bit for bit, to the in-process run; finished
+        nets stream back and are saved one by one, so a sweep interrupted
+        on a cluster resumes here or on a cluster, and a task whose worker
+        dies is run again elsewhere.
+    workers : int, optional
+        Number of worker processes of ``scheduler="local"`` (default: one per
+        core, each with one thread).
 
     Returns
     -------
@@ -143,7 +179,7 @@ def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bia
     """
     grid = make_grid(widths, depths, activations, inits, trials=trials, seed=seed, batch=batch,
                      bias_std=bias_std, dtype=dtype, backward=backward)
-    return run_sweep(grid, progress=progress, out=out)
+    return run_sweep(grid, progress=progress, out=out, scheduler=scheduler, workers=workers)
 
 
 def seed_of_cell(seed, width, activation, init):
