@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import winit_sim as ws
 
 SCRIPT = """
@@ -11,8 +13,12 @@ import hashlib, winit_sim as ws
 parts = []
 for kw in (dict(width=96, depth=12, activation="tanh", init="xavier_uniform", bias_std=0.1),
            dict(widths=[40, 300, 17, 64], activation="relu", init="orthogonal", dtype="float32"),
-           dict(width=512, depth=3, activation="gelu", init="he_normal", batch=64)):
-    df = ws.simulate(**kw, trials=2, seed=11, segment_layers=5)
+           dict(width=512, depth=3, activation="gelu", init="he_normal", batch=64),
+           dict(width=3000, depth=5, activation="tanh", init="xavier_normal", batch=8,
+                bias_std=0.1, method="conditional"),
+           dict(widths=[20, 5, 300, 7], activation="relu", init="he_normal", batch=9,
+                dtype="float32", method="conditional")):
+    df = ws.simulate(**{"segment_layers": 5, **kw}, trials=2, seed=11)
     parts.append(df.to_numpy().tobytes())
 print(hashlib.sha256(b"".join(parts)).hexdigest())
 """
@@ -30,17 +36,20 @@ def test_bit_identical_for_1_and_2_threads():
     assert _digest(1) == _digest(2)
 
 
-def test_threads_argument_does_not_change_results():
-    a = ws.simulate(128, 5, activation="silu", init="lecun_uniform", threads=1)
-    b = ws.simulate(128, 5, activation="silu", init="lecun_uniform", threads=2)
+@pytest.mark.parametrize("init, method", [("lecun_uniform", "matrix"),
+                                          ("lecun_normal", "conditional")])
+def test_threads_argument_does_not_change_results(init, method):
+    a = ws.simulate(128, 5, activation="silu", init=init, threads=1, method=method)
+    b = ws.simulate(128, 5, activation="silu", init=init, threads=2, method=method)
     assert a.equals(b)
 
 
-def test_depth_prefix_property():
-    short = ws.simulate(64, 10, activation="tanh", init="he_uniform", trials=2, seed=5,
-                        bias_std=0.2)
-    deep = ws.simulate(64, 25, activation="tanh", init="he_uniform", trials=2, seed=5,
-                       bias_std=0.2)
+@pytest.mark.parametrize("init, method", [("he_uniform", "matrix"), ("he_normal", "conditional")])
+def test_depth_prefix_property(init, method):
+    short = ws.simulate(64, 10, activation="tanh", init=init, trials=2, seed=5,
+                        bias_std=0.2, method=method)
+    deep = ws.simulate(64, 25, activation="tanh", init=init, trials=2, seed=5,
+                       bias_std=0.2, method=method)
     fwd = list(ws.simulate.__globals__["FORWARD_COLUMNS"])
     head = deep[deep.layer <= 10].reset_index(drop=True)
     assert short[["trial", "layer"] + fwd].equals(head[["trial", "layer"] + fwd])

@@ -63,6 +63,8 @@ def test_sample_weights_errors():
 
 def test_too_large_for_memory_is_refused_before_allocating():
     with pytest.raises(ValueError, match="GiB of buffers"):
-        ws.simulate(200000, 2, batch=128)
+        ws.simulate(200000, 2, batch=128, method="matrix")
+    with pytest.raises(ValueError, match="GiB of buffers"):
+        ws.simulate(10**8, 2, batch=64, method="conditional")
     with pytest.raises(ValueError, match="reduce width or batch"):
         ws.simulate(4096, 2, batch=10**7)

@@ -41,9 +41,9 @@ def test_propagate_matches_reference(act, bias):
 @pytest.mark.parametrize("seg", [1, 2, 5])
 def test_checkpoint_segments_are_bit_identical(seg):
     full = ws.simulate(16, 12, activation="tanh", init="xavier_normal", batch=4, trials=2,
-                       bias_std=0.1)
+                       bias_std=0.1, method="matrix")
     part = ws.simulate(16, 12, activation="tanh", init="xavier_normal", batch=4, trials=2,
-                       bias_std=0.1, segment_layers=seg)
+                       bias_std=0.1, segment_layers=seg, method="matrix")
     assert full.equals(part)
 
 
@@ -56,7 +56,7 @@ def test_simulate_equals_propagate_on_sampled_weights(act):
     """
     widths = [6, 11, 8, 5]
     sim = ws.simulate(widths=widths, activation=act, init="lecun_normal", batch=3, seed=7,
-                      trials=2)
+                      trials=2, method="matrix")
     for trial in range(2):
         w = [ws.sample_weights("lecun_normal", widths[i], widths[i + 1], seed=7, trial=trial,
                                layer=i + 1) for i in range(3)]

@@ -93,14 +93,20 @@ def test_gain_table_lists_torch_values():
 @pytest.mark.parametrize("act, init", [("relu", "he_normal"), ("tanh", "xavier_normal"),
                                        ("sigmoid", "xavier_normal"), ("selu", "lecun_normal")])
 def test_simulation_matches_theory_at_width_1024(act, init):
-    """Mean over trials of q (not of log q) within 4 standard errors plus 1% of mean field."""
-    df = ws.simulate(1024, 50, activation=act, init=init, batch=16, trials=6, seed=2, theory=True)
+    """Mean over trials of q (not of log q) within 4 standard errors plus 1% of mean field.
+
+    24 trials, so that the standard error estimated from them is itself reliable
+    (with 6, a t-statistic with 5 degrees of freedom passes 4 at some of 50
+    layers by chance). Seeds 2 and 3 used at most 0.66 of the allowed band.
+    """
+    df = ws.simulate(1024, 50, activation=act, init=init, batch=16, trials=24, seed=2,
+                     theory=True)
     for col in ("pre_q", "grad_q"):
         q = 10 ** df[f"log10_{col}"]
         stats = q.groupby(df.layer).agg(["mean", "std"])
         th = 10 ** df.groupby("layer")[f"theory_log10_{col}"].first()
         err = np.abs(stats["mean"] - th)
-        assert np.all(err <= 4 * stats["std"] / math.sqrt(6) + 0.01 * th), (act, col)
+        assert np.all(err <= 4 * stats["std"] / math.sqrt(24) + 0.01 * th), (act, col)
 
 
 def test_relu_finite_width_deviation_grows_as_width_shrinks():

@@ -263,6 +263,17 @@ def _forward_layer(l, x, s, widths, a, p, homog, sat_thr, kind, wscale, bias_std
         lb = math.log(brms)
         t = max(s, lb) + math.log1p(math.exp(-abs(s - lb)))
         _affine_rows(h, math.exp(s - t), bias, math.exp(-t))
+    return activate_layer(h, t, a, p, homog, sat_thr, ybuf, xnext, d, rs, out)
+
+
+@njit(cache=True)
+def activate_layer(h, t, a, p, homog, sat_thr, ybuf, xnext, d, rs, out):
+    """Pre-activations h_true = e^t h -> xnext = phi(h_true) at unit RMS, d = phi'(h_true).
+
+    Writes the layer's forward statistics into ``out`` and returns the log-scale
+    of xnext. Shared by the matrix and the conditional engines.
+    """
+    rows, n_out = h.shape
     if homog:
         regime = _HOMOG
     elif t > T_SAFE:

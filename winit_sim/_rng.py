@@ -27,6 +27,10 @@ STREAM_WEIGHT = 1
 STREAM_BIAS = 2
 STREAM_INPUT = 3
 STREAM_GRAD = 4
+# the conditional engine's draws (see winit_sim._conditional)
+STREAM_COND_PRE = 5      # standard normals Z of H = C Z (forward)
+STREAM_COND_REST = 6     # Z' of the part of W the forward did not see (backward)
+STREAM_COND_REST_BIAS = 7  # the same for the bias column
 
 _CHUNK = 512  # elements hashed per vectorised batch
 

@@ -8,13 +8,17 @@ from threadpoolctl import ThreadpoolController
 import numpy as np
 import pandas as pd
 
-from . import _network
+from . import _conditional, _network
 from .activations import HOMOGENEOUS, activation_code, resolve_activation, sup_dphi
-from .inits import layer_sampler
+from .inits import KIND_NORMAL, layer_sampler
 from ._validate import check_dtype, check_nonneg_float, check_positive_int, check_seed
 
 SATURATION_FRACTION = 0.01   # |phi'| below this fraction of sup|phi'| counts as saturated
 SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpointing kicks in
+METHODS = ("auto", "matrix", "conditional")
+# auto takes the conditional engine when batch * this <= the narrowest layer: its
+# O(batch^2 width) per layer then beats the O(batch width^2) of a weight matrix
+CONDITIONAL_MAX_BATCH_FRACTION = 4
 FORWARD_COLUMNS = _network.STAT_COLUMNS[:7]
 BACKWARD_COLUMNS = _network.STAT_COLUMNS[7:]
 
@@ -52,7 +56,12 @@ def _check_memory(widths, rows, kind, given, seg_len, itemsize):
     n_seg = -(-depth // seg_len)
     entries = (int(_network.weight_buffer_size(widths, rows, kind, given))
                + (2 * seg_len + n_seg + 5) * rows * maxn)
-    need = entries * itemsize + 8 * rows * maxn
+    _check_bytes(entries * itemsize + 8 * rows * maxn,
+                 f"reduce width or batch (batches up to {_network.FUSED_MAX_BATCH} never form a "
+                 f"weight matrix), or set segment_layers")
+
+
+def _check_bytes(need, advice):
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -60,13 +69,40 @@ def _check_memory(widths, rows, kind, given, seg_len, itemsize):
     if need > 0.8 * total:
         raise ValueError(
             f"this run needs about {need / 2**30:.1f} GiB of buffers, more than 80% of this "
-            f"machine's {total / 2**30:.1f} GiB: reduce width or batch (batches up to "
-            f"{_network.FUSED_MAX_BATCH} never form a weight matrix), or set segment_layers")
+            f"machine's {total / 2**30:.1f} GiB: {advice}")
+
+
+def check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    return method
+
+
+def choose_method(method, init, kind, wscale, rows, widths):
+    """The engine that runs: 'matrix' or 'conditional' (see :func:`simulate`)."""
+    gaussian = kind == KIND_NORMAL and bool(np.all(wscale > 0.0))
+    if method == "conditional" and not gaussian:
+        why = ("samples non-Gaussian weights" if kind != KIND_NORMAL
+               else "has a weight std of 0")
+        raise ValueError(
+            f"method='conditional' needs Gaussian weights (normal, small, large, xavier_normal, "
+            f"he_normal, lecun_normal with std > 0); init {init!r} {why}, so its units are "
+            f"not Gaussian given the layer input: use method='matrix' (or 'auto')")
+    if method == "auto":
+        fits = rows * CONDITIONAL_MAX_BATCH_FRACTION <= int(widths.min())
+        return "conditional" if gaussian and fits else "matrix"
+    return method
+
+
+def _conditional_bytes(widths, rows, itemsize):
+    depth, maxn = widths.size - 1, int(widths.max())
+    return 8 * rows * maxn * itemsize + rows * maxn * 8 + depth * (rows * rows + 4) * 8
 
 
 def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, tops,
-         segment_layers, w_given=None, w_off=None, b_given=None, b_off=None, x0=None, g=None):
-    """Call the kernel; returns its (forward, backward) statistic arrays."""
+         segment_layers, w_given=None, w_off=None, b_given=None, b_off=None, x0=None, g=None,
+         method="matrix"):
+    """Call a kernel; returns its (forward, backward) statistic arrays."""
     act = resolve_activation(activation)
     code, param = activation_code(act)
     depth = widths.size - 1
@@ -79,6 +115,13 @@ def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, 
         w_off = np.zeros(1, np.int64)
     else:
         kind, wscale = 0, np.zeros(depth)
+    if w_given.size == 0 and choose_method(method, init, kind, wscale, rows, widths) == \
+            "conditional":
+        _check_bytes(_conditional_bytes(widths, rows, dt.itemsize), "reduce width or batch")
+        return _conditional.run_conditional(
+            widths, code, param, code in HOMOGENEOUS, SATURATION_FRACTION * sup_dphi(act),
+            wscale, bias_std, input_std, np.uint64(seed), trials, rows,
+            np.asarray(tops, dtype=np.int64), np.empty(0, dt))
     seg_len = _segment_layers(segment_layers, rows, widths, dt.itemsize)
     _check_memory(widths, rows, kind, w_given.size > 0, seg_len, dt.itemsize)
     empty2 = np.empty((0, 0), dt)
@@ -117,7 +160,7 @@ def frame(forward, backward, widths, depth=None, top_index=0):
 
 def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
              batch=64, trials=1, seed=0, bias_std=0.0, input_var=1.0, dtype="float64",
-             backward=True, segment_layers=None, threads=None, theory=False):
+             backward=True, segment_layers=None, threads=None, theory=False, method="auto"):
     """Propagate random inputs and gradients through freshly initialised deep MLPs.
 
     Layers ``l = 1..L``: ``h_l = x_{l-1} @ W_l.T + b_l``, ``x_l = phi(h_l)``;
@@ -158,6 +201,19 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
         Add the mean-field prediction (:func:`winit_sim.theory.predict`) as
         ``theory_*`` columns and the deviations ``dev_log10_pre_q`` (and, with
         ``backward``, ``dev_log10_grad_q``) = simulated - predicted.
+    method : {"auto", "matrix", "conditional"}
+        The exact engine. ``"matrix"`` samples every weight matrix (any init).
+        ``"conditional"`` (Gaussian inits only: normal, small, large,
+        xavier_normal, he_normal, lecun_normal) never forms one: given a layer's
+        input X, its units are independent N(0, sw^2 X X^T + sb^2), sampled in
+        O(batch^2 width), and the backward pass uses the weights conditioned on
+        the forward (see :mod:`winit_sim._conditional`). Both give the same
+        joint distribution of every column, from different random numbers;
+        each is bit-identical across thread counts. ``"auto"`` (default) picks
+        ``"conditional"`` for Gaussian inits when 4 x batch <= the narrowest
+        layer, else ``"matrix"``. ``segment_layers`` applies to ``"matrix"``
+        only: the conditional engine keeps O(batch x width + depth x batch^2)
+        memory at any depth.
 
     Returns
     -------
@@ -188,12 +244,14 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
     bias_std = check_nonneg_float(bias_std, "bias_std")
     input_var = check_nonneg_float(input_var, "input_var")
     dt = check_dtype(dtype)
+    method = check_method(method)
     resolve_activation(activation)
     layer_sampler(init, 1, 1, activation)  # validate the init spec before any work
     depth = widths.size - 1
     with _threads(threads):
         fwd, bwd = _run(widths, activation, init, rows, trials, seed, bias_std,
-                        math.sqrt(input_var), dt, [depth] if backward else [], segment_layers)
+                        math.sqrt(input_var), dt, [depth] if backward else [], segment_layers,
+                        method=method)
     df = frame(fwd, bwd if backward else None, widths)
     if theory:
         df = with_theory(df, widths, activation, init, bias_std, input_var, rows)

@@ -1,0 +1,336 @@
+"""The conditional engine: exact Gaussian-weight networks without weight matrices.
+
+Arithmetic only; :mod:`winit_sim.simulate` validates and picks the engine.
+
+The identity
+------------
+Layer l computes H = X W^T + 1 b^T with W (n_out x n_in) i.i.d. N(0, sw^2) and
+b i.i.d. N(0, sb^2). Write X~ = [X, (sb/sw) 1] and W~ = [W, (sw/sb) b]: then
+H = X~ W~^T with W~ i.i.d. N(0, sw^2), and given X the columns of H (units) are
+independent N(0, sw^2 G~), G~ = X~ X~^T (B x B). So H = C Z with C C^T = sw^2 G~
+and Z (B x n_out) i.i.d. N(0, 1): O(B^2 n) work, B n random numbers, no W.
+
+The backward pass must use the same W. Given the forward (W~ X~^T = H^T),
+W~ = H^T G~^+ X~ + W' (I - X~^T G~^+ X~) with W' an independent copy, so
+
+    delta W~ = (delta H^T - M X~^T) G~^+ X~ + M,   M = delta W',
+
+where M has independent columns N(0, sw^2 delta delta^T): again C' Z'. Only the
+first n_in columns (W, not b) feed the gradient of the layer below. The joint
+law of every forward and backward quantity is exactly that of the matrix
+engine; only the random numbers differ.
+
+Rank deficiency (batch > width, repeated inputs, rows of zeros): G~ and
+delta delta^T are factorised by a symmetric eigendecomposition, eigenvalues
+below ``batch * eps * largest`` are set to 0, and G~^+ is the pseudo-inverse on
+the same kept eigenvectors. H then lies exactly in the kept subspace, so the
+conditioning stays consistent, and nothing is divided by zero.
+
+Memory: nothing of size n is kept per layer. The forward stores, per layer,
+the B x B factor C (scaled), its log-scale and two bias weights; the backward
+regenerates H_l = C_l Z_l from its key and X_l = phi(H_{l-1}) from the layer
+below, so a net of any depth needs a few B x n buffers plus depth x B^2.
+
+Scales: as in the matrix engine, x is kept at unit RMS with x_true = e^s x.
+X~ = e^u [a x, c 1] with u = max(s, log(sb/sw)), so a, c <= 1; Gs = a^2 x x^T
++ c^2 J, m = mean(diag Gs), and h = H_true e^-t with t = u + log sw + log(m)/2
+has columns N(0, Gs / m).
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import _rng
+from ._network import (LOG10_GRAD_Q, N_STATS, _FAST, _log10_mean_sq, _product_rows,
+                       _ordered_sum, _scale_into, activate_layer)
+
+_CHUNKS = 64   # column chunks of every O(B^2 n) loop: fixed, so sums never depend on threads
+_EPS = 2.220446049250313e-16
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def cross_gram(a, b, out):
+    """out = a @ b.T in float64 (rows x rows), column chunks summed in a fixed order."""
+    ra, n = a.shape
+    rb = b.shape[0]
+    nch = min(_CHUNKS, n)
+    step = (n + nch - 1) // nch
+    part = np.zeros((nch, ra, rb))
+    for c in prange(nch):
+        j0 = c * step
+        j1 = min(n, j0 + step)
+        for i in range(ra):
+            for k in range(rb):
+                acc = 0.0
+                for j in range(j0, j1):
+                    acc += np.float64(a[i, j]) * np.float64(b[k, j])
+                part[c, i, k] = acc
+    out[:, :] = 0.0
+    for c in range(nch):
+        for i in range(ra):
+            for k in range(rb):
+                out[i, k] += part[c, i, k]
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def mix_rows(c, z, r, x, out):
+    """out = c @ z + r @ x for small square c, r (pass r with 0 rows to skip that term)."""
+    rows, n = out.shape
+    with_r = r.shape[0] > 0
+    nch = min(_CHUNKS, n)
+    step = (n + nch - 1) // nch
+    for ch in prange(nch):
+        j0 = ch * step
+        j1 = max(j0, min(n, j0 + step))
+        acc = np.empty(j1 - j0)
+        for i in range(rows):
+            acc[:] = 0.0
+            for k in range(rows):
+                cik = c[i, k]
+                for j in range(j0, j1):
+                    acc[j - j0] += cik * np.float64(z[k, j])
+            if with_r:
+                for k in range(rows):
+                    rik = r[i, k]
+                    for j in range(j0, j1):
+                        acc[j - j0] += rik * np.float64(x[k, j])
+            for j in range(j0, j1):
+                out[i, j] = acc[j - j0]
+
+
+@njit(cache=True)
+def factor(g, f):
+    """f = V sqrt(L) for g = V L V^T (symmetric PSD), tiny eigenvalues set to 0.
+
+    Each eigenvector's sign is fixed (its largest entry positive), so the factor
+    does not depend on the LAPACK build's sign convention.
+    """
+    lam, v = np.linalg.eigh(g)
+    top = lam.max()
+    tol = g.shape[0] * _EPS * top
+    for k in range(lam.size):
+        root = math.sqrt(lam[k]) if top > 0.0 and lam[k] > tol else 0.0
+        big = 0
+        for i in range(lam.size):
+            if abs(v[i, k]) > abs(v[big, k]):
+                big = i
+        if v[big, k] < 0.0:
+            root = -root
+        for i in range(lam.size):
+            f[i, k] = v[i, k] * root
+
+
+@njit(cache=True)
+def pinv_from_factor(f, out):
+    """out = (f f^T)^+ for f = V sqrt(L) from :func:`factor` (same kept eigenvectors)."""
+    rows = f.shape[0]
+    out[:, :] = 0.0
+    for k in range(f.shape[1]):
+        lam = 0.0
+        for i in range(rows):
+            lam += f[i, k] * f[i, k]
+        if lam > 0.0:
+            w = 1.0 / (lam * lam)
+            for i in range(rows):
+                for j in range(rows):
+                    out[i, j] += w * f[i, k] * f[j, k]
+
+
+@njit(cache=True)
+def _key(seed, trial, l, stream):
+    return _rng.stream_key(seed, trial, l + 1, stream)
+
+
+@njit(cache=True)
+def _pre_activations(l, seed, trial, cf, t, h, zbuf):
+    """h = C_l Z_l (Z_l from its key); 0 when the layer has no signal (t = -inf)."""
+    if t == -np.inf:
+        h[:, :] = 0.0
+        return
+    rows, n = h.shape
+    z = zbuf[:rows * n].reshape((rows, n))
+    _rng.fill_normal(_key(seed, trial, l, _rng.STREAM_COND_PRE), z, 1.0)
+    mix_rows(cf, z, cf[:0], z, h)
+
+
+@njit(cache=True)
+def _input(seed, trial, input_std, x0):
+    _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_INPUT), x0, input_std)
+
+
+@njit(cache=True)
+def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, seed, trials,
+                    rows, tops, proto):
+    """Same contract as :func:`winit_sim._network.run_network`, for Gaussian weights."""
+    depth = widths.size - 1
+    maxn = 0
+    for w in widths:
+        maxn = max(maxn, w)
+    dt = proto.dtype
+    B = rows
+    buf_x = np.empty(B * maxn, dt)       # layer input x_l
+    buf_h = np.empty(B * maxn, dt)       # pre-activations of the current layer
+    buf_h2 = np.empty(B * maxn, dt)      # ... of the layer below (backward)
+    buf_d = np.empty(B * maxn, dt)       # phi'(h)
+    buf_z = np.empty(B * maxn, dt)       # standard normals
+    ybuf = np.empty(B * maxn, np.float64)
+    grad = np.empty(B * maxn, dt)
+    delta = np.empty(B * maxn, dt)
+    rs = np.zeros((B, 6))
+    # per layer: factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of X~
+    cfs = np.zeros((depth, B, B))
+    t_l = np.zeros(depth)
+    m_l = np.zeros(depth)
+    a_l = np.ones(depth)
+    c_l = np.zeros(depth)
+    log_s = np.zeros(depth + 1)
+    stats = np.full((trials, depth, LOG10_GRAD_Q), np.nan)
+    grads = np.full((trials, tops.size, depth, N_STATS - LOG10_GRAD_Q), np.nan)
+    scratch = np.empty(N_STATS)
+    rowsq = np.empty(B)
+    g = np.empty((B, B))
+    gp = np.empty((B, B))
+    gd = np.empty((B, B))
+    cd = np.empty((B, B))
+    dh = np.empty((B, B))
+    pz = np.empty((B, B))
+    rmat = np.empty((B, B))
+    zb = np.empty((B, 1), dt)
+    for trial in range(trials):
+        x = buf_x[:B * widths[0]].reshape((B, widths[0]))
+        _input(seed, trial, input_std, x)
+        log_s[0] = 0.0
+        for l in range(depth):
+            n_in, n_out = widths[l], widths[l + 1]
+            x = buf_x[:B * n_in].reshape((B, n_in))
+            _layer_factor(l, x, log_s[l], wscale[l], bias_std, g, cfs[l], t_l, m_l, a_l, c_l)
+            h = buf_h[:B * n_out].reshape((B, n_out))
+            _pre_activations(l, seed, trial, cfs[l], t_l[l], h, buf_z)
+            d = buf_d[:B * n_out].reshape((B, n_out))
+            log_s[l + 1] = activate_layer(h, t_l[l], a, p, homog, sat_thr, ybuf,
+                                          buf_x[:B * n_out].reshape((B, n_out)), d, rs, scratch)
+            stats[trial, l, :] = scratch[:LOG10_GRAD_Q]
+        for ti in range(tops.size):
+            top = tops[ti]
+            n_top = widths[top]
+            gl = grad[:B * n_top].reshape((B, n_top))
+            _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_GRAD), gl, 1.0)
+            log_g = 0.0
+            # h of the top layer; each step below regenerates the layer under it
+            h = buf_h[:B * n_top].reshape((B, n_top))
+            _pre_activations(top - 1, seed, trial, cfs[top - 1], t_l[top - 1], h, buf_z)
+            cur, below = buf_h, buf_h2
+            for l in range(top - 1, -1, -1):
+                n_in, n_out = widths[l], widths[l + 1]
+                h = cur[:B * n_out].reshape((B, n_out))
+                d = buf_d[:B * n_out].reshape((B, n_out))
+                xl = buf_x[:B * n_in].reshape((B, n_in))
+                # phi'(h_l), then x_l = phi(h_{l-1}) exactly as the forward made them
+                activate_layer(h, t_l[l], a, p, homog, sat_thr, ybuf,
+                               buf_z[:B * n_out].reshape((B, n_out)), d, rs, scratch)
+                if l > 0:
+                    hb = below[:B * n_in].reshape((B, n_in))
+                    _pre_activations(l - 1, seed, trial, cfs[l - 1], t_l[l - 1], hb, buf_z)
+                    activate_layer(hb, t_l[l - 1], a, p, homog, sat_thr, ybuf, xl,
+                                   buf_z[:B * n_in].reshape((B, n_in)), rs, scratch)
+                else:
+                    _input(seed, trial, input_std, xl)
+                log_g = _backward_layer(l, seed, trial, grad, delta, h, d, xl, log_s[l], log_g,
+                                        wscale[l], bias_std, cfs[l], m_l[l], a_l[l], c_l[l],
+                                        buf_z, zb, rowsq, g, gp, gd, cd, dh, pz, rmat,
+                                        grads[trial, ti, l])
+                cur, below = below, cur
+    return stats, grads
+
+
+@njit(cache=True)
+def _layer_factor(l, x, s, sw, sb, g, cf, t_l, m_l, a_l, c_l):
+    """Factor of the covariance of layer l's units given its input x (x_true = e^s x)."""
+    B = x.shape[0]
+    cross_gram(x, x, g)
+    aa, cc, u = 1.0, 0.0, s
+    if sb > 0.0:
+        lb = math.log(sb / sw)
+        u = max(s, lb)
+        aa = math.exp(s - u)
+        cc = math.exp(lb - u)
+    for i in range(B):
+        for j in range(B):
+            g[i, j] = aa * aa * g[i, j] + cc * cc
+    m = 0.0
+    for i in range(B):
+        m += g[i, i]
+    m /= B
+    a_l[l] = aa
+    c_l[l] = cc
+    m_l[l] = m
+    if m == 0.0:   # no signal and no bias: H = 0
+        cf[:, :] = 0.0
+        t_l[l] = -np.inf
+        return
+    for i in range(B):
+        for j in range(B):
+            g[i, j] /= m
+    factor(g, cf)
+    t_l[l] = u + math.log(sw) + 0.5 * math.log(m)
+
+
+@njit(cache=True)
+def _backward_layer(l, seed, trial, grad, delta, h, d, x, s, log_g, sw, sb, cf, m, aa, cc,
+                    buf_z, zb, rowsq, g, gp, gd, cd, dh, pz, rmat, out):
+    """delta_l = grad * phi'(h_l); its stats into out; grad <- delta_l W_l (conditioned)."""
+    B, n_out = h.shape
+    n_in = x.shape[1]
+    gl = grad[:B * n_out].reshape((B, n_out))
+    dl = delta[:B * n_out].reshape((B, n_out))
+    _product_rows(gl, d, dl, rowsq)
+    sq = _ordered_sum(rowsq)
+    out[0] = _log10_mean_sq(sq, B * n_out, log_g)
+    if sq > 0.0:
+        rms = math.sqrt(sq / (B * n_out))
+        _scale_into(dl, 1.0 / rms, dl)
+        log_g += math.log(rms)
+    cross_gram(dl, dl, gd)
+    cross_gram(x, x, g)
+    acc = 0.0
+    for i in range(B):
+        for j in range(B):
+            acc += gd[i, j] * g[i, j]
+    out[1] = _log10_mean_sq(max(acc, 0.0), n_in * n_out, log_g + s)
+    if l == 0:
+        return log_g
+    # M = delta W' = C' [Z', z'_b], C' C'^T = delta delta^T (times sw^2, carried in log_g)
+    factor(gd, cd)
+    zx = buf_z[:B * n_in].reshape((B, n_in))
+    _rng.fill_normal(_key(seed, trial, l, _rng.STREAM_COND_REST), zx, 1.0)
+    # M Xs^T = C' (a Z' x^T + c z'_b 1^T)
+    cross_gram(zx, x, pz)
+    for i in range(B):
+        for j in range(B):
+            pz[i, j] *= aa
+    if cc > 0.0:
+        _rng.fill_normal(_key(seed, trial, l, _rng.STREAM_COND_REST_BIAS), zb, 1.0)
+        for i in range(B):
+            for j in range(B):
+                pz[i, j] += cc * zb[i, 0]
+    # R = (sqrt(m) delta h^T - M Xs^T) Gs^+,  Gs^+ = (C C^T)^+ / m
+    cross_gram(dl, h, dh)
+    pinv_from_factor(cf, gp)
+    root = math.sqrt(m)
+    for i in range(B):
+        for j in range(B):
+            mx = 0.0
+            for k in range(B):
+                mx += cd[i, k] * pz[k, j]
+            dh[i, j] = root * dh[i, j] - mx
+    for i in range(B):
+        for j in range(B):
+            acc = 0.0
+            for k in range(B):
+                acc += dh[i, k] * gp[k, j]
+            rmat[i, j] = aa * acc / m if m > 0.0 else 0.0
+    # grad_in = C' Z' + (a R) x, all scaled by e^(log_g) * sw
+    gin = grad[:B * n_in].reshape((B, n_in))
+    mix_rows(cd, zx, rmat, x, gin)
+    return log_g + math.log(sw)
