@@ -82,3 +82,85 @@ def test_conditioned_weights_reproduce_forward_and_backward():
     assert np.abs(s.mean(axis=0)).max() < 5 * sw / math.sqrt(len(s))
     np.testing.assert_allclose(cov, sw ** 2 * np.eye(2 * (n_in + 1)), atol=6 * sw ** 2 *
                                math.sqrt(2 / len(s)))
+
+
+STAT_COLS = ["pre_mean", "pre_var", "log10_pre_q", "log10_post_q", "frac_zero", "frac_saturated",
+             "unit_var_ratio", "log10_grad_q", "log10_wgrad_q"]
+
+
+@pytest.mark.parametrize("act, init, bias_std", [("relu", "he_normal", 0.0),
+                                                 ("tanh", "xavier_normal", 0.1)])
+def test_same_distribution_as_the_matrix_engine(act, init, bias_std):
+    """Two-sample tests per column at layers 1, 10 and 20 of width-256 nets.
+
+    1000 independent nets per engine (different seeds). Means: Welch's t-test;
+    spreads: Brown-Forsythe (Levene about the median). Every p-value must
+    exceed 0.01 / (number of tests) (Bonferroni: a false alarm in at most 1%
+    of runs). Power: with 1000 nets each, a mean shift of 0.23 between-net
+    standard deviations is detected with probability 0.9 at that threshold.
+    """
+    from scipy import stats
+    kw = dict(activation=act, init=init, batch=8, trials=1000, bias_std=bias_std)
+    a = ws.simulate(256, 20, method="matrix", seed=1, **kw)
+    b = ws.simulate(256, 20, method="conditional", seed=2, **kw)
+    pvalues = {}
+    for layer in (1, 10, 20):
+        for col in STAT_COLS:
+            x = a.loc[a.layer == layer, col].to_numpy()
+            y = b.loc[b.layer == layer, col].to_numpy()
+            if np.ptp(x) == 0 and np.ptp(y) == 0:
+                assert x[0] == y[0], (layer, col)   # e.g. frac_zero of tanh: always 0
+                continue
+            pvalues[(layer, col, "mean")] = stats.ttest_ind(x, y, equal_var=False).pvalue
+            pvalues[(layer, col, "spread")] = stats.levene(x, y, center="median").pvalue
+    worst = min(pvalues, key=pvalues.get)
+    assert pvalues[worst] > 0.01 / len(pvalues), (worst, pvalues[worst])
+
+
+@pytest.mark.parametrize("act, init, trials", [("relu", "he_normal", 128),
+                                               ("tanh", "xavier_normal", 24)])
+def test_width_100000_matches_mean_field(act, init, trials):
+    """Mean over nets of q at depth 50 within 4 standard errors of mean field; SE < 0.5%."""
+    from winit_sim import theory
+    df = ws.simulate(100_000, 50, activation=act, init=init, batch=8, trials=trials, seed=5,
+                     backward=False, method="conditional")
+    q = 10 ** df.loc[df.layer == 50, "log10_pre_q"].to_numpy()
+    want = 10 ** theory.predict(100_000, 50, activation=act, init=init)["theory_log10_pre_q"].iloc[-1]
+    se = q.std(ddof=1) / math.sqrt(trials)
+    assert se < 0.005 * want
+    assert abs(q.mean() - want) < 4 * se, (q.mean(), want, se)
+
+
+def test_auto_picks_conditional_only_where_it_is_exact_and_faster():
+    from winit_sim.simulate import choose_method
+    from winit_sim.inits import KIND_NORMAL, KIND_UNIFORM
+    widths = np.array([256, 256])
+    scale = np.array([0.1])
+    assert choose_method("auto", "he_normal", KIND_NORMAL, scale, 64, widths) == "conditional"
+    assert choose_method("auto", "he_normal", KIND_NORMAL, scale, 65, widths) == "matrix"
+    assert choose_method("auto", "he_uniform", KIND_UNIFORM, scale, 8, widths) == "matrix"
+    assert choose_method("auto", "normal", KIND_NORMAL, np.array([0.0]), 8, widths) == "matrix"
+    # a conditional sweep cell equals simulate with the cell's seed and the same engine
+    df = ws.sweep([64], [5], ["tanh"], ["xavier_normal"], batch=4, trials=2, seed=3,
+                  method="conditional", progress=False)
+    ref = ws.simulate(64, 5, activation="tanh", init="xavier_normal", batch=4, trials=2,
+                      seed=ws.seed_of_cell(3, 64, "tanh", "xavier_normal"), method="conditional")
+    got = df.drop(columns=["width", "depth", "activation", "init"]).reset_index(drop=True)
+    assert got.equals(ref)
+
+
+@pytest.mark.parametrize("init", ["he_uniform", "orthogonal", "constant", "zeros",
+                                  "normal:std=0"])
+def test_conditional_refuses_non_gaussian_schemes(init):
+    with pytest.raises(ValueError, match="method='conditional' needs Gaussian weights"):
+        ws.simulate(64, 3, init=init, batch=4, method="conditional")
+
+
+def test_bad_method_is_named():
+    with pytest.raises(ValueError, match="method must be one of auto, matrix, conditional"):
+        ws.simulate(64, 3, method="fast")
+    with pytest.raises(ValueError, match="method must be one of"):
+        ws.sweep([8], [2], ["relu"], ["he_normal"], method="exact", progress=False)
+    from winit_sim.cli import main
+    assert main(["run", "--width", "8", "--depth", "2", "--method", "conditional",
+                 "--init", "he_uniform"]) == 2

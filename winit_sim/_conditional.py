@@ -45,32 +45,42 @@ from . import _rng
 from ._network import (LOG10_GRAD_Q, N_STATS, _FAST, _log10_mean_sq, _product_rows,
                        _ordered_sum, _scale_into, activate_layer)
 
-_CHUNKS = 64   # column chunks of every O(B^2 n) loop: fixed, so sums never depend on threads
+_CHUNK = 1024   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
+                # and the block count depends on n only, so sums never depend on threads
 _EPS = 2.220446049250313e-16
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def cross_gram(a, b, out):
-    """out = a @ b.T in float64 (rows x rows), column chunks summed in a fixed order."""
+    """out = a @ b.T in float64 (rows x rows), column blocks summed in a fixed order.
+
+    (1-D row slices inside a block let LLVM vectorise the dot products.)
+    """
     ra, n = a.shape
     rb = b.shape[0]
-    nch = min(_CHUNKS, n)
-    step = (n + nch - 1) // nch
+    same = a.shape == b.shape and a.ctypes.data == b.ctypes.data
+    nch = (n + _CHUNK - 1) // _CHUNK
     part = np.zeros((nch, ra, rb))
     for c in prange(nch):
-        j0 = c * step
-        j1 = min(n, j0 + step)
+        j0 = c * _CHUNK
+        j1 = min(n, j0 + _CHUNK)
         for i in range(ra):
-            for k in range(rb):
+            ai = a[i, j0:j1]
+            for k in range(i if same else 0, rb):
+                bk = b[k, j0:j1]
                 acc = 0.0
-                for j in range(j0, j1):
-                    acc += np.float64(a[i, j]) * np.float64(b[k, j])
+                for j in range(j1 - j0):
+                    acc += np.float64(ai[j]) * np.float64(bk[j])
                 part[c, i, k] = acc
     out[:, :] = 0.0
     for c in range(nch):
         for i in range(ra):
-            for k in range(rb):
+            for k in range(i if same else 0, rb):
                 out[i, k] += part[c, i, k]
+    if same:
+        for i in range(ra):
+            for k in range(i):
+                out[i, k] = out[k, i]
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -78,25 +88,28 @@ def mix_rows(c, z, r, x, out):
     """out = c @ z + r @ x for small square c, r (pass r with 0 rows to skip that term)."""
     rows, n = out.shape
     with_r = r.shape[0] > 0
-    nch = min(_CHUNKS, n)
-    step = (n + nch - 1) // nch
+    nch = (n + _CHUNK - 1) // _CHUNK
     for ch in prange(nch):
-        j0 = ch * step
-        j1 = max(j0, min(n, j0 + step))
-        acc = np.empty(j1 - j0)
+        j0 = ch * _CHUNK
+        j1 = min(n, j0 + _CHUNK)
+        m = j1 - j0
+        acc = np.empty(m)
         for i in range(rows):
             acc[:] = 0.0
             for k in range(rows):
                 cik = c[i, k]
-                for j in range(j0, j1):
-                    acc[j - j0] += cik * np.float64(z[k, j])
+                zk = z[k, j0:j1]
+                for j in range(m):
+                    acc[j] += cik * np.float64(zk[j])
             if with_r:
                 for k in range(rows):
                     rik = r[i, k]
-                    for j in range(j0, j1):
-                        acc[j - j0] += rik * np.float64(x[k, j])
-            for j in range(j0, j1):
-                out[i, j] = acc[j - j0]
+                    xk = x[k, j0:j1]
+                    for j in range(m):
+                        acc[j] += rik * np.float64(xk[j])
+            oi = out[i, j0:j1]
+            for j in range(m):
+                oi[j] = acc[j]
 
 
 @njit(cache=True)

@@ -4,6 +4,7 @@ import numbers
 import numpy as np
 
 DTYPES = ("float64", "float32")
+METHODS = ("auto", "matrix", "conditional")
 
 
 def check_positive_int(value, name, minimum=1):
@@ -43,3 +44,10 @@ def check_nonneg_float(value, name):
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value
+
+
+def check_method(method):
+    """The simulation engine: one of METHODS (see :func:`winit_sim.simulate`)."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    return method

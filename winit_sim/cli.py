@@ -29,7 +29,7 @@ PRESETS = {
                  trials=2, batch=16),
 }
 GRID_KEYS = ("widths", "depths", "activations", "inits", "trials", "seed", "batch", "bias_std",
-             "dtype", "backward")
+             "dtype", "backward", "method")
 
 
 class UsageError(Exception):
@@ -89,7 +89,7 @@ def _grid_from_args(args):
         value = getattr(args, key)
         if value is not None:
             spec[key] = _spec_split(value)
-    for key in ("trials", "seed", "batch", "bias_std", "dtype"):
+    for key in ("trials", "seed", "batch", "bias_std", "dtype", "method"):
         value = getattr(args, key)
         if value is not None:
             spec[key] = value
@@ -205,7 +205,8 @@ def cmd_run(args):
     try:
         df = simulate(args.width, args.depth, activation=args.activation, init=args.init,
                       batch=args.batch, trials=args.trials, seed=args.seed,
-                      bias_std=args.bias_std, dtype=args.dtype, backward=not args.forward_only)
+                      bias_std=args.bias_std, dtype=args.dtype, backward=not args.forward_only,
+                      method=args.method)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     with pd.option_context("display.max_rows", None, "display.width", 200):
@@ -363,6 +364,9 @@ def build_parser():
         p.add_argument("--bias-std", dest="bias_std", type=float)
         p.add_argument("--dtype", choices=["float64", "float32"])
         p.add_argument("--forward-only", action="store_true", help="skip the backward pass")
+        p.add_argument("--method", choices=["auto", "matrix", "conditional"],
+                       help="engine: conditional never forms W (Gaussian inits); auto picks "
+                            "the faster exact one (default)")
 
     run = sub.add_parser("run", help="one network: print its per-layer table")
     run.add_argument("--width", type=int, required=True)
@@ -371,7 +375,8 @@ def build_parser():
     run.add_argument("--init", default="he_normal")
     run.add_argument("--out", help="save the table (.csv or .parquet)")
     common(run)
-    run.set_defaults(func=cmd_run, batch=64, trials=1, seed=0, bias_std=0.0, dtype="float64")
+    run.set_defaults(func=cmd_run, batch=64, trials=1, seed=0, bias_std=0.0, dtype="float64",
+                     method="auto")
 
     sw = sub.add_parser("sweep", help="a grid of networks: decay tables, files and figures")
     sw.add_argument("--widths", help="comma-separated, e.g. 64,256,1024")

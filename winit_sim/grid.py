@@ -5,7 +5,8 @@ import numbers
 
 from .activations import resolve_activation
 from .inits import resolve_init
-from ._validate import check_dtype, check_nonneg_float, check_positive_int, check_seed
+from ._validate import (check_dtype, check_method, check_nonneg_float, check_positive_int,
+                        check_seed)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Grid:
     bias_std: float = 0.0
     dtype: str = "float64"
     backward: bool = True
+    method: str = "auto"
 
     @property
     def groups(self):
@@ -68,7 +70,7 @@ def _spec_list(values, name, resolve):
 
 
 def make_grid(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bias_std=0.0,
-              dtype="float64", backward=True):
+              dtype="float64", backward=True, method="auto"):
     """Validate a grid's axes and settings and return a :class:`Grid`."""
     if not isinstance(backward, bool):
         raise TypeError(f"backward must be true or false, got {backward!r}")
@@ -83,6 +85,7 @@ def make_grid(widths, depths, activations, inits, *, trials=1, seed=0, batch=64,
         bias_std=check_nonneg_float(bias_std, "bias_std"),
         dtype=check_dtype(dtype).name,
         backward=backward,
+        method=check_method(method),
     )
 
 

@@ -11,11 +11,11 @@ import pandas as pd
 from . import _conditional, _network
 from .activations import HOMOGENEOUS, activation_code, resolve_activation, sup_dphi
 from .inits import KIND_NORMAL, layer_sampler
-from ._validate import check_dtype, check_nonneg_float, check_positive_int, check_seed
+from ._validate import (check_dtype, check_method, check_nonneg_float, check_positive_int,
+                        check_seed)
 
 SATURATION_FRACTION = 0.01   # |phi'| below this fraction of sup|phi'| counts as saturated
 SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpointing kicks in
-METHODS = ("auto", "matrix", "conditional")
 # auto takes the conditional engine when batch * this <= the narrowest layer: its
 # O(batch^2 width) per layer then beats the O(batch width^2) of a weight matrix
 CONDITIONAL_MAX_BATCH_FRACTION = 4
@@ -72,12 +72,6 @@ def _check_bytes(need, advice):
             f"machine's {total / 2**30:.1f} GiB: {advice}")
 
 
-def check_method(method):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    return method
-
-
 def choose_method(method, init, kind, wscale, rows, widths):
     """The engine that runs: 'matrix' or 'conditional' (see :func:`simulate`)."""
     gaussian = kind == KIND_NORMAL and bool(np.all(wscale > 0.0))
@@ -99,36 +93,48 @@ def _conditional_bytes(widths, rows, itemsize):
     return 8 * rows * maxn * itemsize + rows * maxn * 8 + depth * (rows * rows + 4) * 8
 
 
+def plan(widths, activation, init, rows, dt, method="matrix", segment_layers=None):
+    """Pick the engine of a run and refuse it, before any allocation, if it cannot fit.
+
+    Returns ``(engine, kind, wscale, seg_len)``; ``init`` None means given weights.
+    """
+    depth = widths.size - 1
+    if init is None:
+        kind, wscale = 0, np.zeros(depth)
+    else:
+        samplers = [layer_sampler(init, int(widths[l]), int(widths[l + 1]), activation)
+                    for l in range(depth)]
+        kind = samplers[0][0]
+        wscale = np.array([s for _, s in samplers], dtype=np.float64)
+    seg_len = _segment_layers(segment_layers, rows, widths, dt.itemsize)
+    if init is not None and choose_method(method, init, kind, wscale, rows, widths) == \
+            "conditional":
+        _check_bytes(_conditional_bytes(widths, rows, dt.itemsize), "reduce width or batch")
+        return "conditional", kind, wscale, seg_len
+    _check_memory(widths, rows, kind, init is None, seg_len, dt.itemsize)
+    return "matrix", kind, wscale, seg_len
+
+
 def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, tops,
          segment_layers, w_given=None, w_off=None, b_given=None, b_off=None, x0=None, g=None,
          method="matrix"):
     """Call a kernel; returns its (forward, backward) statistic arrays."""
     act = resolve_activation(activation)
     code, param = activation_code(act)
-    depth = widths.size - 1
-    if w_given is None:
-        samplers = [layer_sampler(init, int(widths[l]), int(widths[l + 1]), activation)
-                    for l in range(depth)]
-        kind = samplers[0][0]
-        wscale = np.array([s for _, s in samplers], dtype=np.float64)
-        w_given = np.empty(0, dt)
-        w_off = np.zeros(1, np.int64)
-    else:
-        kind, wscale = 0, np.zeros(depth)
-    if w_given.size == 0 and choose_method(method, init, kind, wscale, rows, widths) == \
-            "conditional":
-        _check_bytes(_conditional_bytes(widths, rows, dt.itemsize), "reduce width or batch")
+    engine, kind, wscale, seg_len = plan(widths, activation, None if w_given is not None
+                                         else init, rows, dt, method, segment_layers)
+    tops = np.asarray(tops, dtype=np.int64)
+    sat_thr = SATURATION_FRACTION * sup_dphi(act)
+    if engine == "conditional":
         return _conditional.run_conditional(
-            widths, code, param, code in HOMOGENEOUS, SATURATION_FRACTION * sup_dphi(act),
-            wscale, bias_std, input_std, np.uint64(seed), trials, rows,
-            np.asarray(tops, dtype=np.int64), np.empty(0, dt))
-    seg_len = _segment_layers(segment_layers, rows, widths, dt.itemsize)
-    _check_memory(widths, rows, kind, w_given.size > 0, seg_len, dt.itemsize)
+            widths, code, param, code in HOMOGENEOUS, sat_thr, wscale, bias_std, input_std,
+            np.uint64(seed), trials, rows, tops, np.empty(0, dt))
+    if w_given is None:
+        w_given, w_off = np.empty(0, dt), np.zeros(1, np.int64)
     empty2 = np.empty((0, 0), dt)
     return _network.run_network(
-        widths, code, param, code in HOMOGENEOUS, SATURATION_FRACTION * sup_dphi(act), kind,
-        wscale, bias_std, input_std, np.uint64(seed), trials, rows,
-        np.asarray(tops, dtype=np.int64), seg_len,
+        widths, code, param, code in HOMOGENEOUS, sat_thr, kind, wscale, bias_std, input_std,
+        np.uint64(seed), trials, rows, tops, seg_len,
         w_given, w_off, np.empty(0) if b_given is None else b_given,
         np.zeros(1, np.int64) if b_off is None else b_off,
         empty2 if x0 is None else x0, empty2 if g is None else g, np.empty(0, dt))

@@ -8,8 +8,7 @@ import pandas as pd
 from ._store import ResultStore
 from .cluster import check_scheduler, run_on_cluster
 from .grid import cell_seed, make_grid
-from .inits import layer_sampler
-from .simulate import _check_memory, _run, _segment_layers, _threads, frame
+from .simulate import _run, _threads, frame, plan
 
 class SweepTimer:
     """Wall time of a sweep split into kernel time and everything else."""
@@ -34,7 +33,8 @@ def run_group(grid, width, activation, init):
     widths = np.full(dmax + 1, width, dtype=np.int64)
     fwd, bwd = _run(widths, activation, init, grid.batch, grid.trials,
                     cell_seed(grid.seed, width, activation, init), grid.bias_std, 1.0,
-                    np.dtype(grid.dtype), depths if grid.backward else [], None)
+                    np.dtype(grid.dtype), depths if grid.backward else [], None,
+                    method=grid.method)
     parts = []
     for i, d in enumerate(grid.depths):
         df = frame(fwd, bwd if grid.backward else None, widths, depth=d, top_index=i)
@@ -57,13 +57,9 @@ def _run_here(grid, groups, threads):
 
 def _check_grid_memory(grid):
     """Refuse a grid with a net too large for memory before any cell runs."""
-    depth = grid.depths[-1]
+    widths = np.full(grid.depths[-1] + 1, 1, dtype=np.int64)
     for width, activation, init in grid.groups:
-        widths = np.full(depth + 1, width, dtype=np.int64)
-        kind, _ = layer_sampler(init, width, width, activation)
-        _check_memory(widths, grid.batch, kind, False,
-                      _segment_layers(None, grid.batch, widths, np.dtype(grid.dtype).itemsize),
-                      np.dtype(grid.dtype).itemsize)
+        plan(widths * width, activation, init, grid.batch, np.dtype(grid.dtype), grid.method)
 
 
 def _progress(total, enabled):
@@ -132,7 +128,8 @@ def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads
 
 
 def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bias_std=0.0,
-          dtype="float64", backward=True, progress=True, out=None, scheduler=None, workers=None):
+          dtype="float64", backward=True, method="auto", progress=True, out=None, scheduler=None,
+          workers=None):
     """Simulate every (width, depth, activation, init) cell of a grid.
 
     Parameters
@@ -141,7 +138,7 @@ def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bia
         Uniform layer widths and network depths.
     activations, inits : sequence of str or tuple
         Activation and init specs (``"leaky_relu:slope=0.2"``, ``("normal", {"std": 0.1})``).
-    trials, seed, batch, bias_std, dtype, backward
+    trials, seed, batch, bias_std, dtype, backward, method
         As in :func:`winit_sim.simulate`; the input variance is 1.
     progress : bool
         Show a progress bar (cells done / total, ETA) when stderr is a terminal.
@@ -178,7 +175,7 @@ def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bia
     pass starting at layer D.
     """
     grid = make_grid(widths, depths, activations, inits, trials=trials, seed=seed, batch=batch,
-                     bias_std=bias_std, dtype=dtype, backward=backward)
+                     bias_std=bias_std, dtype=dtype, backward=backward, method=method)
     return run_sweep(grid, progress=progress, out=out, scheduler=scheduler, workers=workers)
 
 
