@@ -52,12 +52,27 @@ def _normals(seed, trial, layer, stream, shape):
     return z
 
 
+CHOL_PIVOT = 1e-9
+
+
 def _sqrt_factor(k, c):
-    """C with C C^T = k, from eigh of k / c (the kernel factorises matrices of that scale)."""
+    """C with C C^T = k, from k / c (the kernel factorises matrices of that scale).
+
+    Cholesky when every pivot exceeds CHOL_PIVOT x the largest diagonal entry,
+    else V sqrt(L) from eigh with tiny eigenvalues dropped (as the kernel does).
+    """
+    try:
+        low = np.linalg.cholesky(k / c)
+        if np.all(np.diag(low) ** 2 > CHOL_PIVOT * np.max(np.diag(k / c))):
+            return np.sqrt(c) * low
+    except np.linalg.LinAlgError:
+        pass
     lam, v = np.linalg.eigh(k / c)
     keep = lam > k.shape[0] * EPS * lam.max()
     v = v * np.sign(v[np.argmax(np.abs(v), axis=0), np.arange(v.shape[1])])  # largest entry > 0
-    return np.sqrt(c) * v * np.where(keep, np.sqrt(np.where(keep, lam, 0.0)), 0.0)
+    f = np.sqrt(c) * v * np.where(keep, np.sqrt(np.where(keep, lam, 0.0)), 0.0)
+    f[np.diag(k) == 0] = 0.0   # a sample with no signal has an exactly zero row
+    return f
 
 
 def reference_conditional(widths, activation, stds, bias_std, seed, trial, batch, sup=1.0):

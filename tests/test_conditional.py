@@ -14,7 +14,7 @@ ACTS = ["linear", "relu", "leaky_relu:slope=0.2", "tanh", "sigmoid", "gelu", "si
         "elu:alpha=0.7", "selu"]
 
 
-def _compare(widths, act, init, bias_std, batch, seed=4, rtol=1e-9):
+def _compare(widths, act, init, bias_std, batch, seed=4, rtol=1e-9, atol=1e-12):
     sim = ws.simulate(widths=widths, activation=act, init=init, batch=batch, bias_std=bias_std,
                       seed=seed, trials=2, method="conditional")
     stds = [layer_sampler(init, widths[l], widths[l + 1], act)[1]
@@ -25,7 +25,7 @@ def _compare(widths, act, init, bias_std, batch, seed=4, rtol=1e-9):
         got = sim[sim.trial == trial].reset_index(drop=True)
         for l, row in enumerate(ref):
             for col, want in row.items():
-                np.testing.assert_allclose(got[col].iloc[l], want, rtol=rtol, atol=1e-12,
+                np.testing.assert_allclose(got[col].iloc[l], want, rtol=rtol, atol=atol,
                                            err_msg=f"{act} trial {trial} layer {l + 1} {col}")
 
 
@@ -38,9 +38,13 @@ def test_kernel_matches_numpy_reference(act, bias_std):
 
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 def test_rank_deficient_layers_match_the_reference(act):
-    """Batch above some widths (G singular), width 1 layers, and relu rows of zeros."""
-    _compare([3, 12, 2, 40, 1, 9], act, "he_normal", 0.0, batch=7)
-    _compare([3, 12, 2, 40, 1, 9], act, "he_normal", 0.2, batch=7)
+    """Batch above some widths (G singular), width 1 layers, and relu rows of zeros.
+
+    (Singular Grams amplify rounding: 1e-8 in log10 units here, 1e-9 relative for
+    full-rank layers.)
+    """
+    _compare([3, 12, 2, 40, 1, 9], act, "he_normal", 0.0, batch=7, rtol=1e-7, atol=1e-8)
+    _compare([3, 12, 2, 40, 1, 9], act, "he_normal", 0.2, batch=7, rtol=1e-7, atol=1e-8)
 
 
 def test_repeated_inputs_and_dead_relu_give_no_nan():

@@ -42,12 +42,12 @@ import numpy as np
 from numba import njit, prange
 
 from . import _rng
-from ._network import (LOG10_GRAD_Q, N_STATS, _FAST, _log10_mean_sq, _product_rows,
-                       _ordered_sum, _scale_into, activate_layer)
+from ._network import LOG10_GRAD_Q, N_STATS, _FAST, _log10_mean_sq, activate_layer
 
-_CHUNK = 1024   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
+_CHUNK = 128   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
                 # and the block count depends on n only, so sums never depend on threads
 _EPS = 2.220446049250313e-16
+CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instead of Cholesky
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -93,32 +93,137 @@ def mix_rows(c, z, r, x, out):
         j0 = ch * _CHUNK
         j1 = min(n, j0 + _CHUNK)
         m = j1 - j0
-        acc = np.empty(m)
         for i in range(rows):
-            acc[:] = 0.0
+            oi = out[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
+            oi[:] = 0.0
             for k in range(rows):
-                cik = c[i, k]
+                cik = oi.dtype.type(c[i, k])
                 zk = z[k, j0:j1]
                 for j in range(m):
-                    acc[j] += cik * np.float64(zk[j])
+                    oi[j] += cik * zk[j]
             if with_r:
                 for k in range(rows):
-                    rik = r[i, k]
+                    rik = oi.dtype.type(r[i, k])
                     xk = x[k, j0:j1]
                     for j in range(m):
-                        acc[j] += rik * np.float64(xk[j])
+                        oi[j] += rik * xk[j]
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def mix_normals(key, c, out):
+    """out = c @ Z, Z[k, j] ~ N(0, 1) at counter k * n + j of ``key`` (as fill_normal draws it).
+
+    Z is drawn block by block into a small tile and never stored.
+    """
+    rows, n = out.shape
+    nch = (n + _CHUNK - 1) // _CHUNK
+    for ch in prange(nch):
+        j0 = ch * _CHUNK
+        j1 = min(n, j0 + _CHUNK)
+        m = j1 - j0
+        tile = np.empty((rows, m), out.dtype)
+        bits = np.empty(_rng._CHUNK, np.uint64)
+        rejected = np.empty(_rng._CHUNK, np.int32)
+        for k in range(rows):
+            _rng._fill_normal_row(key, np.uint64(k) * np.uint64(n) + np.uint64(j0), tile[k], 1.0,
+                                  bits, rejected, _rng.ZIG_X, _rng.ZIG_XS, _rng.ZIG_XNEXT,
+                                  _rng.ZIG_F)
+        for i in range(rows):
             oi = out[i, j0:j1]
+            oi[:] = 0.0
+            for k in range(rows):
+                cik = oi.dtype.type(c[i, k])
+                tk = tile[k]
+                for j in range(m):
+                    oi[j] += cik * tk[j]
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def delta_grams(grad, d, h, gd, dh):
+    """For delta = grad * d (never stored): gd = delta delta^T, dh = delta h^T; returns sum delta^2.
+
+    One pass over column blocks; block sums added in a fixed order.
+    """
+    rows, n = grad.shape
+    nch = (n + _CHUNK - 1) // _CHUNK
+    part_d = np.zeros((nch, rows, rows))
+    part_h = np.zeros((nch, rows, rows))
+    for c in prange(nch):
+        j0 = c * _CHUNK
+        j1 = min(n, j0 + _CHUNK)
+        m = j1 - j0
+        tile = np.empty((rows, m))
+        for i in range(rows):
+            gi = grad[i, j0:j1]
+            di = d[i, j0:j1]
             for j in range(m):
-                oi[j] = acc[j]
+                tile[i, j] = np.float64(gi[j]) * np.float64(di[j])
+        for i in range(rows):
+            ti = tile[i]
+            for k in range(i, rows):
+                tk = tile[k]
+                acc = 0.0
+                for j in range(m):
+                    acc += ti[j] * tk[j]
+                part_d[c, i, k] = acc
+            for k in range(rows):
+                hk = h[k, j0:j1]
+                acc = 0.0
+                for j in range(m):
+                    acc += ti[j] * np.float64(hk[j])
+                part_h[c, i, k] = acc
+    gd[:, :] = 0.0
+    dh[:, :] = 0.0
+    for c in range(nch):
+        for i in range(rows):
+            for k in range(rows):
+                dh[i, k] += part_h[c, i, k]
+            for k in range(i, rows):
+                gd[i, k] += part_d[c, i, k]
+    sq = 0.0
+    for i in range(rows):
+        sq += gd[i, i]
+        for k in range(i):
+            gd[i, k] = gd[k, i]
+    return sq
+
+
+@njit(cache=True)
+def _cholesky(g, f):
+    """Lower-triangular f with f f^T = g; False (f unusable) if a pivot is below CHOL_PIVOT."""
+    B = g.shape[0]
+    top = 0.0
+    for i in range(B):
+        top = max(top, g[i, i])
+    f[:, :] = 0.0
+    for j in range(B):
+        s = g[j, j]
+        for k in range(j):
+            s -= f[j, k] * f[j, k]
+        if not s > CHOL_PIVOT * top:
+            return False
+        f[j, j] = math.sqrt(s)
+        for i in range(j + 1, B):
+            v = g[i, j]
+            for k in range(j):
+                v -= f[i, k] * f[j, k]
+            f[i, j] = v / f[j, j]
+    return True
 
 
 @njit(cache=True)
 def factor(g, f):
-    """f = V sqrt(L) for g = V L V^T (symmetric PSD), tiny eigenvalues set to 0.
+    """f with f f^T = g (symmetric PSD); returns True for a Cholesky factor.
 
-    Each eigenvector's sign is fixed (its largest entry positive), so the factor
-    does not depend on the LAPACK build's sign convention.
+    Well-conditioned g (every Cholesky pivot above CHOL_PIVOT x the largest
+    diagonal entry) gets its Cholesky factor, which is cheap. Otherwise
+    f = V sqrt(L) from the eigendecomposition, eigenvalues below
+    ``batch * eps * largest`` set to 0, each eigenvector's sign fixed (largest
+    entry positive) so the factor does not depend on the LAPACK build, and rows
+    with a zero diagonal (samples with no signal) exactly 0.
     """
+    if _cholesky(g, f):
+        return True
     lam, v = np.linalg.eigh(g)
     top = lam.max()
     tol = g.shape[0] * _EPS * top
@@ -132,14 +237,34 @@ def factor(g, f):
             root = -root
         for i in range(lam.size):
             f[i, k] = v[i, k] * root
+    for i in range(lam.size):   # (f f^T)_ii = 0 forces row i of f to 0: drop eigh's rounding
+        if g[i, i] == 0.0:
+            f[i, :] = 0.0
+    return False
 
 
 @njit(cache=True)
-def pinv_from_factor(f, out):
-    """out = (f f^T)^+ for f = V sqrt(L) from :func:`factor` (same kept eigenvectors)."""
+def pinv_from_factor(f, chol, out):
+    """out = (f f^T)^+ for f from :func:`factor` (``chol``: f is its Cholesky factor)."""
     rows = f.shape[0]
     out[:, :] = 0.0
-    for k in range(f.shape[1]):
+    if chol:   # (L L^T)^-1 = L^-T L^-1, L^-1 by forward substitution
+        inv = np.zeros((rows, rows))
+        for j in range(rows):
+            inv[j, j] = 1.0 / f[j, j]
+            for i in range(j + 1, rows):
+                v = 0.0
+                for k in range(j, i):
+                    v -= f[i, k] * inv[k, j]
+                inv[i, j] = v / f[i, i]
+        for i in range(rows):
+            for j in range(rows):
+                v = 0.0
+                for k in range(max(i, j), rows):
+                    v += inv[k, i] * inv[k, j]
+                out[i, j] = v
+        return
+    for k in range(f.shape[1]):   # eigen factor: columns v_k sqrt(lam_k)
         lam = 0.0
         for i in range(rows):
             lam += f[i, k] * f[i, k]
@@ -156,15 +281,12 @@ def _key(seed, trial, l, stream):
 
 
 @njit(cache=True)
-def _pre_activations(l, seed, trial, cf, t, h, zbuf):
+def _pre_activations(l, seed, trial, cf, t, h):
     """h = C_l Z_l (Z_l from its key); 0 when the layer has no signal (t = -inf)."""
     if t == -np.inf:
         h[:, :] = 0.0
         return
-    rows, n = h.shape
-    z = zbuf[:rows * n].reshape((rows, n))
-    _rng.fill_normal(_key(seed, trial, l, _rng.STREAM_COND_PRE), z, 1.0)
-    mix_rows(cf, z, cf[:0], z, h)
+    mix_normals(_key(seed, trial, l, _rng.STREAM_COND_PRE), cf, h)
 
 
 @njit(cache=True)
@@ -175,7 +297,11 @@ def _input(seed, trial, input_std, x0):
 @njit(cache=True)
 def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, seed, trials,
                     rows, tops, proto):
-    """Same contract as :func:`winit_sim._network.run_network`, for Gaussian weights."""
+    """Same contract as :func:`winit_sim._network.run_network`, for Gaussian weights.
+
+    The backward pass regenerates each layer from its key instead of keeping it:
+    (measured) cheaper than first-touching depth x batch x width of fresh memory.
+    """
     depth = widths.size - 1
     maxn = 0
     for w in widths:
@@ -186,13 +312,15 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
     buf_h = np.empty(B * maxn, dt)       # pre-activations of the current layer
     buf_h2 = np.empty(B * maxn, dt)      # ... of the layer below (backward)
     buf_d = np.empty(B * maxn, dt)       # phi'(h)
+    buf_d2 = np.empty(B * maxn, dt)      # ... of the layer below (backward)
     buf_z = np.empty(B * maxn, dt)       # standard normals
     ybuf = np.empty(B * maxn, np.float64)
     grad = np.empty(B * maxn, dt)
-    delta = np.empty(B * maxn, dt)
     rs = np.zeros((B, 6))
-    # per layer: factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of X~
+    # per layer: x x^T, factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of X~
+    grams = np.zeros((depth, B, B))
     cfs = np.zeros((depth, B, B))
+    chol = np.zeros(depth, np.bool_)
     t_l = np.zeros(depth)
     m_l = np.zeros(depth)
     a_l = np.ones(depth)
@@ -201,7 +329,6 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
     stats = np.full((trials, depth, LOG10_GRAD_Q), np.nan)
     grads = np.full((trials, tops.size, depth, N_STATS - LOG10_GRAD_Q), np.nan)
     scratch = np.empty(N_STATS)
-    rowsq = np.empty(B)
     g = np.empty((B, B))
     gp = np.empty((B, B))
     gd = np.empty((B, B))
@@ -217,10 +344,11 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
         for l in range(depth):
             n_in, n_out = widths[l], widths[l + 1]
             x = buf_x[:B * n_in].reshape((B, n_in))
-            _layer_factor(l, x, log_s[l], wscale[l], bias_std, g, cfs[l], t_l, m_l, a_l, c_l)
+            _layer_factor(l, x, log_s[l], wscale[l], bias_std, g, grams[l], cfs[l], chol, t_l,
+                          m_l, a_l, c_l)
             h = buf_h[:B * n_out].reshape((B, n_out))
-            _pre_activations(l, seed, trial, cfs[l], t_l[l], h, buf_z)
             d = buf_d[:B * n_out].reshape((B, n_out))
+            _pre_activations(l, seed, trial, cfs[l], t_l[l], h)
             log_s[l + 1] = activate_layer(h, t_l[l], a, p, homog, sat_thr, ybuf,
                                           buf_x[:B * n_out].reshape((B, n_out)), d, rs, scratch)
             stats[trial, l, :] = scratch[:LOG10_GRAD_Q]
@@ -230,38 +358,45 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
             gl = grad[:B * n_top].reshape((B, n_top))
             _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_GRAD), gl, 1.0)
             log_g = 0.0
-            # h of the top layer; each step below regenerates the layer under it
+            # h and phi'(h) of the top layer; each step below regenerates the layer
+            # under it (x_l = phi(h_{l-1}) and phi'(h_{l-1})) exactly as the forward did
             h = buf_h[:B * n_top].reshape((B, n_top))
-            _pre_activations(top - 1, seed, trial, cfs[top - 1], t_l[top - 1], h, buf_z)
+            _pre_activations(top - 1, seed, trial, cfs[top - 1], t_l[top - 1], h)
+            activate_layer(h, t_l[top - 1], a, p, homog, sat_thr, ybuf,
+                           buf_z[:B * n_top].reshape((B, n_top)),
+                           buf_d[:B * n_top].reshape((B, n_top)), rs, scratch)
             cur, below = buf_h, buf_h2
+            d_cur, d_below = buf_d, buf_d2
             for l in range(top - 1, -1, -1):
                 n_in, n_out = widths[l], widths[l + 1]
                 h = cur[:B * n_out].reshape((B, n_out))
-                d = buf_d[:B * n_out].reshape((B, n_out))
+                d = d_cur[:B * n_out].reshape((B, n_out))
                 xl = buf_x[:B * n_in].reshape((B, n_in))
-                # phi'(h_l), then x_l = phi(h_{l-1}) exactly as the forward made them
-                activate_layer(h, t_l[l], a, p, homog, sat_thr, ybuf,
-                               buf_z[:B * n_out].reshape((B, n_out)), d, rs, scratch)
                 if l > 0:
                     hb = below[:B * n_in].reshape((B, n_in))
-                    _pre_activations(l - 1, seed, trial, cfs[l - 1], t_l[l - 1], hb, buf_z)
+                    _pre_activations(l - 1, seed, trial, cfs[l - 1], t_l[l - 1], hb)
                     activate_layer(hb, t_l[l - 1], a, p, homog, sat_thr, ybuf, xl,
-                                   buf_z[:B * n_in].reshape((B, n_in)), rs, scratch)
+                                   d_below[:B * n_in].reshape((B, n_in)), rs, scratch)
                 else:
                     _input(seed, trial, input_std, xl)
-                log_g = _backward_layer(l, seed, trial, grad, delta, h, d, xl, log_s[l], log_g,
-                                        wscale[l], bias_std, cfs[l], m_l[l], a_l[l], c_l[l],
-                                        buf_z, zb, rowsq, g, gp, gd, cd, dh, pz, rmat,
+                log_g = _backward_layer(l, seed, trial, grad, h, d, xl, log_s[l], log_g,
+                                        wscale[l], bias_std, cfs[l], chol[l], grams[l], m_l[l],
+                                        a_l[l], c_l[l], buf_z, zb, gp, gd, cd, dh, pz, rmat,
                                         grads[trial, ti, l])
                 cur, below = below, cur
+                d_cur, d_below = d_below, d_cur
     return stats, grads
 
 
 @njit(cache=True)
-def _layer_factor(l, x, s, sw, sb, g, cf, t_l, m_l, a_l, c_l):
-    """Factor of the covariance of layer l's units given its input x (x_true = e^s x)."""
+def _layer_factor(l, x, s, sw, sb, g, gram, cf, chol, t_l, m_l, a_l, c_l):
+    """Factor of the covariance of layer l's units given its input x (x_true = e^s x).
+
+    Also keeps ``gram`` = x x^T, which the weight-gradient statistic needs.
+    """
     B = x.shape[0]
     cross_gram(x, x, g)
+    gram[:, :] = g
     aa, cc, u = 1.0, 0.0, s
     if sb > 0.0:
         lb = math.log(sb / sw)
@@ -285,27 +420,25 @@ def _layer_factor(l, x, s, sw, sb, g, cf, t_l, m_l, a_l, c_l):
     for i in range(B):
         for j in range(B):
             g[i, j] /= m
-    factor(g, cf)
+    chol[l] = factor(g, cf)
     t_l[l] = u + math.log(sw) + 0.5 * math.log(m)
 
 
 @njit(cache=True)
-def _backward_layer(l, seed, trial, grad, delta, h, d, x, s, log_g, sw, sb, cf, m, aa, cc,
-                    buf_z, zb, rowsq, g, gp, gd, cd, dh, pz, rmat, out):
+def _backward_layer(l, seed, trial, grad, h, d, x, s, log_g, sw, sb, cf, chol, g, m, aa, cc,
+                    buf_z, zb, gp, gd, cd, dh, pz, rmat, out):
     """delta_l = grad * phi'(h_l); its stats into out; grad <- delta_l W_l (conditioned)."""
     B, n_out = h.shape
     n_in = x.shape[1]
-    gl = grad[:B * n_out].reshape((B, n_out))
-    dl = delta[:B * n_out].reshape((B, n_out))
-    _product_rows(gl, d, dl, rowsq)
-    sq = _ordered_sum(rowsq)
+    sq = delta_grams(grad[:B * n_out].reshape((B, n_out)), d, h, gd, dh)
     out[0] = _log10_mean_sq(sq, B * n_out, log_g)
-    if sq > 0.0:
+    if sq > 0.0:   # continue with delta at unit RMS
         rms = math.sqrt(sq / (B * n_out))
-        _scale_into(dl, 1.0 / rms, dl)
         log_g += math.log(rms)
-    cross_gram(dl, dl, gd)
-    cross_gram(x, x, g)
+        for i in range(B):
+            for j in range(B):
+                gd[i, j] /= rms * rms
+                dh[i, j] /= rms
     acc = 0.0
     for i in range(B):
         for j in range(B):
@@ -328,8 +461,7 @@ def _backward_layer(l, seed, trial, grad, delta, h, d, x, s, log_g, sw, sb, cf, 
             for j in range(B):
                 pz[i, j] += cc * zb[i, 0]
     # R = (sqrt(m) delta h^T - M Xs^T) Gs^+,  Gs^+ = (C C^T)^+ / m
-    cross_gram(dl, h, dh)
-    pinv_from_factor(cf, gp)
+    pinv_from_factor(cf, chol, gp)
     root = math.sqrt(m)
     for i in range(B):
         for j in range(B):

@@ -90,7 +90,7 @@ def choose_method(method, init, kind, wscale, rows, widths):
 
 def _conditional_bytes(widths, rows, itemsize):
     depth, maxn = widths.size - 1, int(widths.max())
-    return 8 * rows * maxn * itemsize + rows * maxn * 8 + depth * (rows * rows + 4) * 8
+    return 8 * rows * maxn * itemsize + rows * maxn * 8 + depth * (2 * rows * rows + 4) * 8
 
 
 def plan(widths, activation, init, rows, dt, method="matrix", segment_layers=None):
