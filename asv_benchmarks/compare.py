@@ -1,4 +1,6 @@
-"""Medians of winit_sim against NumPy and PyTorch loops doing the same work, one run.
+"""Medians of the matrix engine against NumPy and PyTorch loops doing the same work, one run.
+
+(The conditional engine: asv_benchmarks/conditional.py.)
 
 Usage: python asv_benchmarks/compare.py [--repeat 7] [--no-deep]
 Prints a table: case, median seconds per implementation, speed-up of winit_sim.
@@ -52,6 +54,7 @@ def main():
           f"{'x numpy':>8} {'x torch':>8}")
     for batch in (16, 256):
         sim = median_time(lambda: ws.simulate(1024, 100, activation="relu", init="he_normal",
+                                              method="matrix",
                                               batch=batch, dtype="float32"), args.repeat)
         npy = median_time(lambda: numpy_loop(1024, 100, batch, np.float32), args.repeat)
         trc = median_time(lambda: torch_loop(1024, 100, batch, np.float32), args.repeat)
@@ -60,11 +63,12 @@ def main():
     if args.no_deep:
         return
     t = time.perf_counter()
-    ws.simulate(1024, 10000, activation="relu", init="he_normal", batch=16)
+    ws.simulate(1024, 10000, activation="relu", init="he_normal", batch=16, method="matrix")
     dt = time.perf_counter() - t
     base = peak_rss_of("import winit_sim as ws; ws.simulate(8, 2)")
     deep = peak_rss_of("import winit_sim as ws; "
-                       "ws.simulate(1024, 10000, activation='relu', init='he_normal', batch=16)")
+                       "ws.simulate(1024, 10000, activation='relu', init='he_normal', batch=16, "
+                       "method='matrix')")
     print(f"depth 10000, width 1024, batch 16, float64: {dt:.1f} s, peak RSS {deep:.0f} MiB "
           f"(process after import + tiny run: {base:.0f} MiB)")
 

@@ -5,8 +5,7 @@
 """
 import os
 
-import nbformat
-from nbclient import NotebookClient
+from _build import build_notebook
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -145,15 +144,7 @@ plt.show()"""),
 
 
 def build(path=os.path.join(HERE, "seed_tour.ipynb")):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "md"
-                else nbformat.v4.new_code_cell(src) for kind, src in CELLS]
-    NotebookClient(nb, timeout=1200, kernel_name="python3",
-                   resources={"metadata": {"path": HERE}}).execute()
-    nbformat.write(nb, path)
-    return path
+    return build_notebook(CELLS, path)
 
 
 if __name__ == "__main__":

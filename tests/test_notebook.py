@@ -1,4 +1,4 @@
-"""The seed tour notebook re-executes headless (small sizes), so it can never rot."""
+"""The notebooks re-execute headless (small sizes), so they can never rot."""
 import os
 
 import nbformat
@@ -17,3 +17,13 @@ def test_seed_tour_executes(monkeypatch):
     assert "hidden weight gradients all exactly 0: True" in text
     assert "training with large weights diverged: True" in text
     assert "slow decay" in text and "vanishing" in text
+
+
+def test_finite_width_notebook_executes(monkeypatch):
+    monkeypatch.setenv("WINIT_TOUR_QUICK", "1")
+    nb = nbformat.read(os.path.join(HERE, "finite_width.ipynb"), as_version=4)
+    assert any(c.cell_type == "code" and c.outputs for c in nb.cells), "commit it with outputs"
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": HERE}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "every width within 3 standard errors of the exact law: True" in text

@@ -1,4 +1,8 @@
-"""asv benchmarks for simulate (JIT compiled in setup, never in the timing)."""
+"""asv benchmarks for the matrix engine of simulate (JIT compiled in setup, not timed).
+
+The conditional engine has its own suite (bench_conditional.py); method="matrix" keeps
+these numbers comparable with the history from before it existed.
+"""
 import numpy as np
 
 import winit_sim as ws
@@ -13,7 +17,7 @@ except ImportError:  # the torch baseline is skipped without torch
 
 
 def _warm(dtype):
-    ws.simulate(8, 2, activation="relu", init="he_normal", batch=2, dtype=dtype)
+    ws.simulate(8, 2, activation="relu", init="he_normal", batch=2, dtype=dtype, method="matrix")
 
 
 class Simulate:
@@ -26,10 +30,12 @@ class Simulate:
         _warm(dtype)
 
     def time_simulate(self, width, batch, dtype):
-        ws.simulate(width, 100, activation="relu", init="he_normal", batch=batch, dtype=dtype)
+        ws.simulate(width, 100, activation="relu", init="he_normal", batch=batch, dtype=dtype,
+                    method="matrix")
 
     def peakmem_simulate(self, width, batch, dtype):
-        ws.simulate(width, 100, activation="relu", init="he_normal", batch=batch, dtype=dtype)
+        ws.simulate(width, 100, activation="relu", init="he_normal", batch=batch, dtype=dtype,
+                    method="matrix")
 
 
 class Depth:
@@ -44,10 +50,10 @@ class Depth:
         _warm("float64")
 
     def time_depth(self, depth):
-        ws.simulate(1024, depth, activation="relu", init="he_normal", batch=16)
+        ws.simulate(1024, depth, activation="relu", init="he_normal", batch=16, method="matrix")
 
     def peakmem_depth(self, depth):
-        ws.simulate(1024, depth, activation="relu", init="he_normal", batch=16)
+        ws.simulate(1024, depth, activation="relu", init="he_normal", batch=16, method="matrix")
 
 
 class Baselines:
@@ -65,7 +71,7 @@ class Baselines:
 
     def time_forward_backward(self, batch, impl):
         if impl == "winit_sim":
-            ws.simulate(1024, 100, activation="relu", init="he_normal", batch=batch,
+            ws.simulate(1024, 100, activation="relu", init="he_normal", batch=batch, method="matrix",
                         dtype="float32")
         elif impl == "numpy":
             numpy_loop(1024, 100, batch, np.float32)
