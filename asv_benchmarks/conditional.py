@@ -14,15 +14,14 @@ Usage: python asv_benchmarks/conditional.py [--repeat 7] [--deep-depth 1000] [--
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "benchmarks"))
 from baselines import numpy_loop, torch_loop  # noqa: E402
+from compare import median_time  # noqa: E402
 
 import winit_sim as ws  # noqa: E402
 
@@ -40,16 +39,6 @@ print(json.dumps(dict(wall=wall, peak_mib=int(peak) / 1024,
                       top_pre_q=float(df.log10_pre_q.iloc[-1]),
                       bottom_grad_q=float(df.log10_grad_q.iloc[0]))))
 """
-
-
-def median_time(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():
