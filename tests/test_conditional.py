@@ -168,3 +168,20 @@ def test_bad_method_is_named():
     from winit_sim.cli import main
     assert main(["run", "--width", "8", "--depth", "2", "--method", "conditional",
                  "--init", "he_uniform"]) == 2
+
+
+@pytest.mark.parametrize("act, bias_std", [("tanh", 0.2), ("relu", 0.0)])
+def test_kept_and_regenerated_layers_give_the_same_bits(act, bias_std):
+    """Small nets keep pre-activations for the backward pass, large ones regenerate them."""
+    from winit_sim import _conditional
+    from winit_sim.activations import HOMOGENEOUS, activation_code
+    code, param = activation_code(resolve_activation(act))
+    widths = np.array([20, 33, 7, 41, 33, 16], dtype=np.int64)
+    stds = np.array([layer_sampler("lecun_normal", widths[l], widths[l + 1])[1]
+                     for l in range(5)])
+    runs = [_conditional.run_conditional(widths, code, param, code in HOMOGENEOUS, 0.01, stds,
+                                         bias_std, 1.0, np.uint64(9), 2, 6,
+                                         np.array([2, 5], dtype=np.int64), keep, np.empty(0))
+            for keep in (True, False)]
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)

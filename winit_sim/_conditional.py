@@ -52,9 +52,12 @@ CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instea
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def cross_gram(a, b, out):
-    """out = a @ b.T in float64 (rows x rows), column blocks summed in a fixed order.
+    """out = a @ b.T (rows x rows), column blocks summed in float64 in a fixed order.
 
-    (1-D row slices inside a block let LLVM vectorise the dot products.)
+    Within a block of _CHUNK columns the dot products run in the inputs' dtype
+    (float32 runs: twice the SIMD lanes; relative error ~1e-6, below what
+    float32 storage of the signal already costs). 1-D row slices let LLVM
+    vectorise them.
     """
     ra, n = a.shape
     rb = b.shape[0]
@@ -68,9 +71,9 @@ def cross_gram(a, b, out):
             ai = a[i, j0:j1]
             for k in range(i if same else 0, rb):
                 bk = b[k, j0:j1]
-                acc = 0.0
+                acc = ai.dtype.type(0.0)
                 for j in range(j1 - j0):
-                    acc += np.float64(ai[j]) * np.float64(bk[j])
+                    acc += ai[j] * bk[j]
                 part[c, i, k] = acc
     out[:, :] = 0.0
     for c in range(nch):
@@ -152,25 +155,25 @@ def delta_grams(grad, d, h, gd, dh):
         j0 = c * _CHUNK
         j1 = min(n, j0 + _CHUNK)
         m = j1 - j0
-        tile = np.empty((rows, m))
+        tile = np.empty((rows, m), grad.dtype)   # block sums in the compute dtype, as cross_gram
         for i in range(rows):
             gi = grad[i, j0:j1]
             di = d[i, j0:j1]
             for j in range(m):
-                tile[i, j] = np.float64(gi[j]) * np.float64(di[j])
+                tile[i, j] = gi[j] * di[j]
         for i in range(rows):
             ti = tile[i]
             for k in range(i, rows):
                 tk = tile[k]
-                acc = 0.0
+                acc = ti.dtype.type(0.0)
                 for j in range(m):
                     acc += ti[j] * tk[j]
                 part_d[c, i, k] = acc
             for k in range(rows):
                 hk = h[k, j0:j1]
-                acc = 0.0
+                acc = ti.dtype.type(0.0)
                 for j in range(m):
-                    acc += ti[j] * np.float64(hk[j])
+                    acc += ti[j] * hk[j]
                 part_h[c, i, k] = acc
     gd[:, :] = 0.0
     dh[:, :] = 0.0
@@ -296,11 +299,12 @@ def _input(seed, trial, input_std, x0):
 
 @njit(cache=True)
 def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, seed, trials,
-                    rows, tops, proto):
+                    rows, tops, keep, proto):
     """Same contract as :func:`winit_sim._network.run_network`, for Gaussian weights.
 
-    The backward pass regenerates each layer from its key instead of keeping it:
-    (measured) cheaper than first-touching depth x batch x width of fresh memory.
+    ``keep``: hold every layer's pre-activations for the backward pass (small
+    nets) instead of regenerating them from their keys (any size). The numbers
+    are the same either way, bit for bit.
     """
     depth = widths.size - 1
     maxn = 0
@@ -319,6 +323,7 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
     rs = np.zeros((B, 6))
     # per layer: x x^T, factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of X~
     grams = np.zeros((depth, B, B))
+    kept_h = np.empty((depth if keep else 0, B * maxn), dt)
     cfs = np.zeros((depth, B, B))
     chol = np.zeros(depth, np.bool_)
     t_l = np.zeros(depth)
@@ -346,7 +351,7 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
             x = buf_x[:B * n_in].reshape((B, n_in))
             _layer_factor(l, x, log_s[l], wscale[l], bias_std, g, grams[l], cfs[l], chol, t_l,
                           m_l, a_l, c_l)
-            h = buf_h[:B * n_out].reshape((B, n_out))
+            h = (kept_h[l] if keep else buf_h)[:B * n_out].reshape((B, n_out))
             d = buf_d[:B * n_out].reshape((B, n_out))
             _pre_activations(l, seed, trial, cfs[l], t_l[l], h)
             log_s[l + 1] = activate_layer(h, t_l[l], a, p, homog, sat_thr, ybuf,
@@ -360,8 +365,11 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
             log_g = 0.0
             # h and phi'(h) of the top layer; each step below regenerates the layer
             # under it (x_l = phi(h_{l-1}) and phi'(h_{l-1})) exactly as the forward did
-            h = buf_h[:B * n_top].reshape((B, n_top))
-            _pre_activations(top - 1, seed, trial, cfs[top - 1], t_l[top - 1], h)
+            if keep:
+                h = kept_h[top - 1, :B * n_top].reshape((B, n_top))
+            else:
+                h = buf_h[:B * n_top].reshape((B, n_top))
+                _pre_activations(top - 1, seed, trial, cfs[top - 1], t_l[top - 1], h)
             activate_layer(h, t_l[top - 1], a, p, homog, sat_thr, ybuf,
                            buf_z[:B * n_top].reshape((B, n_top)),
                            buf_d[:B * n_top].reshape((B, n_top)), rs, scratch)
@@ -369,12 +377,15 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
             d_cur, d_below = buf_d, buf_d2
             for l in range(top - 1, -1, -1):
                 n_in, n_out = widths[l], widths[l + 1]
-                h = cur[:B * n_out].reshape((B, n_out))
+                h = (kept_h[l] if keep else cur)[:B * n_out].reshape((B, n_out))
                 d = d_cur[:B * n_out].reshape((B, n_out))
                 xl = buf_x[:B * n_in].reshape((B, n_in))
                 if l > 0:
-                    hb = below[:B * n_in].reshape((B, n_in))
-                    _pre_activations(l - 1, seed, trial, cfs[l - 1], t_l[l - 1], hb)
+                    if keep:
+                        hb = kept_h[l - 1, :B * n_in].reshape((B, n_in))
+                    else:
+                        hb = below[:B * n_in].reshape((B, n_in))
+                        _pre_activations(l - 1, seed, trial, cfs[l - 1], t_l[l - 1], hb)
                     activate_layer(hb, t_l[l - 1], a, p, homog, sat_thr, ybuf, xl,
                                    d_below[:B * n_in].reshape((B, n_in)), rs, scratch)
                 else:

@@ -21,6 +21,7 @@ SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpoi
 # (measured, float32, depth 50: 0.44x the matrix time at width 256 / batch 16,
 # 0.39x at 1024 / 64; 1.6x at 256 / 64 and 2.2x at 1024 / 128)
 CONDITIONAL_MAX_BATCH_FRACTION = 16
+CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activations up to this
 FORWARD_COLUMNS = _network.STAT_COLUMNS[:7]
 BACKWARD_COLUMNS = _network.STAT_COLUMNS[7:]
 
@@ -130,7 +131,9 @@ def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, 
     if engine == "conditional":
         return _conditional.run_conditional(
             widths, code, param, code in HOMOGENEOUS, sat_thr, wscale, bias_std, input_std,
-            np.uint64(seed), trials, rows, tops, np.empty(0, dt))
+            np.uint64(seed), trials, rows, tops,
+            (widths.size - 1) * rows * int(widths.max()) * dt.itemsize <= CONDITIONAL_KEEP_BYTES,
+            np.empty(0, dt))
     if w_given is None:
         w_given, w_off = np.empty(0, dt), np.zeros(1, np.int64)
     empty2 = np.empty((0, 0), dt)
