@@ -44,7 +44,7 @@ from numba import njit, prange
 from . import _rng
 from ._network import LOG10_GRAD_Q, N_STATS, _FAST, _log10_mean_sq, activate_layer
 
-_CHUNK = 128   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
+_CHUNK = 512   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
                 # and the block count depends on n only, so sums never depend on threads
 _EPS = 2.220446049250313e-16
 CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instead of Cholesky
