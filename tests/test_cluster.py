@@ -172,7 +172,8 @@ def test_bad_scheduler_type_and_threads():
 
 def test_unreachable_scheduler_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")
-    with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+    with pytest.raises(ConnectionError,
+                       match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         ws.sweep(**GRID, progress=False, scheduler="tcp://127.0.0.1:9", out=tmp_path / "r")
 
 

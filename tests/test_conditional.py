@@ -78,7 +78,8 @@ def test_conditioned_weights_reproduce_forward_and_backward():
     samples = []
     for _ in range(20000):
         h = c @ rng.standard_normal((B, n_out))
-        w = h.T @ ginv @ xt + sw * rng.standard_normal((n_out, n_in + 1)) @ (np.eye(n_in + 1) - proj)
+        rest = sw * rng.standard_normal((n_out, n_in + 1)) @ (np.eye(n_in + 1) - proj)
+        w = h.T @ ginv @ xt + rest
         samples.append(w.ravel())
     np.testing.assert_allclose(xt @ w.T, h, atol=1e-12)
     s = np.array(samples)
@@ -129,7 +130,8 @@ def test_width_100000_matches_mean_field(act, init, trials):
     df = ws.simulate(100_000, 50, activation=act, init=init, batch=8, trials=trials, seed=5,
                      backward=False, method="conditional")
     q = 10 ** df.loc[df.layer == 50, "log10_pre_q"].to_numpy()
-    want = 10 ** theory.predict(100_000, 50, activation=act, init=init)["theory_log10_pre_q"].iloc[-1]
+    pred = theory.predict(100_000, 50, activation=act, init=init)
+    want = 10 ** pred["theory_log10_pre_q"].iloc[-1]
     se = q.std(ddof=1) / math.sqrt(trials)
     assert se < 0.005 * want
     assert abs(q.mean() - want) < 4 * se, (q.mean(), want, se)

@@ -20,16 +20,18 @@ first n_in columns (W, not b) feed the gradient of the layer below. The joint
 law of every forward and backward quantity is exactly that of the matrix
 engine; only the random numbers differ.
 
-Rank deficiency (batch > width, repeated inputs, rows of zeros): G~ and
-delta delta^T are factorised by a symmetric eigendecomposition, eigenvalues
-below ``batch * eps * largest`` are set to 0, and G~^+ is the pseudo-inverse on
-the same kept eigenvectors. H then lies exactly in the kept subspace, so the
+Factors (see :func:`factor`): Cholesky when G~ is well conditioned. Rank
+deficiency (batch > width, repeated inputs, samples whose activations are all
+0) goes to a symmetric eigendecomposition instead: eigenvalues below
+``batch * eps * largest`` are set to 0 and G~^+ is the pseudo-inverse on the
+same kept eigenvectors, so H lies exactly in the kept subspace, the
 conditioning stays consistent, and nothing is divided by zero.
 
-Memory: nothing of size n is kept per layer. The forward stores, per layer,
-the B x B factor C (scaled), its log-scale and two bias weights; the backward
-regenerates H_l = C_l Z_l from its key and X_l = phi(H_{l-1}) from the layer
-below, so a net of any depth needs a few B x n buffers plus depth x B^2.
+Memory: nothing of size n needs to be kept per layer. The forward stores, per
+layer, the B x B factor C (scaled), x x^T, a log-scale and two bias weights;
+the backward regenerates H_l = C_l Z_l from its key and X_l = phi(H_{l-1})
+from the layer below, so a net of any depth needs a few B x n buffers plus
+depth x B^2. Small nets keep H_l instead (``keep``): the same bits, faster.
 
 Scales: as in the matrix engine, x is kept at unit RMS with x_true = e^s x.
 X~ = e^u [a x, c 1] with u = max(s, log(sb/sw)), so a, c <= 1; Gs = a^2 x x^T

@@ -91,9 +91,16 @@ def choose_method(method, init, kind, wscale, rows, widths):
     return method
 
 
+def _conditional_keeps(widths, rows, itemsize):
+    """Whether the conditional engine keeps pre-activations instead of regenerating them."""
+    return (widths.size - 1) * rows * int(widths.max()) * itemsize <= CONDITIONAL_KEEP_BYTES
+
+
 def _conditional_bytes(widths, rows, itemsize):
     depth, maxn = widths.size - 1, int(widths.max())
-    return 8 * rows * maxn * itemsize + rows * maxn * 8 + depth * (2 * rows * rows + 4) * 8
+    kept = depth * rows * maxn * itemsize if _conditional_keeps(widths, rows, itemsize) else 0
+    return (7 * rows * maxn * itemsize + rows * maxn * 8 + depth * (2 * rows * rows + 4) * 8
+            + kept)
 
 
 def plan(widths, activation, init, rows, dt, method="matrix", segment_layers=None):
@@ -131,8 +138,7 @@ def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, 
     if engine == "conditional":
         return _conditional.run_conditional(
             widths, code, param, code in HOMOGENEOUS, sat_thr, wscale, bias_std, input_std,
-            np.uint64(seed), trials, rows, tops,
-            (widths.size - 1) * rows * int(widths.max()) * dt.itemsize <= CONDITIONAL_KEEP_BYTES,
+            np.uint64(seed), trials, rows, tops, _conditional_keeps(widths, rows, dt.itemsize),
             np.empty(0, dt))
     if w_given is None:
         w_given, w_off = np.empty(0, dt), np.zeros(1, np.int64)
@@ -222,9 +228,9 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
         joint distribution of every column, from different random numbers;
         each is bit-identical across thread counts. ``"auto"`` (default) picks
         ``"conditional"`` for Gaussian inits when 16 x batch <= the narrowest
-        layer (the measured crossover), else ``"matrix"``. ``segment_layers`` applies to ``"matrix"``
-        only: the conditional engine keeps O(batch x width + depth x batch^2)
-        memory at any depth.
+        layer (the measured crossover), else ``"matrix"``. ``segment_layers``
+        applies to ``"matrix"`` only: the conditional engine keeps
+        O(batch x width + depth x batch^2) memory at any depth.
 
     Returns
     -------

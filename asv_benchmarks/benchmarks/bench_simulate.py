@@ -71,8 +71,8 @@ class Baselines:
 
     def time_forward_backward(self, batch, impl):
         if impl == "winit_sim":
-            ws.simulate(1024, 100, activation="relu", init="he_normal", batch=batch, method="matrix",
-                        dtype="float32")
+            ws.simulate(1024, 100, activation="relu", init="he_normal", batch=batch,
+                        method="matrix", dtype="float32")
         elif impl == "numpy":
             numpy_loop(1024, 100, batch, np.float32)
         else:
