@@ -102,6 +102,8 @@ def mix_rows(c, z, r, x, out):
             oi = out[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
             oi[:] = 0.0
             for k in range(rows):
+                if c[i, k] == 0.0:   # Cholesky factors are triangular: half the work
+                    continue
                 cik = oi.dtype.type(c[i, k])
                 zk = z[k, j0:j1]
                 for j in range(m):
@@ -137,6 +139,8 @@ def mix_normals(key, c, out):
             oi = out[i, j0:j1]
             oi[:] = 0.0
             for k in range(rows):
+                if c[i, k] == 0.0:   # Cholesky factors are triangular: half the work
+                    continue
                 cik = oi.dtype.type(c[i, k])
                 tk = tile[k]
                 for j in range(m):
