@@ -89,6 +89,38 @@ def cross_gram(a, b, out):
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
+def normals_gram(key, x, z, out):
+    """Draw z[k, j] ~ N(0, 1) at counter k * n + j of ``key`` (as fill_normal) and set
+    out = z @ x.T, block by block while the block is in cache (the bits of fill_normal
+    followed by cross_gram)."""
+    rows, n = z.shape
+    rx = x.shape[0]
+    nch = (n + _CHUNK - 1) // _CHUNK
+    part = np.zeros((nch, rows, rx))
+    for c in prange(nch):
+        j0 = c * _CHUNK
+        j1 = min(n, j0 + _CHUNK)
+        bits = np.empty(_rng._CHUNK, np.uint64)
+        rejected = np.empty(_rng._CHUNK, np.int32)
+        for i in range(rows):
+            zi = z[i, j0:j1]
+            _rng._fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), zi, 1.0,
+                                  bits, rejected, _rng.ZIG_X, _rng.ZIG_XS, _rng.ZIG_XNEXT,
+                                  _rng.ZIG_F)
+            for k in range(rx):
+                xk = x[k, j0:j1]
+                acc = zi.dtype.type(0.0)
+                for j in range(j1 - j0):
+                    acc += zi[j] * xk[j]
+                part[c, i, k] = acc
+    out[:, :] = 0.0
+    for c in range(nch):
+        for i in range(rows):
+            for k in range(rx):
+                out[i, k] += part[c, i, k]
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
 def mix_rows(c, z, r, x, out):
     """out = c @ z + r @ x for small square c, r (pass r with 0 rows to skip that term)."""
     rows, n = out.shape
@@ -465,10 +497,9 @@ def _backward_layer(l, seed, trial, grad, h, d, x, s, log_g, sw, sb, cf, chol, g
         return log_g
     # M = delta W' = C' [Z', z'_b], C' C'^T = delta delta^T (times sw^2, carried in log_g)
     factor(gd, cd)
-    zx = buf_z[:B * n_in].reshape((B, n_in))
-    _rng.fill_normal(_key(seed, trial, l, _rng.STREAM_COND_REST), zx, 1.0)
     # M Xs^T = C' (a Z' x^T + c z'_b 1^T)
-    cross_gram(zx, x, pz)
+    zx = buf_z[:B * n_in].reshape((B, n_in))
+    normals_gram(_key(seed, trial, l, _rng.STREAM_COND_REST), x, zx, pz)
     for i in range(B):
         for j in range(B):
             pz[i, j] *= aa
