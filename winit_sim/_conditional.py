@@ -122,9 +122,8 @@ def normals_gram(key, x, z, out):
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def mix_rows(c, z, r, x, out):
-    """out = c @ z + r @ x for small square c, r (pass r with 0 rows to skip that term)."""
+    """out = c @ z + r @ x for small square c, r (B x B) and z, x, out (B x n)."""
     rows, n = out.shape
-    with_r = r.shape[0] > 0
     nch = (n + _CHUNK - 1) // _CHUNK
     for ch in prange(nch):
         j0 = ch * _CHUNK
@@ -140,12 +139,11 @@ def mix_rows(c, z, r, x, out):
                 zk = z[k, j0:j1]
                 for j in range(m):
                     oi[j] += cik * zk[j]
-            if with_r:
-                for k in range(rows):
-                    rik = oi.dtype.type(r[i, k])
-                    xk = x[k, j0:j1]
-                    for j in range(m):
-                        oi[j] += rik * xk[j]
+            for k in range(rows):
+                rik = oi.dtype.type(r[i, k])
+                xk = x[k, j0:j1]
+                for j in range(m):
+                    oi[j] += rik * xk[j]
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
