@@ -52,6 +52,47 @@ _EPS = 2.220446049250313e-16
 CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instead of Cholesky
 
 
+@njit(inline="always", fastmath=_FAST)
+def _dot(a, b):
+    """Dot product of two 1-D blocks in their dtype (see cross_gram)."""
+    acc = a.dtype.type(0.0)
+    for j in range(a.size):
+        acc += a[j] * b[j]
+    return acc
+
+
+@njit(inline="always", fastmath=_FAST)
+def _add_scaled(out, coef, src):
+    """out += coef * src for 1-D blocks, in out's dtype; a zero coef (the upper half of a
+    Cholesky factor) is skipped."""
+    if coef == 0.0:
+        return
+    c = out.dtype.type(coef)
+    for j in range(out.size):
+        out[j] += c * src[j]
+
+
+@njit(inline="always")
+def _sum_blocks(part, out, upper):
+    """out = sum over blocks of part, in block order (only i <= k when ``upper``)."""
+    out[:, :] = 0.0
+    for c in range(part.shape[0]):
+        for i in range(part.shape[1]):
+            for k in range(i if upper else 0, part.shape[2]):
+                out[i, k] += part[c, i, k]
+    if upper:
+        for i in range(out.shape[0]):
+            for k in range(i):
+                out[i, k] = out[k, i]
+
+
+@njit(inline="always")
+def _draw_row_block(key, i, n, j0, row, bits, rejected):
+    """row = standard normals at counters i * n + j0 + (0, 1, ...), as fill_normal draws them."""
+    _rng._fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), row, 1.0, bits,
+                          rejected, _rng.ZIG_X, _rng.ZIG_XS, _rng.ZIG_XNEXT, _rng.ZIG_F)
+
+
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def cross_gram(a, b, out):
     """out = a @ b.T (rows x rows), column blocks summed in float64 in a fixed order.
@@ -70,22 +111,9 @@ def cross_gram(a, b, out):
         j0 = c * _CHUNK
         j1 = min(n, j0 + _CHUNK)
         for i in range(ra):
-            ai = a[i, j0:j1]
             for k in range(i if same else 0, rb):
-                bk = b[k, j0:j1]
-                acc = ai.dtype.type(0.0)
-                for j in range(j1 - j0):
-                    acc += ai[j] * bk[j]
-                part[c, i, k] = acc
-    out[:, :] = 0.0
-    for c in range(nch):
-        for i in range(ra):
-            for k in range(i if same else 0, rb):
-                out[i, k] += part[c, i, k]
-    if same:
-        for i in range(ra):
-            for k in range(i):
-                out[i, k] = out[k, i]
+                part[c, i, k] = _dot(a[i, j0:j1], b[k, j0:j1])
+    _sum_blocks(part, out, same)
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -103,21 +131,10 @@ def normals_gram(key, x, z, out):
         bits = np.empty(_rng._CHUNK, np.uint64)
         rejected = np.empty(_rng._CHUNK, np.int32)
         for i in range(rows):
-            zi = z[i, j0:j1]
-            _rng._fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), zi, 1.0,
-                                  bits, rejected, _rng.ZIG_X, _rng.ZIG_XS, _rng.ZIG_XNEXT,
-                                  _rng.ZIG_F)
+            _draw_row_block(key, i, n, j0, z[i, j0:j1], bits, rejected)
             for k in range(rx):
-                xk = x[k, j0:j1]
-                acc = zi.dtype.type(0.0)
-                for j in range(j1 - j0):
-                    acc += zi[j] * xk[j]
-                part[c, i, k] = acc
-    out[:, :] = 0.0
-    for c in range(nch):
-        for i in range(rows):
-            for k in range(rx):
-                out[i, k] += part[c, i, k]
+                part[c, i, k] = _dot(z[i, j0:j1], x[k, j0:j1])
+    _sum_blocks(part, out, False)
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -128,22 +145,13 @@ def mix_rows(c, z, r, x, out):
     for ch in prange(nch):
         j0 = ch * _CHUNK
         j1 = min(n, j0 + _CHUNK)
-        m = j1 - j0
         for i in range(rows):
             oi = out[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
             oi[:] = 0.0
             for k in range(rows):
-                if c[i, k] == 0.0:   # Cholesky factors are triangular: half the work
-                    continue
-                cik = oi.dtype.type(c[i, k])
-                zk = z[k, j0:j1]
-                for j in range(m):
-                    oi[j] += cik * zk[j]
+                _add_scaled(oi, c[i, k], z[k, j0:j1])
             for k in range(rows):
-                rik = oi.dtype.type(r[i, k])
-                xk = x[k, j0:j1]
-                for j in range(m):
-                    oi[j] += rik * xk[j]
+                _add_scaled(oi, r[i, k], x[k, j0:j1])
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -162,19 +170,12 @@ def mix_normals(key, c, out):
         bits = np.empty(_rng._CHUNK, np.uint64)
         rejected = np.empty(_rng._CHUNK, np.int32)
         for k in range(rows):
-            _rng._fill_normal_row(key, np.uint64(k) * np.uint64(n) + np.uint64(j0), tile[k], 1.0,
-                                  bits, rejected, _rng.ZIG_X, _rng.ZIG_XS, _rng.ZIG_XNEXT,
-                                  _rng.ZIG_F)
+            _draw_row_block(key, k, n, j0, tile[k], bits, rejected)
         for i in range(rows):
             oi = out[i, j0:j1]
             oi[:] = 0.0
             for k in range(rows):
-                if c[i, k] == 0.0:   # Cholesky factors are triangular: half the work
-                    continue
-                cik = oi.dtype.type(c[i, k])
-                tk = tile[k]
-                for j in range(m):
-                    oi[j] += cik * tk[j]
+                _add_scaled(oi, c[i, k], tile[k])
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -198,32 +199,15 @@ def delta_grams(grad, d, h, gd, dh):
             for j in range(m):
                 tile[i, j] = gi[j] * di[j]
         for i in range(rows):
-            ti = tile[i]
             for k in range(i, rows):
-                tk = tile[k]
-                acc = ti.dtype.type(0.0)
-                for j in range(m):
-                    acc += ti[j] * tk[j]
-                part_d[c, i, k] = acc
+                part_d[c, i, k] = _dot(tile[i], tile[k])
             for k in range(rows):
-                hk = h[k, j0:j1]
-                acc = ti.dtype.type(0.0)
-                for j in range(m):
-                    acc += ti[j] * hk[j]
-                part_h[c, i, k] = acc
-    gd[:, :] = 0.0
-    dh[:, :] = 0.0
-    for c in range(nch):
-        for i in range(rows):
-            for k in range(rows):
-                dh[i, k] += part_h[c, i, k]
-            for k in range(i, rows):
-                gd[i, k] += part_d[c, i, k]
+                part_h[c, i, k] = _dot(tile[i], h[k, j0:j1])
+    _sum_blocks(part_d, gd, True)
+    _sum_blocks(part_h, dh, False)
     sq = 0.0
     for i in range(rows):
         sq += gd[i, i]
-        for k in range(i):
-            gd[i, k] = gd[k, i]
     return sq
 
 
