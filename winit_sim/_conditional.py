@@ -44,7 +44,9 @@ import numpy as np
 from numba import njit, prange
 
 from . import _rng
-from ._network import LOG10_GRAD_Q, N_STATS, _FAST, _log10_mean_sq, activate_layer
+from ._network import (_FAST, _RS_M2, _RS_SUM, _RS_YSQ, LOG10_GRAD_Q, N_STATS, _log10_mean_sq,
+                       activate_block, activation_regime, block_sums, bounded_fallback,
+                       layer_statistics, output_log_scale)
 
 _CHUNK = 512   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
                 # and the block count depends on n only, so sums never depend on threads
@@ -59,6 +61,52 @@ def _dot(a, b):
     for j in range(a.size):
         acc += a[j] * b[j]
     return acc
+
+
+@njit(inline="always", fastmath=_FAST)
+def _dot2x2(a0, a1, b0, b1):
+    """The four dot products of rows a0, a1 with rows b0, b1, in their dtype: each load
+    feeds two multiply-adds (about 1.7x the rate of _dot, measured)."""
+    z = a0.dtype.type(0.0)
+    s00 = z
+    s01 = z
+    s10 = z
+    s11 = z
+    for j in range(a0.size):
+        u = a0[j]
+        v = a1[j]
+        p = b0[j]
+        q = b1[j]
+        s00 += u * p
+        s01 += u * q
+        s10 += v * p
+        s11 += v * q
+    return s00, s01, s10, s11
+
+
+@njit(inline="always", fastmath=_FAST)
+def _gram_block(a, b, j0, j1, out, upper):
+    """out[i, k] = a[i, j0:j1] . b[k, j0:j1] in the inputs' dtype, in 2 x 2 blocks.
+
+    With ``upper`` only k >= i is needed: entries just below the diagonal are
+    written as well and must be ignored (as _sum_blocks does).
+    """
+    ra = a.shape[0]
+    rb = b.shape[0]
+    i = 0
+    while i + 1 < ra:
+        k = i if upper else 0
+        while k + 1 < rb:
+            out[i, k], out[i, k + 1], out[i + 1, k], out[i + 1, k + 1] = _dot2x2(
+                a[i, j0:j1], a[i + 1, j0:j1], b[k, j0:j1], b[k + 1, j0:j1])
+            k += 2
+        if k < rb:
+            out[i, k] = _dot(a[i, j0:j1], b[k, j0:j1])
+            out[i + 1, k] = _dot(a[i + 1, j0:j1], b[k, j0:j1])
+        i += 2
+    if i < ra:
+        for k in range(i if upper else 0, rb):
+            out[i, k] = _dot(a[i, j0:j1], b[k, j0:j1])
 
 
 @njit(inline="always", fastmath=_FAST)
@@ -110,31 +158,8 @@ def cross_gram(a, b, out):
     for c in prange(nch):
         j0 = c * _CHUNK
         j1 = min(n, j0 + _CHUNK)
-        for i in range(ra):
-            for k in range(i if same else 0, rb):
-                part[c, i, k] = _dot(a[i, j0:j1], b[k, j0:j1])
+        _gram_block(a, b, j0, j1, part[c], same)
     _sum_blocks(part, out, same)
-
-
-@njit(parallel=True, cache=True, fastmath=_FAST)
-def normals_gram(key, x, z, out):
-    """Draw z[k, j] ~ N(0, 1) at counter k * n + j of ``key`` (as fill_normal) and set
-    out = z @ x.T, block by block while the block is in cache (the bits of fill_normal
-    followed by cross_gram)."""
-    rows, n = z.shape
-    rx = x.shape[0]
-    nch = (n + _CHUNK - 1) // _CHUNK
-    part = np.zeros((nch, rows, rx))
-    for c in prange(nch):
-        j0 = c * _CHUNK
-        j1 = min(n, j0 + _CHUNK)
-        bits = np.empty(_rng._CHUNK, np.uint64)
-        rejected = np.empty(_rng._CHUNK, np.int32)
-        for i in range(rows):
-            _draw_row_block(key, i, n, j0, z[i, j0:j1], bits, rejected)
-            for k in range(rx):
-                part[c, i, k] = _dot(z[i, j0:j1], x[k, j0:j1])
-    _sum_blocks(part, out, False)
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -154,28 +179,100 @@ def mix_rows(c, z, r, x, out):
                 _add_scaled(oi, r[i, k], x[k, j0:j1])
 
 
-@njit(parallel=True, cache=True, fastmath=_FAST)
-def mix_normals(key, c, out):
-    """out = c @ Z, Z[k, j] ~ N(0, 1) at counter k * n + j of ``key`` (as fill_normal draws it).
+@njit(inline="always", fastmath=_FAST)
+def _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
+    """h[:, j0:j1] = cf @ Z[:, j0:j1], Z[k, j] ~ N(0, 1) at counter k * n + j of ``key``
+    (as fill_normal draws it), drawn into the block tile; 0 without ``signal``."""
+    rows, n = h.shape
+    if not signal:
+        for i in range(rows):
+            h[i, j0:j1] = 0.0
+        return
+    for k in range(rows):
+        _draw_row_block(key, k, n, j0, tile[k], bits, rejected)
+    for i in range(rows):
+        hi = h[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
+        hi[:] = 0.0
+        for k in range(rows):
+            _add_scaled(hi, cf[i, k], tile[k])
 
-    Z is drawn block by block into a small tile and never stored.
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
+    """A layer's forward in one pass over column blocks, each block while it is in cache.
+
+    h = C Z (see _draw_mix); y = phi(h_true) and d = phi'(h_true) exist only as
+    block tiles (see activate_block). Per block c: the row sums of block_sums
+    into part_rs[c] and the upper triangle of y y^T (float64) into part_g[c].
+    The next layer needs only y y^T, so its input x is never written.
     """
-    rows, n = out.shape
+    rows, n = h.shape
     nch = (n + _CHUNK - 1) // _CHUNK
     for ch in prange(nch):
         j0 = ch * _CHUNK
         j1 = min(n, j0 + _CHUNK)
         m = j1 - j0
-        tile = np.empty((rows, m), out.dtype)
+        tile = np.empty((rows, m), h.dtype)
+        y = np.empty((rows, m))
+        d = np.empty(m, h.dtype)
         bits = np.empty(_rng._CHUNK, np.uint64)
         rejected = np.empty(_rng._CHUNK, np.int32)
-        for k in range(rows):
-            _draw_row_block(key, k, n, j0, tile[k], bits, rejected)
+        _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
+        ysq = 0.0
         for i in range(rows):
-            oi = out[i, j0:j1]
-            oi[:] = 0.0
-            for k in range(rows):
-                _add_scaled(oi, c[i, k], tile[k])
+            hi = h[i, j0:j1]
+            activate_block(a, p, hi, t, regime, y[i], d)
+            block_sums(hi, y[i], d, sat_thr, part_rs[ch, i])
+            ysq += part_rs[ch, i, _RS_YSQ]
+        # y y^T in the compute dtype (float32: twice the lanes, as cross_gram) from y
+        # scaled by 2^-e, e from the block's sum of squares: exact, every |y| < 1, and
+        # y far below float32's range (tanh of tiny signals) does not underflow
+        e = math.frexp(math.sqrt(ysq))[1] if ysq > 0.0 else 0
+        sc = math.ldexp(1.0, -e)
+        for i in range(rows):
+            yi = y[i]
+            ti = tile[i]
+            for j in range(m):
+                ti[j] = yi[j] * sc
+        _gram_block(tile, tile, 0, m, part_g[ch], True)
+        back = math.ldexp(1.0, 2 * e)
+        for i in range(rows):
+            for k in range(i, rows):
+                part_g[ch, i, k] *= back
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def activation_pass(regen, key, cf, signal, a, p, t, regime, xs, h, x, d, rest, rest_key, z,
+                    part_z):
+    """The backward's view of layer j, one pass over column blocks.
+
+    With ``regen``, h = C Z is drawn again from its key (the forward's bits);
+    then x = xs * phi(h_true) (layer j+1's input at unit RMS) and
+    d = phi'(h_true) in the compute dtype. With ``rest``, also z = Z' of layer
+    j+1 (standard normals at counter k * n + j of ``rest_key``) and per block
+    c the products z x^T into part_z[c], in the compute dtype as cross_gram.
+    """
+    rows, n = h.shape
+    nch = (n + _CHUNK - 1) // _CHUNK
+    for ch in prange(nch):
+        j0 = ch * _CHUNK
+        j1 = min(n, j0 + _CHUNK)
+        m = j1 - j0
+        tile = np.empty((rows, m), h.dtype)
+        y = np.empty(m)
+        bits = np.empty(_rng._CHUNK, np.uint64)
+        rejected = np.empty(_rng._CHUNK, np.int32)
+        if regen:
+            _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
+        for i in range(rows):
+            activate_block(a, p, h[i, j0:j1], t, regime, y, d[i, j0:j1])
+            xi = x[i, j0:j1]
+            for j in range(m):
+                xi[j] = xs * y[j]
+        if rest:
+            for i in range(rows):
+                _draw_row_block(rest_key, i, n, j0, z[i, j0:j1], bits, rejected)
+            _gram_block(z, x, j0, j1, part_z[ch], False)
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -198,11 +295,8 @@ def delta_grams(grad, d, h, gd, dh):
             di = d[i, j0:j1]
             for j in range(m):
                 tile[i, j] = gi[j] * di[j]
-        for i in range(rows):
-            for k in range(i, rows):
-                part_d[c, i, k] = _dot(tile[i], tile[k])
-            for k in range(rows):
-                part_h[c, i, k] = _dot(tile[i], h[k, j0:j1])
+        _gram_block(tile, tile, 0, m, part_d[c], True)
+        _gram_block(tile, h, 0, m, part_h[c], False)
     _sum_blocks(part_d, gd, True)
     _sum_blocks(part_h, dh, False)
     sq = 0.0
@@ -304,17 +398,55 @@ def _key(seed, trial, l, stream):
 
 
 @njit(cache=True)
-def _pre_activations(l, seed, trial, cf, t, h):
-    """h = C_l Z_l (Z_l from its key); 0 when the layer has no signal (t = -inf)."""
-    if t == -np.inf:
-        h[:, :] = 0.0
-        return
-    mix_normals(_key(seed, trial, l, _rng.STREAM_COND_PRE), cf, h)
+def _input(seed, trial, input_std, x0):
+    _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_INPUT), x0, input_std)
 
 
 @njit(cache=True)
-def _input(seed, trial, input_std, x0):
-    _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_INPUT), x0, input_std)
+def _blocks(n):
+    return (n + _CHUNK - 1) // _CHUNK
+
+
+@njit(cache=True)
+def _combine_row_sums(part_rs, n, rs):
+    """Per-row sums of block_sums from per-block ones, in block order; the M2 column
+    about each row's mean (Chan et al.: exact)."""
+    nch = _blocks(n)
+    rs[:, :] = 0.0
+    for i in range(rs.shape[0]):
+        for c in range(nch):
+            for q in range(rs.shape[1]):
+                if q != _RS_M2:
+                    rs[i, q] += part_rs[c, i, q]
+        mean = rs[i, _RS_SUM] / n
+        for c in range(nch):
+            m = min(n, (c + 1) * _CHUNK) - c * _CHUNK
+            dm = part_rs[c, i, _RS_SUM] / m - mean
+            rs[i, _RS_M2] += part_rs[c, i, _RS_M2] + m * dm * dm
+
+
+@njit(cache=True)
+def _forward_layer(key, cf, t, a, p, homog, sat_thr, h, part_rs, part_g, rs, stats, gram_next):
+    """Layer l's forward from its factor: statistics into ``stats``, the next layer's
+    x x^T (x at unit RMS) into ``gram_next``. Returns (log-scale of x, 1 / RMS of y, regime).
+    """
+    n = h.shape[1]
+    regime = activation_regime(homog, t)
+    forward_pass(key, cf, t != -np.inf, a, p, t, regime, sat_thr, h, part_rs, part_g)
+    _combine_row_sums(part_rs, n, rs)
+    fallback = bounded_fallback(regime, rs)
+    if fallback != regime:
+        regime = fallback
+        forward_pass(key, cf, t != -np.inf, a, p, t, regime, sat_thr, h, part_rs, part_g)
+        _combine_row_sums(part_rs, n, rs)
+    v = output_log_scale(t, regime, a)
+    rms = layer_statistics(rs, n, t, v, stats)
+    inv = 1.0 / rms if rms > 0.0 else 0.0
+    _sum_blocks(part_g[:_blocks(n)], gram_next, True)
+    for i in range(gram_next.shape[0]):
+        for k in range(gram_next.shape[1]):
+            gram_next[i, k] *= inv * inv
+    return (v + math.log(rms) if rms > 0.0 else 0.0), inv, regime
 
 
 @njit(cache=True)
@@ -332,17 +464,20 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
         maxn = max(maxn, w)
     dt = proto.dtype
     B = rows
-    buf_x = np.empty(B * maxn, dt)       # layer input x_l
+    buf_x = np.empty(B * maxn, dt)       # layer input x_l (the net's input; x_l in the backward)
     buf_h = np.empty(B * maxn, dt)       # pre-activations of the current layer
     buf_h2 = np.empty(B * maxn, dt)      # ... of the layer below (backward)
     buf_d = np.empty(B * maxn, dt)       # phi'(h)
     buf_d2 = np.empty(B * maxn, dt)      # ... of the layer below (backward)
-    buf_z = np.empty(B * maxn, dt)       # standard normals
-    ybuf = np.empty(B * maxn, np.float64)
+    buf_z = np.empty(B * maxn, dt)       # standard normals Z'
     grad = np.empty(B * maxn, dt)
+    nch = _blocks(maxn)
+    part_rs = np.zeros((nch, B, 6))
+    part_g = np.zeros((nch, B, B))
     rs = np.zeros((B, 6))
-    # per layer: x x^T, factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of X~
-    grams = np.zeros((depth, B, B))
+    # per layer: x x^T, factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of X~,
+    # how phi was evaluated and the factor xs_l that takes phi(h_{l-1}) to x_l
+    grams = np.zeros((depth + 1, B, B))
     kept_h = np.empty((depth if keep else 0, B * maxn), dt)
     cfs = np.zeros((depth, B, B))
     chol = np.zeros(depth, np.bool_)
@@ -350,10 +485,11 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
     m_l = np.zeros(depth)
     a_l = np.ones(depth)
     c_l = np.zeros(depth)
+    regimes = np.zeros(depth, np.int64)
     log_s = np.zeros(depth + 1)
+    xs_l = np.ones(depth + 1)
     stats = np.full((trials, depth, LOG10_GRAD_Q), np.nan)
     grads = np.full((trials, tops.size, depth, N_STATS - LOG10_GRAD_Q), np.nan)
-    scratch = np.empty(N_STATS)
     g = np.empty((B, B))
     gp = np.empty((B, B))
     gd = np.empty((B, B))
@@ -365,69 +501,64 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
     for trial in range(trials):
         x = buf_x[:B * widths[0]].reshape((B, widths[0]))
         _input(seed, trial, input_std, x)
-        log_s[0] = 0.0
+        cross_gram(x, x, grams[0])
         for l in range(depth):
-            n_in, n_out = widths[l], widths[l + 1]
-            x = buf_x[:B * n_in].reshape((B, n_in))
-            _layer_factor(l, x, log_s[l], wscale[l], bias_std, g, grams[l], cfs[l], chol, t_l,
+            n_out = widths[l + 1]
+            _layer_factor(l, grams[l], log_s[l], wscale[l], bias_std, g, cfs[l], chol, t_l,
                           m_l, a_l, c_l)
             h = (kept_h[l] if keep else buf_h)[:B * n_out].reshape((B, n_out))
-            d = buf_d[:B * n_out].reshape((B, n_out))
-            _pre_activations(l, seed, trial, cfs[l], t_l[l], h)
-            log_s[l + 1] = activate_layer(h, t_l[l], a, p, homog, sat_thr, ybuf,
-                                          buf_x[:B * n_out].reshape((B, n_out)), d, rs, scratch)
-            stats[trial, l, :] = scratch[:LOG10_GRAD_Q]
+            log_s[l + 1], xs_l[l + 1], regimes[l] = _forward_layer(
+                _key(seed, trial, l, _rng.STREAM_COND_PRE), cfs[l], t_l[l], a, p, homog, sat_thr,
+                h, part_rs, part_g, rs, stats[trial, l], grams[l + 1])
         for ti in range(tops.size):
             top = tops[ti]
             n_top = widths[top]
             gl = grad[:B * n_top].reshape((B, n_top))
             _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_GRAD), gl, 1.0)
             log_g = 0.0
-            # h and phi'(h) of the top layer; each step below regenerates the layer
-            # under it (x_l = phi(h_{l-1}) and phi'(h_{l-1})) exactly as the forward did
-            if keep:
-                h = kept_h[top - 1, :B * n_top].reshape((B, n_top))
-            else:
-                h = buf_h[:B * n_top].reshape((B, n_top))
-                _pre_activations(top - 1, seed, trial, cfs[top - 1], t_l[top - 1], h)
-            activate_layer(h, t_l[top - 1], a, p, homog, sat_thr, ybuf,
-                           buf_z[:B * n_top].reshape((B, n_top)),
-                           buf_d[:B * n_top].reshape((B, n_top)), rs, scratch)
+            # h and phi'(h) of the top layer; each step below makes the layer under
+            # it (h_{l-1}, x_l = phi(h_{l-1}), phi'(h_{l-1})) exactly as the forward did
+            j = top - 1
+            h = (kept_h[j] if keep else buf_h)[:B * n_top].reshape((B, n_top))
+            scratch = buf_z[:B * n_top].reshape((B, n_top))
+            activation_pass(not keep, _key(seed, trial, j, _rng.STREAM_COND_PRE), cfs[j],
+                            t_l[j] != -np.inf, a, p, t_l[j], regimes[j], xs_l[top], h, scratch,
+                            buf_d[:B * n_top].reshape((B, n_top)), False, np.uint64(0), scratch,
+                            part_g)
             cur, below = buf_h, buf_h2
             d_cur, d_below = buf_d, buf_d2
             for l in range(top - 1, -1, -1):
                 n_in, n_out = widths[l], widths[l + 1]
                 h = (kept_h[l] if keep else cur)[:B * n_out].reshape((B, n_out))
                 d = d_cur[:B * n_out].reshape((B, n_out))
+                delta = grad[:B * n_out].reshape((B, n_out))
+                log_g = _delta_layer(delta, d, h, n_in, log_g, log_s[l], grams[l], gd, dh,
+                                     grads[trial, ti, l])
+                if l == 0:
+                    break
+                # layer l-1 (regenerated unless kept) gives x_l; Z' of layer l with Z' x_l^T
+                hb = (kept_h[l - 1] if keep else below)[:B * n_in].reshape((B, n_in))
                 xl = buf_x[:B * n_in].reshape((B, n_in))
-                if l > 0:
-                    if keep:
-                        hb = kept_h[l - 1, :B * n_in].reshape((B, n_in))
-                    else:
-                        hb = below[:B * n_in].reshape((B, n_in))
-                        _pre_activations(l - 1, seed, trial, cfs[l - 1], t_l[l - 1], hb)
-                    activate_layer(hb, t_l[l - 1], a, p, homog, sat_thr, ybuf, xl,
-                                   d_below[:B * n_in].reshape((B, n_in)), rs, scratch)
-                else:
-                    _input(seed, trial, input_std, xl)
-                log_g = _backward_layer(l, seed, trial, grad, h, d, xl, log_s[l], log_g,
-                                        wscale[l], bias_std, cfs[l], chol[l], grams[l], m_l[l],
-                                        a_l[l], c_l[l], buf_z, zb, gp, gd, cd, dh, pz, rmat,
-                                        grads[trial, ti, l])
+                zx = buf_z[:B * n_in].reshape((B, n_in))
+                activation_pass(not keep, _key(seed, trial, l - 1, _rng.STREAM_COND_PRE),
+                                cfs[l - 1], t_l[l - 1] != -np.inf, a, p, t_l[l - 1],
+                                regimes[l - 1], xs_l[l], hb, xl,
+                                d_below[:B * n_in].reshape((B, n_in)), True,
+                                _key(seed, trial, l, _rng.STREAM_COND_REST), zx, part_g)
+                _sum_blocks(part_g[:_blocks(n_in)], pz, False)
+                log_g = _grad_below(l, seed, trial, grad, xl, zx, log_g, wscale[l], cfs[l],
+                                    chol[l], m_l[l], a_l[l], c_l[l], zb, gp, gd, cd, dh, pz,
+                                    rmat)
                 cur, below = below, cur
                 d_cur, d_below = d_below, d_cur
     return stats, grads
 
 
 @njit(cache=True)
-def _layer_factor(l, x, s, sw, sb, g, gram, cf, chol, t_l, m_l, a_l, c_l):
-    """Factor of the covariance of layer l's units given its input x (x_true = e^s x).
-
-    Also keeps ``gram`` = x x^T, which the weight-gradient statistic needs.
-    """
-    B = x.shape[0]
-    cross_gram(x, x, g)
-    gram[:, :] = g
+def _layer_factor(l, gram, s, sw, sb, g, cf, chol, t_l, m_l, a_l, c_l):
+    """Factor of the covariance of layer l's units given its input x (x_true = e^s x),
+    from gram = x x^T."""
+    B = gram.shape[0]
     aa, cc, u = 1.0, 0.0, s
     if sb > 0.0:
         lb = math.log(sb / sw)
@@ -436,7 +567,7 @@ def _layer_factor(l, x, s, sw, sb, g, gram, cf, chol, t_l, m_l, a_l, c_l):
         cc = math.exp(lb - u)
     for i in range(B):
         for j in range(B):
-            g[i, j] = aa * aa * g[i, j] + cc * cc
+            g[i, j] = aa * aa * gram[i, j] + cc * cc
     m = 0.0
     for i in range(B):
         m += g[i, i]
@@ -456,12 +587,15 @@ def _layer_factor(l, x, s, sw, sb, g, gram, cf, chol, t_l, m_l, a_l, c_l):
 
 
 @njit(cache=True)
-def _backward_layer(l, seed, trial, grad, h, d, x, s, log_g, sw, sb, cf, chol, g, m, aa, cc,
-                    buf_z, zb, gp, gd, cd, dh, pz, rmat, out):
-    """delta_l = grad * phi'(h_l); its stats into out; grad <- delta_l W_l (conditioned)."""
+def _delta_layer(delta, d, h, n_in, log_g, s, g, gd, dh, out):
+    """delta_l = grad * phi'(h_l) (never stored): its statistics into out; gd = delta delta^T
+    and dh = delta h^T with delta at unit RMS. Returns delta's log-scale.
+
+    ``delta`` holds the gradient w.r.t. x_l (log-scale log_g), ``g`` = x x^T of the
+    layer input (log-scale s), ``n_in`` its width.
+    """
     B, n_out = h.shape
-    n_in = x.shape[1]
-    sq = delta_grams(grad[:B * n_out].reshape((B, n_out)), d, h, gd, dh)
+    sq = delta_grams(delta, d, h, gd, dh)
     out[0] = _log10_mean_sq(sq, B * n_out, log_g)
     if sq > 0.0:   # continue with delta at unit RMS
         rms = math.sqrt(sq / (B * n_out))
@@ -475,13 +609,20 @@ def _backward_layer(l, seed, trial, grad, h, d, x, s, log_g, sw, sb, cf, chol, g
         for j in range(B):
             acc += gd[i, j] * g[i, j]
     out[1] = _log10_mean_sq(max(acc, 0.0), n_in * n_out, log_g + s)
-    if l == 0:
-        return log_g
+    return log_g
+
+
+@njit(cache=True)
+def _grad_below(l, seed, trial, grad, x, zx, log_g, sw, cf, chol, m, aa, cc, zb, gp, gd, cd,
+                dh, pz, rmat):
+    """grad <- delta_l W_l for W_l conditioned on the forward; returns its log-scale.
+
+    On entry zx = Z' (B x n_in), pz = Z' x^T, gd = delta delta^T, dh = delta h^T.
+    """
+    B, n_in = x.shape
     # M = delta W' = C' [Z', z'_b], C' C'^T = delta delta^T (times sw^2, carried in log_g)
     factor(gd, cd)
     # M Xs^T = C' (a Z' x^T + c z'_b 1^T)
-    zx = buf_z[:B * n_in].reshape((B, n_in))
-    normals_gram(_key(seed, trial, l, _rng.STREAM_COND_REST), x, zx, pz)
     for i in range(B):
         for j in range(B):
             pz[i, j] *= aa

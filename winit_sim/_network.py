@@ -61,60 +61,74 @@ def _affine_rows(h, alpha, bias, beta):
             h[r, j] = alpha * h[r, j] + beta * bias[j]
 
 
-@njit(parallel=True, cache=True, fastmath=_FAST)
-def _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs):
-    """y = phi(h_true) relative to the layer's output scale, d = phi'(h_true); row sums in rs.
+@njit(inline="always", fastmath=_FAST)
+def activate_block(a, p, hr, t, regime, yr, dr):
+    """yr = phi(h_true) relative to the layer's output scale, dr = phi'(h_true), for one
+    block of a row (``h_true = exp(t) * hr``; yr is float64).
 
-    ``h_true = exp(t) * h``. Regimes: _DIRECT evaluates phi(exp(t) h);
-    _HOMOG uses phi(h) (exact for homogeneous phi); _LARGE_GROWING /
-    _LARGE_BOUNDED take the growing / bounded part of phi's t -> +inf limit;
-    _SMALL takes the t -> -inf limit (sigmoid keeps its offset phi(0) = 1/2).
+    Regimes: _DIRECT evaluates phi(exp(t) h); _HOMOG uses phi(h) (exact for
+    homogeneous phi); _LARGE_GROWING / _LARGE_BOUNDED take the growing / bounded
+    part of phi's t -> +inf limit; _SMALL takes the t -> -inf limit (sigmoid
+    keeps its offset phi(0) = 1/2). Shared by both engines.
     """
-    rows, n = h.shape
-    c = math.exp(t) if regime == _DIRECT else 1.0
-    for r in prange(rows):
-        hr, yr, dr = h[r], y[r], d[r]
-        # the regime (and for relu the activation) is fixed per layer: test it
-        # outside the element loops so they stay branch-light
-        if regime == _HOMOG and a == RELU:
-            for j in range(n):
-                v = np.float64(hr[j])
-                yr[j] = v if v > 0.0 else 0.0
-                dr[j] = 1.0 if v > 0.0 else 0.0
-        elif regime == _HOMOG or regime == _DIRECT:
-            for j in range(n):
-                yr[j], dr[j] = _phi_dphi(a, p, c * np.float64(hr[j]))
-        elif regime == _SMALL:
-            for j in range(n):
-                yr[j], dr[j] = _phi_small(a, p, np.float64(hr[j]))
-                if a == SIGMOID:
-                    yr[j] = 0.5
-        else:
-            for j in range(n):
-                grow, bounded, dr[j] = _phi_large(a, p, np.float64(hr[j]))
-                yr[j] = grow if regime == _LARGE_GROWING else bounded
-        s = 0.0
-        for j in range(n):
-            s += hr[j]
-        mean = s / n
-        sq = 0.0
-        m2 = 0.0
-        ysq = 0.0
-        zeros = 0
-        sat = 0
+    n = hr.size
+    # the regime (and for relu the activation) is fixed per layer: test it
+    # outside the element loops so they stay branch-light
+    if regime == _HOMOG and a == RELU:
         for j in range(n):
             v = np.float64(hr[j])
-            sq += v * v
-            m2 += (v - mean) * (v - mean)
-            ysq += yr[j] * yr[j]
-            zeros += yr[j] == 0.0
-            sat += abs(dr[j]) < sat_thr
-        rs[r, _RS_SUM] = s
-        rs[r, _RS_SQ] = sq
-        rs[r, _RS_M2] = m2
-        rs[r, _RS_YSQ] = ysq
-        rs[r, _RS_ZERO] = zeros
-        rs[r, _RS_SAT] = sat
+            yr[j] = v if v > 0.0 else 0.0
+            dr[j] = 1.0 if v > 0.0 else 0.0
+    elif regime == _HOMOG or regime == _DIRECT:
+        c = math.exp(t) if regime == _DIRECT else 1.0
+        for j in range(n):
+            yr[j], dr[j] = _phi_dphi(a, p, c * np.float64(hr[j]))
+    elif regime == _SMALL:
+        for j in range(n):
+            yr[j], dr[j] = _phi_small(a, p, np.float64(hr[j]))
+            if a == SIGMOID:
+                yr[j] = 0.5
+    else:
+        for j in range(n):
+            grow, bounded, dr[j] = _phi_large(a, p, np.float64(hr[j]))
+            yr[j] = grow if regime == _LARGE_GROWING else bounded
+
+
+@njit(inline="always", fastmath=_FAST)
+def block_sums(hr, yr, dr, sat_thr, rs):
+    """Sums over one block of a row into rs: sum h, sum h^2, sum of (h - block mean)^2,
+    sum y^2, zeros of y, saturated phi' (float64)."""
+    n = hr.size
+    s = 0.0
+    for j in range(n):
+        s += hr[j]
+    mean = s / n
+    sq = 0.0
+    m2 = 0.0
+    ysq = 0.0
+    zeros = 0
+    sat = 0
+    for j in range(n):
+        v = np.float64(hr[j])
+        sq += v * v
+        m2 += (v - mean) * (v - mean)
+        ysq += yr[j] * yr[j]
+        zeros += yr[j] == 0.0
+        sat += abs(dr[j]) < sat_thr
+    rs[_RS_SUM] = s
+    rs[_RS_SQ] = sq
+    rs[_RS_M2] = m2
+    rs[_RS_YSQ] = ysq
+    rs[_RS_ZERO] = zeros
+    rs[_RS_SAT] = sat
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs):
+    """activate_block and block_sums on every row: y, d and the per-row sums rs."""
+    for r in prange(h.shape[0]):
+        activate_block(a, p, h[r], t, regime, y[r], d[r])
+        block_sums(h[r], y[r], d[r], sat_thr, rs[r])
 
 
 @njit(parallel=True, cache=True)
@@ -267,28 +281,40 @@ def _forward_layer(l, x, s, widths, a, p, homog, sat_thr, kind, wscale, bias_std
 
 
 @njit(cache=True)
-def activate_layer(h, t, a, p, homog, sat_thr, ybuf, xnext, d, rs, out):
-    """Pre-activations h_true = e^t h -> xnext = phi(h_true) at unit RMS, d = phi'(h_true).
-
-    Writes the layer's forward statistics into ``out`` and returns the log-scale
-    of xnext. Shared by the matrix and the conditional engines.
-    """
-    rows, n_out = h.shape
+def activation_regime(homog, t):
+    """How phi is evaluated for pre-activations of log-scale t (see activate_block)."""
     if homog:
-        regime = _HOMOG
-    elif t > T_SAFE:
-        regime = _LARGE_GROWING
-    elif t < -T_SAFE:
-        regime = _SMALL
-    else:
-        regime = _DIRECT
-    y = ybuf[:rows * n_out].reshape((rows, n_out))
-    _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs)
+        return _HOMOG
+    if t > T_SAFE:
+        return _LARGE_GROWING
+    if t < -T_SAFE:
+        return _SMALL
+    return _DIRECT
+
+
+@njit(cache=True)
+def bounded_fallback(regime, rs):
+    """_LARGE_BOUNDED when a _LARGE_GROWING layer has no growing part anywhere (output O(1))."""
     if regime == _LARGE_GROWING and _ordered_sum(rs[:, _RS_YSQ]) == 0.0:
-        regime = _LARGE_BOUNDED  # no growing part anywhere: the output is O(1)
-        _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs)
-    v = t if regime == _HOMOG or regime == _LARGE_GROWING or (regime == _SMALL and a != SIGMOID) \
-        else 0.0
+        return _LARGE_BOUNDED
+    return regime
+
+
+@njit(cache=True)
+def output_log_scale(t, regime, a):
+    """Log-scale of y as activate_block returns it."""
+    if regime == _HOMOG or regime == _LARGE_GROWING or (regime == _SMALL and a != SIGMOID):
+        return t
+    return 0.0
+
+
+@njit(cache=True)
+def layer_statistics(rs, n_out, t, v, out):
+    """A layer's forward statistics from its per-row sums rs; returns the RMS of y.
+
+    ``t``, ``v``: log-scales of h and y.
+    """
+    rows = rs.shape[0]
     count = rows * n_out
     tot = 0.0
     sq = 0.0
@@ -315,7 +341,26 @@ def activate_layer(h, t, a, p, homog, sat_thr, ybuf, xnext, d, rs, out):
     out[FRAC_ZERO] = zeros / count
     out[FRAC_SAT] = sat / count
     out[UNIT_VAR_RATIO] = (m2_rows / count) / (sq / count) if sq > 0.0 else 0.0
-    rms = math.sqrt(ysq / count)
+    return math.sqrt(ysq / count)
+
+
+@njit(cache=True)
+def activate_layer(h, t, a, p, homog, sat_thr, ybuf, xnext, d, rs, out):
+    """Pre-activations h_true = e^t h -> xnext = phi(h_true) at unit RMS, d = phi'(h_true).
+
+    Writes the layer's forward statistics into ``out`` and returns the log-scale
+    of xnext.
+    """
+    rows, n_out = h.shape
+    regime = activation_regime(homog, t)
+    y = ybuf[:rows * n_out].reshape((rows, n_out))
+    _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs)
+    fallback = bounded_fallback(regime, rs)
+    if fallback != regime:
+        regime = fallback
+        _activate_rows(a, p, h, t, regime, sat_thr, y, d, rs)
+    v = output_log_scale(t, regime, a)
+    rms = layer_statistics(rs, n_out, t, v, out)
     if rms > 0.0:
         _scale_into(y, 1.0 / rms, xnext)
         return v + math.log(rms)

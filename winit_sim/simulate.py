@@ -112,10 +112,14 @@ def plan(widths, activation, init, rows, dt, method="matrix", segment_layers=Non
     if init is None:
         kind, wscale = 0, np.zeros(depth)
     else:
-        samplers = [layer_sampler(init, int(widths[l]), int(widths[l + 1]), activation)
-                    for l in range(depth)]
-        kind = samplers[0][0]
-        wscale = np.array([s for _, s in samplers], dtype=np.float64)
+        shapes = {}   # one call per distinct (fan_in, fan_out): deep uniform nets have one
+        for l in range(depth):
+            shape = (int(widths[l]), int(widths[l + 1]))
+            if shape not in shapes:
+                shapes[shape] = layer_sampler(init, shape[0], shape[1], activation)
+        kind = next(iter(shapes.values()))[0]
+        wscale = np.array([shapes[int(widths[l]), int(widths[l + 1])][1] for l in range(depth)],
+                          dtype=np.float64)
     seg_len = _segment_layers(segment_layers, rows, widths, dt.itemsize)
     if init is not None and choose_method(method, init, kind, wscale, rows, widths) == \
             "conditional":
