@@ -36,6 +36,28 @@ def test_kernel_matches_numpy_reference(act, bias_std):
     _compare([30, 45, 20, 60, 25, 33], act, "xavier_normal", bias_std, batch=5)
 
 
+@pytest.mark.parametrize("act, bias_std", [("relu", 0.0), ("tanh", 0.3), ("gelu", 0.0)])
+def test_layers_wider_than_one_block_match_the_reference(act, bias_std):
+    """Widths over the kernels' column block (512), with a partial last block: the
+    per-block sums, their combination (Chan) and the per-block Gram scaling."""
+    _compare([1100, 600, 1030, 513], act, "xavier_normal", bias_std, batch=3)
+
+
+def test_tiny_float32_signals_keep_their_gram():
+    """tanh under a tiny init: the signal shrinks by ~e^-2.5 per layer, below float32's
+    range (1e-38) long before the small-signal limit (e^-200) takes over. The float32
+    run must follow the float64 one (the next layer's Gram is formed from y scaled by a
+    power of two per block, so nothing underflows)."""
+    kw = dict(width=700, depth=70, activation="tanh", init="normal:std=0.003", batch=4,
+              trials=2, method="conditional")
+    f64 = ws.simulate(dtype="float64", **kw)
+    f32 = ws.simulate(dtype="float32", **kw)
+    assert f64.log10_pre_q.iloc[69] < -60   # e^-150: float32 alone would hold 0
+    assert np.isfinite(f32.log10_pre_q).all() and np.isfinite(f32.log10_grad_q).all()
+    for col in ("log10_pre_q", "log10_post_q", "log10_grad_q", "log10_wgrad_q"):
+        np.testing.assert_allclose(f32[col], f64[col], rtol=0, atol=1e-4, err_msg=col)
+
+
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 def test_rank_deficient_layers_match_the_reference(act):
     """Batch above some widths (G singular), width 1 layers, and relu rows of zeros.

@@ -85,28 +85,30 @@ def _dot2x2(a0, a1, b0, b1):
 
 
 @njit(inline="always", fastmath=_FAST)
-def _gram_block(a, b, j0, j1, out, upper):
-    """out[i, k] = a[i, j0:j1] . b[k, j0:j1] in the inputs' dtype, in 2 x 2 blocks.
+def _gram_block(a, a0, b, b0, m, out, upper):
+    """out[i, k] = a[i, a0:a0+m] . b[k, b0:b0+m] in the inputs' dtype, in 2 x 2 blocks.
 
     With ``upper`` only k >= i is needed: entries just below the diagonal are
     written as well and must be ignored (as _sum_blocks does).
     """
     ra = a.shape[0]
     rb = b.shape[0]
+    a1 = a0 + m
+    b1 = b0 + m
     i = 0
     while i + 1 < ra:
         k = i if upper else 0
         while k + 1 < rb:
             out[i, k], out[i, k + 1], out[i + 1, k], out[i + 1, k + 1] = _dot2x2(
-                a[i, j0:j1], a[i + 1, j0:j1], b[k, j0:j1], b[k + 1, j0:j1])
+                a[i, a0:a1], a[i + 1, a0:a1], b[k, b0:b1], b[k + 1, b0:b1])
             k += 2
         if k < rb:
-            out[i, k] = _dot(a[i, j0:j1], b[k, j0:j1])
-            out[i + 1, k] = _dot(a[i + 1, j0:j1], b[k, j0:j1])
+            out[i, k] = _dot(a[i, a0:a1], b[k, b0:b1])
+            out[i + 1, k] = _dot(a[i + 1, a0:a1], b[k, b0:b1])
         i += 2
     if i < ra:
         for k in range(i if upper else 0, rb):
-            out[i, k] = _dot(a[i, j0:j1], b[k, j0:j1])
+            out[i, k] = _dot(a[i, a0:a1], b[k, b0:b1])
 
 
 @njit(inline="always", fastmath=_FAST)
@@ -158,7 +160,7 @@ def cross_gram(a, b, out):
     for c in prange(nch):
         j0 = c * _CHUNK
         j1 = min(n, j0 + _CHUNK)
-        _gram_block(a, b, j0, j1, part[c], same)
+        _gram_block(a, j0, b, j0, j1 - j0, part[c], same)
     _sum_blocks(part, out, same)
 
 
@@ -234,7 +236,7 @@ def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
             ti = tile[i]
             for j in range(m):
                 ti[j] = yi[j] * sc
-        _gram_block(tile, tile, 0, m, part_g[ch], True)
+        _gram_block(tile, 0, tile, 0, m, part_g[ch], True)
         back = math.ldexp(1.0, 2 * e)
         for i in range(rows):
             for k in range(i, rows):
@@ -272,7 +274,7 @@ def activation_pass(regen, key, cf, signal, a, p, t, regime, xs, h, x, d, rest, 
         if rest:
             for i in range(rows):
                 _draw_row_block(rest_key, i, n, j0, z[i, j0:j1], bits, rejected)
-            _gram_block(z, x, j0, j1, part_z[ch], False)
+            _gram_block(z, j0, x, j0, m, part_z[ch], False)
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -295,8 +297,8 @@ def delta_grams(grad, d, h, gd, dh):
             di = d[i, j0:j1]
             for j in range(m):
                 tile[i, j] = gi[j] * di[j]
-        _gram_block(tile, tile, 0, m, part_d[c], True)
-        _gram_block(tile, h, 0, m, part_h[c], False)
+        _gram_block(tile, 0, tile, 0, m, part_d[c], True)
+        _gram_block(tile, 0, h, j0, m, part_h[c], False)
     _sum_blocks(part_d, gd, True)
     _sum_blocks(part_h, dh, False)
     sq = 0.0
