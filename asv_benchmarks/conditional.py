@@ -1,11 +1,19 @@
 """The conditional engine against the matrix engine and PyTorch / NumPy loops, one run.
 
-Usage: python asv_benchmarks/conditional.py [--repeat 7] [--deep-depth 1000] [--skip-deep]
+Usage: python asv_benchmarks/conditional.py [--rounds 9] [--repeat 15] [--deep-depth 1000]
+                                            [--skip-deep]
 
-1. width 1024, depth 100, batch 16, relu/he_normal, float32, forward+backward:
-   medians of ``--repeat`` runs (after a warm-up) of winit_sim's conditional and
-   matrix engines, a PyTorch CPU loop (2 threads) and a NumPy loop on the same
-   work; ratios against the conditional engine.
+1. width 1024, depth 100, batch 16, relu/he_normal, float32, forward+backward.
+   The PyTorch CPU loop (2 threads, stored weights, asv_benchmarks/benchmarks/
+   baselines.py) runs in its own process, as a user would run it: in one
+   process its OpenMP threads keep spinning after each call and take the cores
+   from Numba's. The two alternate in ``--rounds`` rounds; each round times the
+   loop 3 times and the conditional engine ``--repeat`` times (after a warm-up,
+   with the loop's process idle) and keeps the medians. Reported: the median
+   over rounds of the per-round ratio (noise that slows one round slows both
+   of its timings less than it slows two separate runs), its range, and the
+   medians of each. The matrix engine and a NumPy loop are timed once, in
+   process, for context.
 2. width 10^6, depth ``--deep-depth``, batch 8, relu/he_normal, forward+backward,
    float64 and float32, each in a fresh process: wall time (JIT excluded: the
    process compiles on a tiny net first), peak resident memory (VmHWM), and
@@ -14,16 +22,36 @@ Usage: python asv_benchmarks/conditional.py [--repeat 7] [--deep-depth 1000] [--
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "benchmarks"))
-from baselines import numpy_loop, torch_loop  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+from baselines import numpy_loop  # noqa: E402
 from compare import median_time  # noqa: E402
 
 import winit_sim as ws  # noqa: E402
+
+TORCH_WORKER = f"""
+import statistics, sys, time
+import numpy as np
+import torch
+sys.path.insert(0, {os.path.join(HERE, "benchmarks")!r})
+from baselines import torch_loop
+torch.set_num_threads(2)
+torch_loop(1024, 100, 16, np.float32)
+for line in sys.stdin:
+    times = []
+    for _ in range(int(line)):
+        t = time.perf_counter()
+        torch_loop(1024, 100, 16, np.float32)
+        times.append(time.perf_counter() - t)
+    print(statistics.median(times), flush=True)
+"""
 
 DEEP = """
 import json, time, numpy as np, winit_sim as ws
@@ -41,24 +69,62 @@ print(json.dumps(dict(wall=wall, peak_mib=int(peak) / 1024,
 """
 
 
+def conditional():
+    return ws.simulate(1024, 100, activation="relu", init="he_normal", batch=16,
+                       dtype="float32", method="conditional")
+
+
+def paired_rounds(rounds, repeat):
+    """Per round: (PyTorch loop median, conditional median), alternating."""
+    worker = subprocess.Popen([sys.executable, "-c", TORCH_WORKER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        out = []
+        for _ in range(rounds):
+            worker.stdin.write("3\n")
+            worker.stdin.flush()
+            t_torch = float(worker.stdout.readline())
+            time.sleep(0.2)   # the worker's OpenMP threads stop spinning
+            for _ in range(3):
+                conditional()
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                conditional()
+                times.append(time.perf_counter() - t)
+            out.append((t_torch, statistics.median(times)))
+        return out
+    finally:
+        worker.stdin.close()
+        worker.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--deep-depth", type=int, default=1000)
     ap.add_argument("--skip-deep", action="store_true")
     args = ap.parse_args()
-    import torch
-    torch.set_num_threads(2)
-    run = {m: (lambda m=m: ws.simulate(1024, 100, activation="relu", init="he_normal", batch=16,
-                                       dtype="float32", method=m))
-           for m in ("conditional", "matrix")}
-    run["torch loop"] = lambda: torch_loop(1024, 100, 16, np.float32)
-    run["numpy loop"] = lambda: numpy_loop(1024, 100, 16, np.float32)
-    times = {name: median_time(fn, args.repeat) for name, fn in run.items()}
+    conditional()   # compile / load the cache
+    pairs = paired_rounds(args.rounds, args.repeat)
+    ratios = [t / c for t, c in pairs]
+    t_torch = statistics.median(t for t, _ in pairs)
+    t_cond = statistics.median(c for _, c in pairs)
     print(f"width 1024, depth 100, batch 16, relu/he_normal, float32, forward+backward; "
-          f"median of {args.repeat}")
-    for name, t in times.items():
-        print(f"  {name:<12} {1000 * t:9.1f} ms   {t / times['conditional']:7.1f}x conditional")
+          f"{args.rounds} rounds")
+    print(f"  conditional  {1000 * t_cond:9.1f} ms   (median of the round medians of "
+          f"{args.repeat})")
+    print(f"  torch loop   {1000 * t_torch:9.1f} ms   (own process, 2 threads; median of the "
+          f"round medians of 3)")
+    print(f"  torch loop / conditional: median {statistics.median(ratios):.1f}x, rounds "
+          f"{min(ratios):.1f}x .. {max(ratios):.1f}x: "
+          + " ".join(f"{r:.1f}" for r in ratios))
+    matrix = median_time(lambda: ws.simulate(1024, 100, activation="relu", init="he_normal",
+                                             batch=16, dtype="float32", method="matrix"), 5)
+    loop = median_time(lambda: numpy_loop(1024, 100, 16, np.float32), 5)
+    for name, t in (("matrix", matrix), ("numpy loop", loop)):
+        print(f"  {name:<12} {1000 * t:9.1f} ms   {t / t_cond:7.1f}x conditional")
     if args.skip_deep:
         return
     for dtype in ("float64", "float32"):

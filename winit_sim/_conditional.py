@@ -27,6 +27,15 @@ deficiency (batch > width, repeated inputs, samples whose activations are all
 same kept eigenvectors, so H lies exactly in the kept subspace, the
 conditioning stays consistent, and nothing is divided by zero.
 
+Passes: the forward of a layer is one parallel pass over blocks of BLOCK
+columns (:func:`forward_pass`): draw Z, H = C Z, phi and phi' in a tile,
+the statistics' block sums and the block's part of the next layer's Gram,
+which is all the next layer needs (x itself is never written). The backward
+of layer l is three: delta delta^T and delta h^T (:func:`delta_grams`);
+x_l and phi'(h_{l-1}) from h_{l-1}, Z' and Z' x_l^T (:func:`activation_pass`);
+grad_in = C' Z' + R x_l (:func:`mix_rows`). Block sums are added in block
+order, so nothing depends on the thread count.
+
 Memory: nothing of size n needs to be kept per layer. The forward stores, per
 layer, the B x B factor C (scaled), x x^T, a log-scale and two bias weights;
 the backward regenerates H_l = C_l Z_l from its key and X_l = phi(H_{l-1})
@@ -48,7 +57,7 @@ from ._network import (_FAST, _RS_M2, _RS_SUM, _RS_YSQ, LOG10_GRAD_Q, N_STATS, _
                        activate_block, activation_regime, block_sums, bounded_fallback,
                        layer_statistics, output_log_scale)
 
-_CHUNK = 512   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
+BLOCK = 512   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
                 # and the block count depends on n only, so sums never depend on threads
 _EPS = 2.220446049250313e-16
 CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instead of Cholesky
@@ -178,7 +187,7 @@ def _draw_row_block(key, i, n, j0, row, bits, rejected):
 def cross_gram(a, b, out):
     """out = a @ b.T (rows x rows), column blocks summed in float64 in a fixed order.
 
-    Within a block of _CHUNK columns the dot products run in the inputs' dtype
+    Within a block of BLOCK columns the dot products run in the inputs' dtype
     (float32 runs: twice the SIMD lanes; relative error ~1e-6, below what
     float32 storage of the signal already costs). 1-D row slices let LLVM
     vectorise them.
@@ -186,11 +195,11 @@ def cross_gram(a, b, out):
     ra, n = a.shape
     rb = b.shape[0]
     same = a.shape == b.shape and a.ctypes.data == b.ctypes.data
-    nch = (n + _CHUNK - 1) // _CHUNK
+    nch = (n + BLOCK - 1) // BLOCK
     part = np.zeros((nch, ra, rb))
     for c in prange(nch):
-        j0 = c * _CHUNK
-        j1 = min(n, j0 + _CHUNK)
+        j0 = c * BLOCK
+        j1 = min(n, j0 + BLOCK)
         _gram_block(a, j0, b, j0, j1 - j0, part[c], same)
     _sum_blocks(part, out, same)
 
@@ -199,10 +208,10 @@ def cross_gram(a, b, out):
 def mix_rows(c, z, r, x, out):
     """out = c @ z + r @ x for small square c, r (B x B) and z, x, out (B x n)."""
     rows, n = out.shape
-    nch = (n + _CHUNK - 1) // _CHUNK
+    nch = (n + BLOCK - 1) // BLOCK
     for ch in prange(nch):
-        j0 = ch * _CHUNK
-        j1 = min(n, j0 + _CHUNK)
+        j0 = ch * BLOCK
+        j1 = min(n, j0 + BLOCK)
         for i in range(rows):
             oi = out[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
             oi[:] = 0.0
@@ -237,10 +246,10 @@ def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
     The next layer needs only y y^T, so its input x is never written.
     """
     rows, n = h.shape
-    nch = (n + _CHUNK - 1) // _CHUNK
+    nch = (n + BLOCK - 1) // BLOCK
     for ch in prange(nch):
-        j0 = ch * _CHUNK
-        j1 = min(n, j0 + _CHUNK)
+        j0 = ch * BLOCK
+        j1 = min(n, j0 + BLOCK)
         m = j1 - j0
         tile = np.empty((rows, m), h.dtype)
         y = np.empty((rows, m))
@@ -283,10 +292,10 @@ def activation_pass(regen, key, cf, signal, a, p, t, regime, xs, h, x, d, rest, 
     c the products z x^T into part_z[c], in the compute dtype as cross_gram.
     """
     rows, n = h.shape
-    nch = (n + _CHUNK - 1) // _CHUNK
+    nch = (n + BLOCK - 1) // BLOCK
     for ch in prange(nch):
-        j0 = ch * _CHUNK
-        j1 = min(n, j0 + _CHUNK)
+        j0 = ch * BLOCK
+        j1 = min(n, j0 + BLOCK)
         m = j1 - j0
         tile = np.empty((rows, m), h.dtype)
         y = np.empty(m)
@@ -312,12 +321,12 @@ def delta_grams(grad, d, h, gd, dh):
     One pass over column blocks; block sums added in a fixed order.
     """
     rows, n = grad.shape
-    nch = (n + _CHUNK - 1) // _CHUNK
+    nch = (n + BLOCK - 1) // BLOCK
     part_d = np.zeros((nch, rows, rows))
     part_h = np.zeros((nch, rows, rows))
     for c in prange(nch):
-        j0 = c * _CHUNK
-        j1 = min(n, j0 + _CHUNK)
+        j0 = c * BLOCK
+        j1 = min(n, j0 + BLOCK)
         m = j1 - j0
         tile = np.empty((rows, m), grad.dtype)   # block sums in the compute dtype, as cross_gram
         for i in range(rows):
@@ -434,7 +443,7 @@ def _input(seed, trial, input_std, x0):
 
 @njit(cache=True)
 def _blocks(n):
-    return (n + _CHUNK - 1) // _CHUNK
+    return (n + BLOCK - 1) // BLOCK
 
 
 @njit(cache=True)
@@ -450,7 +459,7 @@ def _combine_row_sums(part_rs, n, rs):
                     rs[i, q] += part_rs[c, i, q]
         mean = rs[i, _RS_SUM] / n
         for c in range(nch):
-            m = min(n, (c + 1) * _CHUNK) - c * _CHUNK
+            m = min(n, (c + 1) * BLOCK) - c * BLOCK
             dm = part_rs[c, i, _RS_SUM] / m - mean
             rs[i, _RS_M2] += part_rs[c, i, _RS_M2] + m * dm * dm
 

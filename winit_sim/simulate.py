@@ -18,8 +18,9 @@ SATURATION_FRACTION = 0.01   # |phi'| below this fraction of sup|phi'| counts as
 SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpointing kicks in
 # auto takes the conditional engine when batch * this <= the narrowest layer: its
 # O(batch^2 width) per layer then beats the O(batch width^2) of a weight matrix
-# (measured, float32, depth 50: 0.44x the matrix time at width 256 / batch 16,
-# 0.39x at 1024 / 64; 1.6x at 256 / 64 and 2.2x at 1024 / 128)
+# (measured, float32, depth 50, forward+backward: 0.27x the matrix time at width
+# 256 / batch 16, 0.18x at 1024 / 64, 0.67x at 4096 / 256; at width / batch = 8
+# 0.60x at 256 / 32 but 1.42x at 1024 / 128; 1.53x at 256 / 64)
 CONDITIONAL_MAX_BATCH_FRACTION = 16
 CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activations up to this
 FORWARD_COLUMNS = _network.STAT_COLUMNS[:7]
@@ -97,10 +98,13 @@ def _conditional_keeps(widths, rows, itemsize):
 
 
 def _conditional_bytes(widths, rows, itemsize):
+    """Buffers of the conditional engine: 7 of batch x width, per-block sums, per layer
+    two batch x batch matrices, and the kept pre-activations of small nets."""
     depth, maxn = widths.size - 1, int(widths.max())
     kept = depth * rows * maxn * itemsize if _conditional_keeps(widths, rows, itemsize) else 0
-    return (7 * rows * maxn * itemsize + rows * maxn * 8 + depth * (2 * rows * rows + 4) * 8
-            + kept)
+    blocks = -(-maxn // _conditional.BLOCK)
+    return (7 * rows * maxn * itemsize + blocks * rows * (rows + 6) * 8
+            + (depth + 1) * (2 * rows * rows + 6) * 8 + kept)
 
 
 def plan(widths, activation, init, rows, dt, method="matrix", segment_layers=None):
