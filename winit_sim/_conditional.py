@@ -31,10 +31,11 @@ Passes: the forward of a layer is one parallel pass over blocks of BLOCK
 columns (:func:`forward_pass`): draw Z, H = C Z, phi and phi' in a tile,
 the statistics' block sums and the block's part of the next layer's Gram,
 which is all the next layer needs (x itself is never written). The backward
-of layer l is three: delta delta^T and delta h^T (:func:`delta_grams`);
-x_l and phi'(h_{l-1}) from h_{l-1}, Z' and Z' x_l^T (:func:`activation_pass`);
-grad_in = C' Z' + R x_l (:func:`mix_rows`). Block sums are added in block
-order, so nothing depends on the thread count.
+of layer l is two: x_l and phi'(h_{l-1}) from h_{l-1} (drawn again unless
+kept), Z' and Z' x_l^T (:func:`activation_pass`); then grad_in = C' Z' + R x_l
+together with the sums layer l-1 needs, delta delta^T and delta h^T
+(:func:`mix_rows`). Block sums are added in block order, so nothing depends
+on the thread count.
 
 Memory: nothing of size n needs to be kept per layer. The forward stores, per
 layer, the B x B factor C (scaled), x x^T, a log-scale and two bias weights;
@@ -205,8 +206,14 @@ def cross_gram(a, b, out):
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
-def mix_rows(c, z, r, x, out):
-    """out = c @ z + r @ x for small square c, r (B x B) and z, x, out (B x n)."""
+def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
+    """out = c @ z + r @ x for small square c, r (B x B) and z, x, out (B x n).
+
+    With ``below``, out is the gradient w.r.t. the layer below's output, and
+    the same pass also adds up that layer's delta = out * d (d = its phi',
+    h its pre-activations) as :func:`delta_grams` does, while the block is in
+    cache.
+    """
     rows, n = out.shape
     nch = (n + BLOCK - 1) // BLOCK
     for ch in prange(nch):
@@ -217,6 +224,8 @@ def mix_rows(c, z, r, x, out):
             oi[:] = 0.0
             _mix_row(oi, c[i], z, j0)
             _mix_row(oi, r[i], x, j0)
+        if below:
+            _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch])
 
 
 @njit(inline="always", fastmath=_FAST)
@@ -314,32 +323,41 @@ def activation_pass(regen, key, cf, signal, a, p, t, regime, xs, h, x, d, rest, 
             _gram_block(z, j0, x, j0, m, part_z[ch], False)
 
 
-@njit(parallel=True, cache=True, fastmath=_FAST)
-def delta_grams(grad, d, h, gd, dh):
-    """For delta = grad * d (never stored): gd = delta delta^T, dh = delta h^T; returns sum delta^2.
-
-    One pass over column blocks; block sums added in a fixed order.
-    """
-    rows, n = grad.shape
-    nch = (n + BLOCK - 1) // BLOCK
-    part_d = np.zeros((nch, rows, rows))
-    part_h = np.zeros((nch, rows, rows))
-    for c in prange(nch):
-        j0 = c * BLOCK
-        j1 = min(n, j0 + BLOCK)
-        m = j1 - j0
-        tile = np.empty((rows, m), grad.dtype)   # block sums in the compute dtype, as cross_gram
-        for i in range(rows):
-            gi = grad[i, j0:j1]
-            di = d[i, j0:j1]
-            for j in range(m):
-                tile[i, j] = gi[j] * di[j]
-        _gram_block(tile, 0, tile, 0, m, part_d[c], True)
-        _gram_block(tile, 0, h, j0, m, part_h[c], False)
-    _sum_blocks(part_d, gd, True)
-    _sum_blocks(part_h, dh, False)
-    sq = 0.0
+@njit(inline="always", fastmath=_FAST)
+def _delta_block(grad, d, h, j0, j1, pd, ph):
+    """Block j0:j1 of delta = grad * d (in a tile, never stored): pd = delta delta^T (upper
+    triangle), ph = delta h^T, in the compute dtype as cross_gram."""
+    rows = grad.shape[0]
+    m = j1 - j0
+    tile = np.empty((rows, m), grad.dtype)
     for i in range(rows):
+        gi = grad[i, j0:j1]
+        di = d[i, j0:j1]
+        ti = tile[i]
+        for j in range(m):
+            ti[j] = gi[j] * di[j]
+    _gram_block(tile, 0, tile, 0, m, pd, True)
+    _gram_block(tile, 0, h, j0, m, ph, False)
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def delta_grams(grad, d, h, part_d, part_h):
+    """Per block c of delta = grad * d: part_d[c] = delta delta^T, part_h[c] = delta h^T
+    (added up by :func:`delta_sums`)."""
+    n = grad.shape[1]
+    for c in prange((n + BLOCK - 1) // BLOCK):
+        _delta_block(grad, d, h, c * BLOCK, min(n, (c + 1) * BLOCK), part_d[c], part_h[c])
+
+
+@njit(cache=True)
+def delta_sums(part_d, part_h, n, gd, dh):
+    """gd = delta delta^T, dh = delta h^T from the block sums of a width-n layer, in
+    block order; returns sum delta^2."""
+    nch = (n + BLOCK - 1) // BLOCK
+    _sum_blocks(part_d[:nch], gd, True)
+    _sum_blocks(part_h[:nch], dh, False)
+    sq = 0.0
+    for i in range(gd.shape[0]):
         sq += gd[i, i]
     return sq
 
@@ -513,6 +531,7 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
     nch = _blocks(maxn)
     part_rs = np.zeros((nch, B, 6))
     part_g = np.zeros((nch, B, B))
+    part_h = np.zeros((nch, B, B))
     rs = np.zeros((B, 6))
     # per layer: x x^T, factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of X~,
     # how phi was evaluated and the factor xs_l that takes phi(h_{l-1}) to x_l
@@ -564,30 +583,34 @@ def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, s
                             t_l[j] != -np.inf, a, p, t_l[j], regimes[j], xs_l[top], h, scratch,
                             buf_d[:B * n_top].reshape((B, n_top)), False, np.uint64(0), scratch,
                             part_g)
+            sq = _delta_of(gl, buf_d[:B * n_top].reshape((B, n_top)), h, part_g, part_h, gd, dh)
             cur, below = buf_h, buf_h2
             d_cur, d_below = buf_d, buf_d2
             for l in range(top - 1, -1, -1):
                 n_in, n_out = widths[l], widths[l + 1]
-                h = (kept_h[l] if keep else cur)[:B * n_out].reshape((B, n_out))
-                d = d_cur[:B * n_out].reshape((B, n_out))
-                delta = grad[:B * n_out].reshape((B, n_out))
-                log_g = _delta_layer(delta, d, h, n_in, log_g, log_s[l], grams[l], gd, dh,
+                # gd = delta delta^T, dh = delta h^T and sq = sum delta^2 of this layer
+                # are ready (from the pass that formed its gradient)
+                log_g = _delta_layer(sq, B * n_out, n_in, log_g, log_s[l], grams[l], gd, dh,
                                      grads[trial, ti, l])
                 if l == 0:
                     break
                 # layer l-1 (regenerated unless kept) gives x_l; Z' of layer l with Z' x_l^T
                 hb = (kept_h[l - 1] if keep else below)[:B * n_in].reshape((B, n_in))
+                db = d_below[:B * n_in].reshape((B, n_in))
                 xl = buf_x[:B * n_in].reshape((B, n_in))
                 zx = buf_z[:B * n_in].reshape((B, n_in))
                 activation_pass(not keep, _key(seed, trial, l - 1, _rng.STREAM_COND_PRE),
                                 cfs[l - 1], t_l[l - 1] != -np.inf, a, p, t_l[l - 1],
-                                regimes[l - 1], xs_l[l], hb, xl,
-                                d_below[:B * n_in].reshape((B, n_in)), True,
+                                regimes[l - 1], xs_l[l], hb, xl, db, True,
                                 _key(seed, trial, l, _rng.STREAM_COND_REST), zx, part_g)
                 _sum_blocks(part_g[:_blocks(n_in)], pz, False)
-                log_g = _grad_below(l, seed, trial, grad, xl, zx, log_g, wscale[l], cfs[l],
-                                    chol[l], m_l[l], a_l[l], c_l[l], zb, gp, gd, cd, dh, pz,
-                                    rmat)
+                _conditioned_mix(l, seed, trial, cfs[l], chol[l], m_l[l], a_l[l], c_l[l], zb, gp,
+                                 gd, cd, dh, pz, rmat)
+                # grad <- delta_l W_l, and layer l-1's delta sums in the same pass
+                mix_rows(cd, zx, rmat, xl, grad[:B * n_in].reshape((B, n_in)), True, db, hb,
+                         part_g, part_h)
+                sq = delta_sums(part_g, part_h, n_in, gd, dh)
+                log_g += math.log(wscale[l])
                 cur, below = below, cur
                 d_cur, d_below = d_below, d_cur
     return stats, grads
@@ -626,18 +649,25 @@ def _layer_factor(l, gram, s, sw, sb, g, cf, chol, t_l, m_l, a_l, c_l):
 
 
 @njit(cache=True)
-def _delta_layer(delta, d, h, n_in, log_g, s, g, gd, dh, out):
-    """delta_l = grad * phi'(h_l) (never stored): its statistics into out; gd = delta delta^T
-    and dh = delta h^T with delta at unit RMS. Returns delta's log-scale.
+def _delta_of(grad, d, h, part_d, part_h, gd, dh):
+    """gd, dh and sum delta^2 of the top layer's delta = grad * d (see delta_grams)."""
+    delta_grams(grad, d, h, part_d, part_h)
+    return delta_sums(part_d, part_h, h.shape[1], gd, dh)
 
-    ``delta`` holds the gradient w.r.t. x_l (log-scale log_g), ``g`` = x x^T of the
-    layer input (log-scale s), ``n_in`` its width.
+
+@njit(cache=True)
+def _delta_layer(sq, count, n_in, log_g, s, g, gd, dh, out):
+    """Statistics of delta_l (sum of squares sq over ``count`` entries, log-scale log_g)
+    into out; rescales gd = delta delta^T and dh = delta h^T to delta at unit RMS and
+    returns that log-scale.
+
+    ``g`` = x x^T of the layer input (log-scale s), ``n_in`` its width.
     """
-    B, n_out = h.shape
-    sq = delta_grams(delta, d, h, gd, dh)
-    out[0] = _log10_mean_sq(sq, B * n_out, log_g)
+    B = gd.shape[0]
+    n_out = count // B
+    out[0] = _log10_mean_sq(sq, count, log_g)
     if sq > 0.0:   # continue with delta at unit RMS
-        rms = math.sqrt(sq / (B * n_out))
+        rms = math.sqrt(sq / count)
         log_g += math.log(rms)
         for i in range(B):
             for j in range(B):
@@ -652,13 +682,13 @@ def _delta_layer(delta, d, h, n_in, log_g, s, g, gd, dh, out):
 
 
 @njit(cache=True)
-def _grad_below(l, seed, trial, grad, x, zx, log_g, sw, cf, chol, m, aa, cc, zb, gp, gd, cd,
-                dh, pz, rmat):
-    """grad <- delta_l W_l for W_l conditioned on the forward; returns its log-scale.
+def _conditioned_mix(l, seed, trial, cf, chol, m, aa, cc, zb, gp, gd, cd, dh, pz, rmat):
+    """The B x B matrices of delta_l W_l = C' Z' + R x for W_l conditioned on the forward:
+    cd = C' and rmat = a R (in units of e^(log_g) sw, delta's log-scale and the weight std).
 
-    On entry zx = Z' (B x n_in), pz = Z' x^T, gd = delta delta^T, dh = delta h^T.
+    On entry pz = Z' x^T, gd = delta delta^T, dh = delta h^T (delta at unit RMS).
     """
-    B, n_in = x.shape
+    B = gd.shape[0]
     # M = delta W' = C' [Z', z'_b], C' C'^T = delta delta^T (times sw^2, carried in log_g)
     factor(gd, cd)
     # M Xs^T = C' (a Z' x^T + c z'_b 1^T)
@@ -685,7 +715,3 @@ def _grad_below(l, seed, trial, grad, x, zx, log_g, sw, cf, chol, m, aa, cc, zb,
             for k in range(B):
                 acc += dh[i, k] * gp[k, j]
             rmat[i, j] = aa * acc / m if m > 0.0 else 0.0
-    # grad_in = C' Z' + (a R) x, all scaled by e^(log_g) * sw
-    gin = grad[:B * n_in].reshape((B, n_in))
-    mix_rows(cd, zx, rmat, x, gin)
-    return log_g + math.log(sw)
