@@ -94,7 +94,7 @@ def _dot2x2(a0, a1, b0, b1):
     return s00, s01, s10, s11
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST)
 def _gram_block(a, a0, b, b0, m, out, upper):
     """out[i, k] = a[i, a0:a0+m] . b[k, b0:b0+m] in the inputs' dtype, in 2 x 2 blocks.
 
@@ -132,7 +132,7 @@ def _add_scaled(out, coef, src):
         out[j] += c * src[j]
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST)
 def _mix_row(out, coef, src, s0):
     """out += coef . src[:, s0:s0+m] (m = out.size) in out's dtype.
 
@@ -228,7 +228,7 @@ def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
             _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch])
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST)
 def _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
     """h[:, j0:j1] = cf @ Z[:, j0:j1], Z[k, j] ~ N(0, 1) at counter k * n + j of ``key``
     (as fill_normal draws it), drawn into the block tile; 0 without ``signal``."""
@@ -323,7 +323,7 @@ def activation_pass(regen, key, cf, signal, a, p, t, regime, xs, h, x, d, rest, 
             _gram_block(z, j0, x, j0, m, part_z[ch], False)
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST)
 def _delta_block(grad, d, h, j0, j1, pd, ph):
     """Block j0:j1 of delta = grad * d (in a tile, never stored): pd = delta delta^T (upper
     triangle), ph = delta h^T, in the compute dtype as cross_gram."""

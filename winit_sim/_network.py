@@ -61,7 +61,7 @@ def _affine_rows(h, alpha, bias, beta):
             h[r, j] = alpha * h[r, j] + beta * bias[j]
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST)
 def activate_block(a, p, hr, t, regime, yr, dr):
     """yr = phi(h_true) relative to the layer's output scale, dr = phi'(h_true), for one
     block of a row (``h_true = exp(t) * hr``; yr is float64).
@@ -94,7 +94,7 @@ def activate_block(a, p, hr, t, regime, yr, dr):
             yr[j] = grow if regime == _LARGE_GROWING else bounded
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST)
 def block_sums(hr, yr, dr, sat_thr, rs):
     """Sums over one block of a row into rs: sum h, sum h^2, sum of (h - block mean)^2,
     sum y^2, zeros of y, saturated phi' (float64)."""
