@@ -58,8 +58,9 @@ from ._network import (_FAST, _RS_M2, _RS_SUM, _RS_YSQ, LOG10_GRAD_Q, N_STATS, _
                        activate_block, activation_regime, block_sums, bounded_fallback,
                        layer_statistics, output_log_scale)
 
-BLOCK = 512   # columns per block of every O(B^2 n) loop: a block of B rows stays in L1,
-                # and the block count depends on n only, so sums never depend on threads
+# columns per block of every O(B^2 n) loop: a block of B rows stays in L1, and the
+# block count depends on n only, so sums never depend on the thread count
+BLOCK = 512
 _EPS = 2.220446049250313e-16
 CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instead of Cholesky
 

@@ -1,6 +1,5 @@
 """Public simulation API: validate, convert, call the kernel, build a DataFrame."""
 import math
-import numbers
 import os
 
 import numba
