@@ -194,13 +194,15 @@ def test_bad_method_is_named():
                  "--init", "he_uniform"]) == 2
 
 
-@pytest.mark.parametrize("act, bias_std", [("tanh", 0.2), ("relu", 0.0)])
-def test_kept_and_regenerated_layers_give_the_same_bits(act, bias_std):
+@pytest.mark.parametrize("act, bias_std, widths", [
+    ("tanh", 0.2, [20, 33, 7, 41, 33, 16]), ("relu", 0.0, [20, 33, 7, 41, 33, 16]),
+    ("gelu", 0.1, [700, 1030, 9, 513, 1100, 40])])   # several column blocks, partial ones
+def test_kept_and_regenerated_layers_give_the_same_bits(act, bias_std, widths):
     """Small nets keep pre-activations for the backward pass, large ones regenerate them."""
     from winit_sim import _conditional
     from winit_sim.activations import HOMOGENEOUS, activation_code
     code, param = activation_code(resolve_activation(act))
-    widths = np.array([20, 33, 7, 41, 33, 16], dtype=np.int64)
+    widths = np.array(widths, dtype=np.int64)
     stds = np.array([layer_sampler("lecun_normal", widths[l], widths[l + 1])[1]
                      for l in range(5)])
     runs = [_conditional.run_conditional(widths, code, param, code in HOMOGENEOUS, 0.01, stds,
