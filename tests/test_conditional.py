@@ -164,8 +164,8 @@ def test_auto_picks_conditional_only_where_it_is_exact_and_faster():
     from winit_sim.inits import KIND_NORMAL, KIND_UNIFORM
     widths = np.array([256, 256])
     scale = np.array([0.1])
-    assert choose_method("auto", "he_normal", KIND_NORMAL, scale, 16, widths) == "conditional"
-    assert choose_method("auto", "he_normal", KIND_NORMAL, scale, 17, widths) == "matrix"
+    assert choose_method("auto", "he_normal", KIND_NORMAL, scale, 32, widths) == "conditional"
+    assert choose_method("auto", "he_normal", KIND_NORMAL, scale, 33, widths) == "matrix"
     assert choose_method("auto", "he_uniform", KIND_UNIFORM, scale, 8, widths) == "matrix"
     assert choose_method("auto", "normal", KIND_NORMAL, np.array([0.0]), 8, widths) == "matrix"
     # a conditional sweep cell equals simulate with the cell's seed and the same engine

@@ -17,10 +17,10 @@ SATURATION_FRACTION = 0.01   # |phi'| below this fraction of sup|phi'| counts as
 SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpointing kicks in
 # auto takes the conditional engine when batch * this <= the narrowest layer: its
 # O(batch^2 width) per layer then beats the O(batch width^2) of a weight matrix
-# (measured, float32, depth 50, forward+backward: 0.27x the matrix time at width
-# 256 / batch 16, 0.18x at 1024 / 64, 0.67x at 4096 / 256; at width / batch = 8
-# 0.60x at 256 / 32 but 1.42x at 1024 / 128; 1.53x at 256 / 64)
-CONDITIONAL_MAX_BATCH_FRACTION = 16
+# (measured, float32, depth 50, forward+backward, conditional / matrix time: width /
+# batch = 8: 0.41 at 256 / 32, 0.33 at 1024 / 128; 16: 0.23 at 256 / 16, 0.20 at
+# 1024 / 64, 0.22 at 4096 / 256; but 1.11 at 256 / 64)
+CONDITIONAL_MAX_BATCH_FRACTION = 8
 CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activations up to this
 FORWARD_COLUMNS = _network.STAT_COLUMNS[:7]
 BACKWARD_COLUMNS = _network.STAT_COLUMNS[7:]
@@ -234,7 +234,7 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
         the forward (see :mod:`winit_sim._conditional`). Both give the same
         joint distribution of every column, from different random numbers;
         each is bit-identical across thread counts. ``"auto"`` (default) picks
-        ``"conditional"`` for Gaussian inits when 16 x batch <= the narrowest
+        ``"conditional"`` for Gaussian inits when 8 x batch <= the narrowest
         layer (the measured crossover), else ``"matrix"``. ``segment_layers``
         applies to ``"matrix"`` only: the conditional engine keeps
         O(batch x width + depth x batch^2) memory at any depth.
