@@ -252,7 +252,9 @@ def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
 
     h = C Z (see _draw_mix); y = phi(h_true) and d = phi'(h_true) exist only as
     block tiles (see activate_block). Per block c: the row sums of block_sums
-    into part_rs[c] and the upper triangle of y y^T (float64) into part_g[c].
+    into part_rs[c] and the upper triangle of y y^T into part_g[c] (formed in
+    the compute dtype from y scaled by a power of two, so float32 neither
+    underflows nor overflows at any log-scale; stored in float64).
     The next layer needs only y y^T, so its input x is never written.
     """
     rows, n = h.shape
