@@ -65,6 +65,12 @@ _EPS = 2.220446049250313e-16
 CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instead of Cholesky
 
 
+@njit(cache=True)
+def _blocks(n):
+    """Column blocks of a width-n layer (the last may be partial)."""
+    return (n + BLOCK - 1) // BLOCK
+
+
 @njit(inline="always", fastmath=_FAST)
 def _dot(a, b):
     """Dot product of two 1-D blocks in their dtype (see cross_gram)."""
@@ -197,7 +203,7 @@ def cross_gram(a, b, out):
     ra, n = a.shape
     rb = b.shape[0]
     same = a.shape == b.shape and a.ctypes.data == b.ctypes.data
-    nch = (n + BLOCK - 1) // BLOCK
+    nch = _blocks(n)
     part = np.zeros((nch, ra, rb))
     for c in prange(nch):
         j0 = c * BLOCK
@@ -216,7 +222,7 @@ def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
     cache.
     """
     rows, n = out.shape
-    nch = (n + BLOCK - 1) // BLOCK
+    nch = _blocks(n)
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
@@ -258,7 +264,7 @@ def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
     The next layer needs only y y^T, so its input x is never written.
     """
     rows, n = h.shape
-    nch = (n + BLOCK - 1) // BLOCK
+    nch = _blocks(n)
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
@@ -304,7 +310,7 @@ def activation_pass(regen, key, cf, signal, a, p, t, regime, xs, h, x, d, rest, 
     c the products z x^T into part_z[c], in the compute dtype as cross_gram.
     """
     rows, n = h.shape
-    nch = (n + BLOCK - 1) // BLOCK
+    nch = _blocks(n)
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
@@ -348,7 +354,7 @@ def delta_grams(grad, d, h, part_d, part_h):
     """Per block c of delta = grad * d: part_d[c] = delta delta^T, part_h[c] = delta h^T
     (added up by :func:`delta_sums`)."""
     n = grad.shape[1]
-    for c in prange((n + BLOCK - 1) // BLOCK):
+    for c in prange(_blocks(n)):
         _delta_block(grad, d, h, c * BLOCK, min(n, (c + 1) * BLOCK), part_d[c], part_h[c])
 
 
@@ -356,7 +362,7 @@ def delta_grams(grad, d, h, part_d, part_h):
 def delta_sums(part_d, part_h, n, gd, dh):
     """gd = delta delta^T, dh = delta h^T from the block sums of a width-n layer, in
     block order; returns sum delta^2."""
-    nch = (n + BLOCK - 1) // BLOCK
+    nch = _blocks(n)
     _sum_blocks(part_d[:nch], gd, True)
     _sum_blocks(part_h[:nch], dh, False)
     sq = 0.0
@@ -460,11 +466,6 @@ def _key(seed, trial, l, stream):
 @njit(cache=True)
 def _input(seed, trial, input_std, x0):
     _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_INPUT), x0, input_std)
-
-
-@njit(cache=True)
-def _blocks(n):
-    return (n + BLOCK - 1) // BLOCK
 
 
 @njit(cache=True)
