@@ -22,9 +22,9 @@ import time
 
 import distributed
 
-from winit_sim.cluster import run_on_cluster
-from winit_sim.grid import make_grid
-from winit_sim.sweeps import _run_here
+from winit_sim.sweep.cells import check_grid_memory, run_group, run_here
+from winit_sim.sweep.cluster import run_on_cluster
+from winit_sim.sweep.grid import make_grid
 
 AXES = dict(activations=["relu", "tanh", "sigmoid", "leaky_relu"],
             inits=["he_normal", "xavier_normal", "xavier_uniform", "small"], trials=2,
@@ -43,11 +43,12 @@ def timed(fn, repeat):
 
 
 def here(grid, threads):
-    return lambda: sum(i["seconds"] for _, _, i in _run_here(grid, grid.groups, threads))
+    return lambda: sum(i["seconds"] for _, _, i in run_here(grid, grid.groups, threads))
 
 
 def on(client, grid):
-    return lambda: sum(i["seconds"] for _, _, i in run_on_cluster(grid, grid.groups, client))
+    return lambda: sum(i["seconds"] for _, _, i in run_on_cluster(
+        grid, grid.groups, client, task=run_group, check=check_grid_memory))
 
 
 def main():

@@ -6,39 +6,12 @@ Usage: python asv_benchmarks/compare.py [--repeat 7] [--no-deep]
 Prints a table: case, median seconds per implementation, speed-up of winit_sim.
 """
 import argparse
-import os
-import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "benchmarks"))
-from baselines import numpy_loop, torch_loop  # noqa: E402
-
-import winit_sim as ws  # noqa: E402
-
-
-def median_time(fn, repeat):
-    fn()  # warm-up (JIT, caches)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def peak_rss_of(code):
-    """Peak resident memory (MiB) of a fresh process running ``code``.
-
-    Read from VmHWM, which exec resets (ru_maxrss is inherited from the forking parent).
-    """
-    out = subprocess.run([sys.executable, "-c", code + "\nprint([l for l in open("
-                          "'/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"],
-                         capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1]) / 1024
+import winit_sim as ws
+from benchmarks.common import load_torch, median_time, numpy_loop, peak_rss_of, torch_loop
 
 
 def main():
@@ -46,8 +19,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--no-deep", action="store_true", help="skip the depth-10000 run")
     args = ap.parse_args()
-    import torch
-    torch.set_num_threads(2)
+    load_torch()   # 2 threads; ImportError without torch
     print("width 1024, depth 100, relu/he_normal, float32, forward+backward; median of",
           args.repeat)
     print(f"{'batch':>6} {'winit_sim s':>12} {'numpy s':>10} {'torch s':>10} "

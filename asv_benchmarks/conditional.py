@@ -5,7 +5,7 @@ Usage: python asv_benchmarks/conditional.py [--rounds 9] [--repeat 15] [--deep-d
 
 1. width 1024, depth 100, batch 16, relu/he_normal, float32, forward+backward.
    The PyTorch CPU loop (2 threads, stored weights, asv_benchmarks/benchmarks/
-   baselines.py) runs in its own process, as a user would run it: in one
+   common.py) runs in its own process, as a user would run it: in one
    process its OpenMP threads keep spinning after each call and take the cores
    from Numba's. The two alternate in ``--rounds`` rounds; each round times the
    loop 3 times and the conditional engine ``--repeat`` times (after a warm-up,
@@ -21,7 +21,6 @@ Usage: python asv_benchmarks/conditional.py [--rounds 9] [--repeat 15] [--deep-d
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,40 +28,33 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "benchmarks"))
-from baselines import numpy_loop  # noqa: E402
-from compare import median_time  # noqa: E402
+import winit_sim as ws
+from benchmarks.common import SUITE_DIR, median_time, numpy_loop
 
-import winit_sim as ws  # noqa: E402
-
-TORCH_WORKER = f"""
-import statistics, sys, time
+# The child processes run ``python -c`` in SUITE_DIR (asv_benchmarks/), their first
+# import directory as it is this script's: they import benchmarks.common as this
+# script does, and winit_sim from where this script finds it.
+TORCH_WORKER = """
+import sys
 import numpy as np
-import torch
-sys.path.insert(0, {os.path.join(HERE, "benchmarks")!r})
-from baselines import torch_loop
-torch.set_num_threads(2)
+from benchmarks.common import load_torch, median_time, torch_loop
+load_torch()   # 2 threads
 torch_loop(1024, 100, 16, np.float32)
 for line in sys.stdin:
-    times = []
-    for _ in range(int(line)):
-        t = time.perf_counter()
-        torch_loop(1024, 100, 16, np.float32)
-        times.append(time.perf_counter() - t)
-    print(statistics.median(times), flush=True)
+    print(median_time(lambda: torch_loop(1024, 100, 16, np.float32), int(line), warmup=0),
+          flush=True)
 """
 
 DEEP = """
 import json, time, numpy as np, winit_sim as ws
+from benchmarks.common import peak_rss_mib
 ws.simulate(64, 2, batch=8, method="conditional", dtype="{dtype}")
 t = time.perf_counter()
 df = ws.simulate({width}, {depth}, activation="relu", init="he_normal", batch=8,
                  method="conditional", dtype="{dtype}")
 wall = time.perf_counter() - t
 cols = ["log10_pre_q", "log10_post_q", "log10_grad_q", "log10_wgrad_q"]
-peak = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps(dict(wall=wall, peak_mib=int(peak) / 1024,
+print(json.dumps(dict(wall=wall, peak_mib=peak_rss_mib(),
                       finite=bool(np.isfinite(df[cols].to_numpy()).all()),
                       top_pre_q=float(df.log10_pre_q.iloc[-1]),
                       bottom_grad_q=float(df.log10_grad_q.iloc[0]))))
@@ -77,7 +69,7 @@ def conditional():
 def paired_rounds(rounds, repeat):
     """Per round: (PyTorch loop median, conditional median), alternating."""
     worker = subprocess.Popen([sys.executable, "-c", TORCH_WORKER], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, cwd=SUITE_DIR)
     try:
         out = []
         for _ in range(rounds):
@@ -85,14 +77,7 @@ def paired_rounds(rounds, repeat):
             worker.stdin.flush()
             t_torch = float(worker.stdout.readline())
             time.sleep(0.2)   # the worker's OpenMP threads stop spinning
-            for _ in range(3):
-                conditional()
-            times = []
-            for _ in range(repeat):
-                t = time.perf_counter()
-                conditional()
-                times.append(time.perf_counter() - t)
-            out.append((t_torch, statistics.median(times)))
+            out.append((t_torch, median_time(conditional, repeat, warmup=3)))
         return out
     finally:
         worker.stdin.close()
@@ -130,7 +115,7 @@ def main():
     for dtype in ("float64", "float32"):
         code = DEEP.format(width=10**6, depth=args.deep_depth, dtype=dtype)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True)
+                             check=True, cwd=SUITE_DIR)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"width 10^6, depth {args.deep_depth}, batch 8, {dtype}, forward+backward: "
               f"{r['wall']:.1f} s, peak RSS {r['peak_mib']:.0f} MiB, all finite: {r['finite']} "

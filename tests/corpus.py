@@ -143,7 +143,8 @@ def compute():
             [theory.log_moments(act, lq) for lq in (-900.0, -3.0, 0.0, 2.5, 900.0)])
     out["theory/predict_deep"] = _frame(theory.predict(64, 2000, activation="tanh",
                                                        init="large"))
-    out["theory/gain_table"] = _frame(theory.gain_table())
+    out["theory/gain_table"] = _frame(theory.gain_table(
+        ["linear", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "elu", "selu"]))
     out["theory/depth_scales"] = np.array([
         [v for v in theory.depth_scales(act, sw2, sb2).values() if not isinstance(v, str)]
         for act, sw2, sb2 in (("tanh", 1.5, 0.05), ("tanh", 0.8, 0.1), ("relu", 1.5, 0.2),

@@ -1,9 +1,65 @@
-"""Slow, obviously-correct NumPy references for the kernels (float64, no log-scales)."""
-import numpy as np
+"""Slow, obviously-correct NumPy references for the kernels (float64, no log-scales).
 
-from winit_sim import _rng, dphi, phi
+Activations are written here with NumPy's and SciPy's own functions, not the
+package's: a reference that borrowed ``winit_sim.phi`` would never test the
+formulas themselves. Only the random streams (which the references must share
+to compare bit-for-bit draws) and the registry's names come from the package.
+"""
+import math
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+from winit_sim import ACTIVATIONS
+from winit_sim.activations import resolve_activation
+from winit_sim.kernels import rng as _rng
 
 EPS = np.finfo(np.float64).eps
+SELU_LAMBDA = 1.0507009873554805   # Klambauer et al. 2017, eq. 14
+SELU_ALPHA = 1.6732632423543772
+
+# name -> (phi(h, params), phi'(h, params)); phi' at a kink is the left derivative
+NAIVE = {
+    "linear": (lambda h, p: h, lambda h, p: np.ones_like(h)),
+    "relu": (lambda h, p: np.maximum(h, 0.0), lambda h, p: np.where(h > 0, 1.0, 0.0)),
+    "leaky_relu": (lambda h, p: np.where(h > 0, h, p["slope"] * h),
+                   lambda h, p: np.where(h > 0, 1.0, p["slope"])),
+    "tanh": (lambda h, p: np.tanh(h),   # sech^2 h = 4 e^(-2|h|) / (1 + e^(-2|h|))^2
+             lambda h, p: 4.0 * np.exp(-2.0 * np.abs(h)) / (1.0 + np.exp(-2.0 * np.abs(h))) ** 2),
+    "sigmoid": (lambda h, p: expit(h), lambda h, p: expit(h) * expit(-h)),
+    "gelu": (lambda h, p: h * ndtr(h),   # ndtr: the standard normal CDF, accurate in its tails
+             lambda h, p: ndtr(h) + h * np.exp(-0.5 * h * h) / math.sqrt(2.0 * math.pi)),
+    "silu": (lambda h, p: h * expit(h), lambda h, p: expit(h) * (1.0 + h * expit(-h))),
+    "elu": (lambda h, p: np.where(h > 0, h, p["alpha"] * np.expm1(np.minimum(h, 0.0))),
+            lambda h, p: np.where(h > 0, 1.0, p["alpha"] * np.exp(np.minimum(h, 0.0)))),
+    "selu": (lambda h, p: SELU_LAMBDA * np.where(h > 0, h, SELU_ALPHA * np.expm1(np.minimum(h, 0.0))),
+             lambda h, p: SELU_LAMBDA * np.where(h > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(h, 0.0)))),
+    "softplus": (lambda h, p: np.logaddexp(0.0, p["beta"] * h) / p["beta"],
+                 lambda h, p: expit(p["beta"] * h)),
+}
+
+
+def example_specs():
+    """One spec per registry entry, each parameter moved off its default (the tests'
+    parametrization: derived from the registry, so a new entry is tested at once)."""
+    out = []
+    for entry in ACTIVATIONS:
+        extra = [f"{k}={1.5 * v.default + 0.2:g}" for k, v in entry.params.items()
+                 if not v.choices]
+        out.append(entry.name + (":" + ",".join(extra) if extra else ""))
+    return out
+
+
+def phi(activation, h):
+    """phi of an activation spec, by the formulas above."""
+    spec = resolve_activation(activation)
+    return NAIVE[spec.name][0](np.asarray(h, np.float64), spec.params)
+
+
+def dphi(activation, h):
+    """phi' of an activation spec, by the formulas above."""
+    spec = resolve_activation(activation)
+    return NAIVE[spec.name][1](np.asarray(h, np.float64), spec.params)
 
 
 def _log10_mean_sq(v):

@@ -13,9 +13,9 @@ import pytest
 
 import winit_sim
 import winit_sim as ws
-from winit_sim import cluster
-from winit_sim.grid import make_grid
-from winit_sim.sweeps import run_sweep
+from winit_sim.sweep import cells, cluster
+from winit_sim.sweep.grid import make_grid
+from winit_sim.sweep.cells import run_sweep
 
 GRID = dict(widths=[24, 40], depths=[3, 9], activations=["tanh", "relu"],
             inits=["xavier_normal", "he_uniform", "small"], trials=2, batch=4, seed=11,
@@ -57,12 +57,14 @@ def test_cluster_run_is_bit_identical_to_the_local_run(client, tmp_path):
 def test_tasks_use_the_workers_threads_and_spread_over_workers(tmp_path):
     grid = make_grid(**GRID)
     with _cluster(1, threads_per_worker=2) as lc, distributed.Client(lc) as c:
-        infos = [info for _, _, info in cluster.run_on_cluster(grid, grid.groups, c)]
+        infos = [info for _, _, info in cluster.run_on_cluster(grid, grid.groups, c, task=cells.run_group,
+                                                            check=cells.check_grid_memory)]
         assert {i["threads"] for i in infos} == {min(2, numba.config.NUMBA_NUM_THREADS)}
         # a worker's thread count is restored after each task
         assert set(c.run(numba.get_num_threads).values()) == {numba.config.NUMBA_NUM_THREADS}
     with _cluster(2) as lc, distributed.Client(lc) as c:
-        infos = [info for _, _, info in cluster.run_on_cluster(grid, grid.groups, c)]
+        infos = [info for _, _, info in cluster.run_on_cluster(grid, grid.groups, c, task=cells.run_group,
+                                                            check=cells.check_grid_memory)]
     assert {i["threads"] for i in infos} == {1}
     assert len({i["pid"] for i in infos}) == 2 and len(infos) == len(grid.groups)
 
@@ -178,7 +180,7 @@ def test_unreachable_scheduler_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_workers_with_other_code_or_too_little_memory_are_refused(client, monkeypatch):
-    monkeypatch.setattr(winit_sim, "SOURCE_DIGEST", "0" * 16)
+    monkeypatch.setattr(cluster, "SOURCE_DIGEST", "0" * 16)   # this process only
     with pytest.raises(RuntimeError, match="run a different winit_sim source"):
         ws.sweep(**GRID, progress=False, scheduler=client)
     monkeypatch.undo()

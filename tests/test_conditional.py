@@ -5,20 +5,19 @@ import numpy as np
 import pytest
 
 import winit_sim as ws
+from winit_sim import engine
 from winit_sim.activations import resolve_activation, sup_dphi
-from winit_sim.inits import layer_sampler
 
+import naive
 from naive import reference_conditional
 
-ACTS = ["linear", "relu", "leaky_relu:slope=0.2", "tanh", "sigmoid", "gelu", "silu",
-        "elu:alpha=0.7", "selu"]
+ACTS = naive.example_specs()   # one per registry entry, parameters off their defaults
 
 
 def _compare(widths, act, init, bias_std, batch, seed=4, rtol=1e-9, atol=1e-12):
     sim = ws.simulate(widths=widths, activation=act, init=init, batch=batch, bias_std=bias_std,
                       seed=seed, trials=2, method="conditional")
-    stds = [layer_sampler(init, widths[l], widths[l + 1], act)[1]
-            for l in range(len(widths) - 1)]
+    stds = list(engine.describe(np.array(widths), act, init).scale)
     for trial in range(2):
         ref = reference_conditional(widths, act, stds, bias_std, seed, trial, batch,
                                     sup_dphi(resolve_activation(act)))
@@ -160,14 +159,14 @@ def test_width_100000_matches_mean_field(act, init, trials):
 
 
 def test_auto_picks_conditional_only_where_it_is_exact_and_faster():
-    from winit_sim.simulate import choose_method
-    from winit_sim.inits import KIND_NORMAL, KIND_UNIFORM
     widths = np.array([256, 256])
-    scale = np.array([0.1])
-    assert choose_method("auto", "he_normal", KIND_NORMAL, scale, 32, widths) == "conditional"
-    assert choose_method("auto", "he_normal", KIND_NORMAL, scale, 33, widths) == "matrix"
-    assert choose_method("auto", "he_uniform", KIND_UNIFORM, scale, 8, widths) == "matrix"
-    assert choose_method("auto", "normal", KIND_NORMAL, np.array([0.0]), 8, widths) == "matrix"
+
+    def choose(init, rows):
+        return engine.choose_method("auto", init, engine.describe(widths, "relu", init), rows)
+    assert choose("he_normal", 32) == "conditional"
+    assert choose("he_normal", 33) == "matrix"
+    assert choose("he_uniform", 8) == "matrix"
+    assert choose("normal:std=0", 8) == "matrix"
     # a conditional sweep cell equals simulate with the cell's seed and the same engine
     df = ws.sweep([64], [5], ["tanh"], ["xavier_normal"], batch=4, trials=2, seed=3,
                   method="conditional", progress=False)
@@ -199,15 +198,9 @@ def test_bad_method_is_named():
     ("gelu", 0.1, [700, 1030, 9, 513, 1100, 40])])   # several column blocks, partial ones
 def test_kept_and_regenerated_layers_give_the_same_bits(act, bias_std, widths):
     """Small nets keep pre-activations for the backward pass, large ones regenerate them."""
-    from winit_sim import _conditional
-    from winit_sim.activations import HOMOGENEOUS, activation_code
-    code, param = activation_code(resolve_activation(act))
     widths = np.array(widths, dtype=np.int64)
-    stds = np.array([layer_sampler("lecun_normal", widths[l], widths[l + 1])[1]
-                     for l in range(5)])
-    runs = [_conditional.run_conditional(widths, code, param, code in HOMOGENEOUS, 0.01, stds,
-                                         bias_std, 1.0, np.uint64(9), 2, 6,
-                                         np.array([2, 5], dtype=np.int64), keep, np.empty(0))
-            for keep in (True, False)]
+    net = engine.describe(widths, act, "lecun_normal", bias_std)
+    plan = engine.plan(net, "lecun_normal", 6, "float64", method="conditional")
+    runs = [engine.execute(plan._replace(keep=keep), act, 9, 2, [2, 5]) for keep in (True, False)]
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)

@@ -1,5 +1,4 @@
 """Same seed, same bits: across thread counts, processes, and depth prefixes."""
-import hashlib
 import os
 import subprocess
 import sys

@@ -1,30 +1,48 @@
-"""The notebooks re-execute headless (small sizes), so they can never rot."""
+"""The notebooks re-execute headless (small sizes) from their jupytext sources, so they can never
+rot, and each committed .ipynb holds exactly the cells of its paired .py source."""
 import os
 
+import jupytext
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "notebooks")
+NAMES = ["seed_tour", "finite_width"]
+
+
+def _source(name):
+    """The notebook built from its text source notebooks/NAME.py."""
+    return jupytext.read(os.path.join(HERE, name + ".py"))
 
 
 def _execute(name, monkeypatch):
-    """Run a committed notebook at small sizes; returns the text its code cells printed."""
+    """Build NAME from its .py source and run it at small sizes; returns what its code printed."""
     monkeypatch.setenv("WINIT_TOUR_QUICK", "1")
-    nb = nbformat.read(os.path.join(HERE, name), as_version=4)
-    assert any(c.cell_type == "code" and c.outputs for c in nb.cells), "commit it with outputs"
+    nb = _source(name)
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": HERE}}).execute()
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_matches_source(name):
+    committed = nbformat.read(os.path.join(HERE, name + ".ipynb"), as_version=4)
+    cells = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
+    assert cells(committed) == cells(_source(name)), \
+        f"{name}.ipynb drifted from {name}.py: run python notebooks/build.py {name}"
+    assert any(c.cell_type == "code" and c.outputs for c in committed.cells), \
+        "commit it with outputs"
+
+
 def test_seed_tour_executes(monkeypatch):
-    text = _execute("seed_tour.ipynb", monkeypatch)
+    text = _execute("seed_tour", monkeypatch)
     assert "hidden weight gradients all exactly 0: True" in text
     assert "training with large weights diverged: True" in text
     assert "slow decay" in text and "vanishing" in text
 
 
 def test_finite_width_notebook_executes(monkeypatch):
-    text = _execute("finite_width.ipynb", monkeypatch)
+    text = _execute("finite_width", monkeypatch)
     assert "every width within 3 standard errors of the exact law: True" in text

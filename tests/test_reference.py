@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 import winit_sim as ws
-from winit_sim import _rng
 from winit_sim.activations import resolve_activation, sup_dphi
+from winit_sim.kernels import rng as _rng
 
+import naive
 from naive import reference_stats
 
-ACTS = ["linear", "relu", "leaky_relu:slope=0.2", "tanh", "sigmoid", "gelu", "silu",
-        "elu:alpha=0.7", "selu"]
+ACTS = naive.example_specs()   # one per registry entry, parameters off their defaults
 
 
 def _net(widths, rng, bias=True, batch=5):
@@ -82,8 +82,8 @@ def test_float32_close_to_float64():
 @pytest.mark.parametrize("n_in, n_out", [(37, 300), (300, 37), (129, 129)])
 def test_fused_products(init, dtype, n_in, n_out):
     """Products with on-the-fly weights equal x @ W.T and delta @ W for W = sample_weights."""
-    from winit_sim import _fused
     from winit_sim.inits import layer_sampler
+    from winit_sim.kernels import weights as _fused
 
     kind, scale = layer_sampler(init, n_in, n_out)
     key = np.uint64(_rng.stream_key(3, 1, 4, _rng.STREAM_WEIGHT))

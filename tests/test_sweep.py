@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 import winit_sim as ws
-from winit_sim.simulate import _run, frame
+from winit_sim.engine import frame, simulate_arrays
 
 KEY = ["width", "depth", "activation", "init", "trial", "layer"]
 
@@ -38,10 +38,10 @@ def test_cells_do_not_depend_on_the_rest_of_the_grid():
 def test_backward_from_several_tops_with_checkpoints(seg):
     """One forward pass, backward from depths 3, 8, 11, recomputing segments: same as separate nets."""
     widths = np.array([9, 13, 7, 11, 11, 6, 10, 12, 8, 9, 7, 5], dtype=np.int64)
-    args = ("gelu", "lecun_normal", 3, 2, 5, 0.2, 1.0, np.dtype("float64"))
-    fwd, bwd = _run(widths, *args, [3, 8, 11], seg)
+    kw = dict(rows=3, trials=2, seed=5, bias_std=0.2, input_std=1.0, dtype="float64")
+    fwd, bwd = simulate_arrays(widths, "gelu", "lecun_normal", tops=[3, 8, 11], segment=seg, **kw)
     for i, d in enumerate([3, 8, 11]):
-        f1, b1 = _run(widths[:d + 1], *args, [d], None)
+        f1, b1 = simulate_arrays(widths[:d + 1], "gelu", "lecun_normal", tops=[d], **kw)
         assert frame(fwd, bwd, widths, depth=d, top_index=i).equals(frame(f1, b1, widths[:d + 1]))
 
 
@@ -67,7 +67,7 @@ def test_seed_document_verdicts():
     assert bwd[("relu", "he_normal", 512)] == "stable"
     for v in (fwd[("tanh", "xavier_normal", 512)], bwd[("tanh", "xavier_normal", 512)]):
         assert v not in ("vanishing", "exploding")
-    from winit_sim.tables import VERDICTS
+    from winit_sim.report import VERDICTS
     assert set(fwd) | set(bwd) <= set(VERDICTS)
 
 

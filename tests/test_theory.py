@@ -8,8 +8,9 @@ from scipy import integrate
 import winit_sim as ws
 from winit_sim import theory
 
-ACTS = ["linear", "relu", "leaky_relu:slope=0.2", "tanh", "sigmoid", "gelu", "silu",
-        "elu:alpha=0.7", "selu"]
+import naive
+
+ACTS = naive.example_specs()   # one per registry entry, parameters off their defaults
 
 
 def _scipy_moments(act, q):
@@ -17,7 +18,7 @@ def _scipy_moments(act, q):
     s = math.sqrt(q)
     density = lambda u: math.exp(-0.5 * (u / s) ** 2) / (math.sqrt(2 * math.pi) * s)  # noqa: E731
     out = []
-    for fn in (ws.phi, ws.dphi):
+    for fn in (naive.phi, naive.dphi):   # NumPy/SciPy formulas, not the package's
         f = lambda u: float(fn(act, u)) ** 2 * density(u)  # noqa: E731
         edge = 40.0 * s
         pts = [x for x in (0.5, 1.0, 2.0, 5.0, 10.0, s, 3 * s) if x < edge]
@@ -91,7 +92,8 @@ def test_gain_table_lists_torch_values():
 
 
 @pytest.mark.parametrize("act, init", [("relu", "he_normal"), ("tanh", "xavier_normal"),
-                                       ("sigmoid", "xavier_normal"), ("selu", "lecun_normal")])
+                                       ("sigmoid", "xavier_normal"), ("selu", "lecun_normal"),
+                                       ("softplus", "xavier_normal")])
 def test_simulation_matches_theory_at_width_1024(act, init):
     """Mean over trials of q (not of log q) within 4 standard errors plus 1% of mean field.
 

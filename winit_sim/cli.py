@@ -8,16 +8,15 @@ import json
 import os
 import platform
 import sys
-import time
 import tomllib
 
 import pandas as pd
 
-from ._store import GridMismatch, atomic_write, atomic_write_text
-from .grid import make_grid
+from .report.tables import QUANTITIES, to_markdown, variance_decay_table
 from .simulate import simulate
-from .sweeps import SweepTimer, run_sweep
-from .tables import QUANTITIES, to_markdown, variance_decay_table
+from .sweep.cells import SweepTimer, run_sweep
+from .sweep.grid import make_grid
+from .sweep.store import GridMismatch, atomic_write, atomic_write_text
 
 PRESETS = {
     # the source document's cases: zero, constant, small, large, Xavier and He
@@ -121,7 +120,7 @@ def _config_toml(grid, wall, kernel, scheduler=None):
     import numba
     import numpy
 
-    from . import __version__
+    from .cache import VERSION as __version__
     lines = ["# written by winit-sim sweep: exactly what ran", "", "[sweep]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in grid.to_dict().items()]
     lines += ["", "[versions]", f"winit_sim = {_toml_value(__version__)}",
@@ -145,7 +144,7 @@ def write_outputs(results, out, plot_width=None, plot_depth=None):
         tables[q] = table
         atomic_write(os.path.join(out, f"decay_{q}.csv"), lambda tmp: table.to_csv(tmp))
         atomic_write_text(os.path.join(out, f"decay_{q}.md"), to_markdown(table))
-    from .plots import plot_decay_heatmap, plot_layers
+    from .report.plots import plot_decay_heatmap, plot_layers
     atomic_write(os.path.join(out, "layers.png"),
                  lambda tmp: plot_layers(results, tmp + ".png", width=plot_width, depth=plot_depth)
                  or os.replace(tmp + ".png", tmp))
@@ -283,7 +282,7 @@ def cmd_phase(args):
     import numpy as np
 
     from . import theory
-    from .plots import plot_phase
+    from .report.plots import plot_phase
     sw2 = np.linspace(args.sw2_min, args.sw2_max, args.points)
     sb2 = np.linspace(0.0, args.sb2_max, args.points)
     try:
@@ -310,7 +309,7 @@ TRAIN_PRESETS = {
 
 
 def cmd_train(args):
-    from .plots import plot_loss_curves
+    from .report.plots import plot_loss_curves
     from .training import summarize, train, train_grid
     try:
         if args.preset:

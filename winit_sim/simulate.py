@@ -1,185 +1,28 @@
-"""Public simulation API: validate, convert, call the kernel, build a DataFrame."""
+"""The public API over the engine: validate, convert, run, build a DataFrame.
+
+:func:`simulate` and :func:`propagate` run networks; :func:`sample_weights`,
+:func:`weight_variance`, :func:`phi` and :func:`dphi` expose the init schemes
+and activations exactly as the kernels use them.
+"""
 import math
-import os
 
-import numba
-from threadpoolctl import ThreadpoolController
 import numpy as np
-import pandas as pd
 
-from . import _conditional, _network
-from .activations import HOMOGENEOUS, activation_code, resolve_activation, sup_dphi
-from .inits import KIND_NORMAL, layer_sampler
-from ._validate import (check_dtype, check_method, check_nonneg_float, check_positive_int,
-                        check_seed)
+from . import engine
+from .activations import kernel_data, resolve_activation
+from .checks import (check_dtype, check_nonneg_float, check_positive_int, check_seed,
+                     resolve_widths)
+from .inits import layer_sampler, resolve_init, variance
+from .kernels import rng
+from .kernels.elementwise import eval_dphi, eval_phi
+from .kernels.layer import Given
+from .kernels.weights import fill_weights
+from .layers import check_method
+from .theory.meanfield import predict
+from .theory.moments import auto_gain
 
-SATURATION_FRACTION = 0.01   # |phi'| below this fraction of sup|phi'| counts as saturated
-SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpointing kicks in
-# auto takes the conditional engine when batch * this <= the narrowest layer: its
-# O(batch^2 width) per layer then beats the O(batch width^2) of a weight matrix
-# (measured, float32, depth 50, forward+backward, conditional / matrix time: width /
-# batch = 8: 0.41 at 256 / 32, 0.33 at 1024 / 128; 16: 0.23 at 256 / 16, 0.20 at
-# 1024 / 64, 0.22 at 4096 / 256; but 1.11 at 256 / 64)
-CONDITIONAL_MAX_BATCH_FRACTION = 8
-CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activations up to this
-FORWARD_COLUMNS = _network.STAT_COLUMNS[:7]
-BACKWARD_COLUMNS = _network.STAT_COLUMNS[7:]
-
-
-def resolve_widths(width=None, depth=None, widths=None):
-    """Return the layer sizes [n_0, ..., n_L] from either width+depth or widths."""
-    if widths is not None:
-        if width is not None or depth is not None:
-            raise ValueError("give either width and depth, or widths, not both")
-        if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__"):
-            raise TypeError(f"widths must be a list of layer sizes [n_0, ..., n_L], got {widths!r}")
-        if len(widths) < 2:
-            raise ValueError(f"widths must list at least 2 sizes (input and one layer), "
-                             f"got {len(widths)}")
-        return np.array([check_positive_int(w, f"widths[{i}]") for i, w in enumerate(widths)],
-                        dtype=np.int64)
-    if width is None or depth is None:
-        raise ValueError("give width and depth, or widths=[n_0, ..., n_L]")
-    width = check_positive_int(width, "width")
-    depth = check_positive_int(depth, "depth")
-    return np.full(depth + 1, width, dtype=np.int64)
-
-
-def _segment_layers(segment_layers, rows, widths, itemsize):
-    if segment_layers is not None:
-        return check_positive_int(segment_layers, "segment_layers")
-    per_layer = 2 * rows * int(widths.max()) * itemsize
-    return max(1, SEGMENT_BYTES // per_layer)
-
-
-def _check_memory(widths, rows, kind, given, seg_len, itemsize):
-    """Refuse, before any allocation, a run that cannot fit in this machine's memory."""
-    depth, maxn = widths.size - 1, int(widths.max())
-    seg_len = min(seg_len, depth)
-    n_seg = -(-depth // seg_len)
-    entries = (int(_network.weight_buffer_size(widths, rows, kind, given))
-               + (2 * seg_len + n_seg + 5) * rows * maxn)
-    _check_bytes(entries * itemsize + 8 * rows * maxn,
-                 f"reduce width or batch (batches up to {_network.FUSED_MAX_BATCH} never form a "
-                 f"weight matrix), or set segment_layers")
-
-
-def _check_bytes(need, advice):
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > 0.8 * total:
-        raise ValueError(
-            f"this run needs about {need / 2**30:.1f} GiB of buffers, more than 80% of this "
-            f"machine's {total / 2**30:.1f} GiB: {advice}")
-
-
-def choose_method(method, init, kind, wscale, rows, widths):
-    """The engine that runs: 'matrix' or 'conditional' (see :func:`simulate`)."""
-    gaussian = kind == KIND_NORMAL and bool(np.all(wscale > 0.0))
-    if method == "conditional" and not gaussian:
-        why = ("samples non-Gaussian weights" if kind != KIND_NORMAL
-               else "has a weight std of 0")
-        raise ValueError(
-            f"method='conditional' needs Gaussian weights (normal, small, large, xavier_normal, "
-            f"he_normal, lecun_normal with std > 0); init {init!r} {why}, so its units are "
-            f"not Gaussian given the layer input: use method='matrix' (or 'auto')")
-    if method == "auto":
-        fits = rows * CONDITIONAL_MAX_BATCH_FRACTION <= int(widths.min())
-        return "conditional" if gaussian and fits else "matrix"
-    return method
-
-
-def _conditional_keeps(widths, rows, itemsize):
-    """Whether the conditional engine keeps pre-activations instead of regenerating them."""
-    return (widths.size - 1) * rows * int(widths.max()) * itemsize <= CONDITIONAL_KEEP_BYTES
-
-
-def _conditional_bytes(widths, rows, itemsize):
-    """Buffers of the conditional engine: 7 of batch x width, per-block sums, per layer
-    two batch x batch matrices, and the kept pre-activations of small nets."""
-    depth, maxn = widths.size - 1, int(widths.max())
-    kept = depth * rows * maxn * itemsize if _conditional_keeps(widths, rows, itemsize) else 0
-    blocks = -(-maxn // _conditional.BLOCK)
-    return (7 * rows * maxn * itemsize + blocks * rows * (rows + 6) * 8
-            + (depth + 1) * (2 * rows * rows + 6) * 8 + kept)
-
-
-def plan(widths, activation, init, rows, dt, method="matrix", segment_layers=None):
-    """Pick the engine of a run and refuse it, before any allocation, if it cannot fit.
-
-    Returns ``(engine, kind, wscale, seg_len)``; ``init`` None means given weights.
-    """
-    depth = widths.size - 1
-    if init is None:
-        kind, wscale = 0, np.zeros(depth)
-    else:
-        shapes = {}   # one call per distinct (fan_in, fan_out): deep uniform nets have one
-        for l in range(depth):
-            shape = (int(widths[l]), int(widths[l + 1]))
-            if shape not in shapes:
-                shapes[shape] = layer_sampler(init, shape[0], shape[1], activation)
-        kind = next(iter(shapes.values()))[0]
-        wscale = np.array([shapes[int(widths[l]), int(widths[l + 1])][1] for l in range(depth)],
-                          dtype=np.float64)
-    seg_len = _segment_layers(segment_layers, rows, widths, dt.itemsize)
-    if init is not None and choose_method(method, init, kind, wscale, rows, widths) == \
-            "conditional":
-        _check_bytes(_conditional_bytes(widths, rows, dt.itemsize), "reduce width or batch")
-        return "conditional", kind, wscale, seg_len
-    _check_memory(widths, rows, kind, init is None, seg_len, dt.itemsize)
-    return "matrix", kind, wscale, seg_len
-
-
-def _run(widths, activation, init, rows, trials, seed, bias_std, input_std, dt, tops,
-         segment_layers, w_given=None, w_off=None, b_given=None, b_off=None, x0=None, g=None,
-         method="matrix"):
-    """Call a kernel; returns its (forward, backward) statistic arrays."""
-    act = resolve_activation(activation)
-    code, param = activation_code(act)
-    engine, kind, wscale, seg_len = plan(widths, activation, None if w_given is not None
-                                         else init, rows, dt, method, segment_layers)
-    tops = np.asarray(tops, dtype=np.int64)
-    sat_thr = SATURATION_FRACTION * sup_dphi(act)
-    if engine == "conditional":
-        return _conditional.run_conditional(
-            widths, code, param, code in HOMOGENEOUS, sat_thr, wscale, bias_std, input_std,
-            np.uint64(seed), trials, rows, tops, _conditional_keeps(widths, rows, dt.itemsize),
-            np.empty(0, dt))
-    if w_given is None:
-        w_given, w_off = np.empty(0, dt), np.zeros(1, np.int64)
-    empty2 = np.empty((0, 0), dt)
-    return _network.run_network(
-        widths, code, param, code in HOMOGENEOUS, sat_thr, kind, wscale, bias_std, input_std,
-        np.uint64(seed), trials, rows, tops, seg_len,
-        w_given, w_off, np.empty(0) if b_given is None else b_given,
-        np.zeros(1, np.int64) if b_off is None else b_off,
-        empty2 if x0 is None else x0, empty2 if g is None else g, np.empty(0, dt))
-
-
-def frame(forward, backward, widths, depth=None, top_index=0):
-    """DataFrame of one net (the first ``depth`` layers) from the kernel's arrays.
-
-    ``backward`` is None (no backward columns) or the kernel's backward array,
-    of which ``backward[:, top_index]`` belongs to the depth-``depth`` net.
-    """
-    trials = forward.shape[0]
-    depth = forward.shape[1] if depth is None else depth
-    cols = {
-        "trial": np.repeat(np.arange(trials), depth),
-        "layer": np.tile(np.arange(1, depth + 1), trials),
-        "fan_in": np.tile(widths[:depth], trials),
-        "fan_out": np.tile(widths[1:depth + 1], trials),
-    }
-    fwd = forward[:, :depth].reshape(trials * depth, -1)
-    for i, name in enumerate(FORWARD_COLUMNS):
-        cols[name] = fwd[:, i]
-    if backward is not None:
-        bwd = backward[:, top_index, :depth].reshape(trials * depth, -1)
-        for i, name in enumerate(BACKWARD_COLUMNS):
-            cols[name] = bwd[:, i]
-    return pd.DataFrame(cols)
+FORWARD_COLUMNS = engine.FORWARD_COLUMNS
+BACKWARD_COLUMNS = engine.BACKWARD_COLUMNS
 
 
 def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
@@ -270,13 +113,14 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
     dt = check_dtype(dtype)
     method = check_method(method)
     resolve_activation(activation)
-    layer_sampler(init, 1, 1, activation)  # validate the init spec before any work
+    layer_sampler(init, 1, 1, auto_gain(init, activation))  # validate before any work
     depth = widths.size - 1
-    with _threads(threads):
-        fwd, bwd = _run(widths, activation, init, rows, trials, seed, bias_std,
-                        math.sqrt(input_var), dt, [depth] if backward else [], segment_layers,
-                        method=method)
-    df = frame(fwd, bwd if backward else None, widths)
+    with engine.threads(threads):
+        fwd, bwd = engine.simulate_arrays(
+            widths, activation, init, rows=rows, trials=trials, seed=seed, bias_std=bias_std,
+            input_std=math.sqrt(input_var), dtype=dt, tops=[depth] if backward else [],
+            segment=segment_layers, method=method)
+    df = engine.frame(fwd, bwd if backward else None, widths)
     if theory:
         df = with_theory(df, widths, activation, init, bias_std, input_var, rows)
     return df
@@ -284,7 +128,6 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
 
 def with_theory(df, widths, activation, init, bias_std, input_var, batch):
     """Join the mean-field prediction to simulated rows, with ``dev_*`` deviations."""
-    from .theory import predict
     pred = predict(widths=list(widths), activation=activation, init=init, bias_std=bias_std,
                    input_var=input_var, batch=batch)
     df = df.merge(pred, on="layer", how="left")
@@ -357,50 +200,97 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
     for name, arr in (("x", x), ("weights", w_flat), ("biases", b_flat), ("grad_output", g)):
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains inf or NaN")
-    tops = [len(mats)] if g is not None else []
-    with _threads(None):
-        fwd, bwd = _run(widths, activation, None, x.shape[0], 1, 0, 0.0, 1.0, dt, tops,
-                        segment_layers, w_flat, w_off, b_flat, b_off,
-                        np.ascontiguousarray(x, dtype=dt), g)
-    return frame(fwd, bwd if g is not None else None, widths)
+    if b_flat is None:   # zero biases run exactly as none (their RMS is 0)
+        b_flat = np.zeros(int(widths[1:].sum()))
+        b_off = np.concatenate([[0], np.cumsum(widths[1:])]).astype(np.int64)
+    rows = x.shape[0]
+    given = Given(w_flat, w_off, b_flat, b_off, np.ascontiguousarray(x, dtype=dt),
+                  g if g is not None else np.zeros((rows, int(widths[-1])), dt))
+    resolve_activation(activation)
+    net = engine.describe(widths, activation, None)
+    with engine.threads(None):
+        fwd, bwd = engine.execute(engine.plan(net, None, rows, dt, segment=segment_layers,
+                                              given=given),
+                                  activation, 0, 1, [len(mats)] if g is not None else [], given)
+    return engine.frame(fwd, bwd if g is not None else None, widths)
 
 
-_BLAS = None
+def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="float64",
+                   activation=None):
+    """The weight matrix that :func:`winit_sim.simulate` uses for one layer of one trial.
 
+    Parameters
+    ----------
+    init : str or tuple
+        Init spec, e.g. ``"he_normal:mode=fan_out"`` or ``("normal", {"std": 0.05})``.
+    fan_in, fan_out : int
+        Layer sizes.
+    seed, trial : int
+        The run's seed and the trial index (0-based).
+    layer : int
+        1-based layer index.
+    dtype : {"float64", "float32"}
+    activation : str or tuple, optional
+        Needed only for ``gain=auto``.
 
-def _blas_controller():
-    global _BLAS
-    if _BLAS is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (numba's BLAS: load it before the snapshot)
-        _BLAS = ThreadpoolController()
-    return _BLAS
-
-
-class _threads:
-    """Set numba's thread count for a block and restore it (and BLAS's) on exit.
-
-    BLAS runs single-threaded inside the kernel: its spinning worker threads
-    and numba's would otherwise fight over the cores between every
-    weight-sampling loop and matrix product (measured: 13 ms instead of
-    0.2 ms per layer at width 256 on 2 cores).
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(fan_out, fan_in)``, bit-identical to the simulated layer.
     """
+    fan_in = check_positive_int(fan_in, "fan_in")
+    fan_out = check_positive_int(fan_out, "fan_out")
+    seed = check_seed(seed)
+    trial = check_positive_int(trial, "trial", minimum=0)
+    layer = check_positive_int(layer, "layer")
+    dt = check_dtype(dtype)
+    kind, scale = layer_sampler(init, fan_in, fan_out, auto_gain(init, activation))
+    out = np.empty((fan_out, fan_in), dt)
+    fill_weights(kind, scale, np.uint64(rng.stream_key(seed, trial, layer, rng.STREAM_WEIGHT)),
+                 out)
+    return out
 
-    def __init__(self, n):
-        self.n = n
 
-    def __enter__(self):
-        self.old = numba.get_num_threads()
-        if self.n is not None:
-            n = check_positive_int(self.n, "threads")
-            if n > numba.config.NUMBA_NUM_THREADS:
-                raise ValueError(f"threads must be <= {numba.config.NUMBA_NUM_THREADS} "
-                                 f"(NUMBA_NUM_THREADS), got {n}")
-            numba.set_num_threads(n)
-        self.blas = _blas_controller().limit(limits=1, user_api="blas")
+def weight_variance(init, fan_in, fan_out, activation=None):
+    """Theoretical variance of one weight entry under a scheme.
 
-    def __exit__(self, *exc):
-        try:
-            self.blas.restore_original_limits()
-        finally:
-            numba.set_num_threads(self.old)
-        return False
+    Parameters
+    ----------
+    init : str or tuple
+        Init spec, e.g. ``"he_normal"``, ``"xavier_uniform:gain=2"`` or
+        ``("normal", {"std": 0.05})``.
+    fan_in, fan_out : int
+        Layer sizes (weights have shape ``(fan_out, fan_in)``).
+    activation : str or tuple, optional
+        Needed only for ``gain=auto`` (the gain computed for this activation).
+
+    Returns
+    -------
+    float
+        ``Var(W_ij)``: std^2 for normal kinds, bound^2/3 for uniform kinds,
+        0 for constant and zeros, gain^2/max(fan_in, fan_out) for orthogonal
+        (the mean square of a semi-orthogonal matrix's entries).
+    """
+    fan_in = check_positive_int(fan_in, "fan_in")
+    fan_out = check_positive_int(fan_out, "fan_out")
+    resolve_init(init)
+    return variance(init, fan_in, fan_out, auto_gain(init, activation))
+
+
+def _elementwise(evaluate, activation, h):
+    data = kernel_data(activation)
+    h = np.asarray(h, dtype=np.float64)
+    flat = np.ascontiguousarray(h).ravel()
+    out = np.empty_like(flat)
+    evaluate(data.code, data.param, flat, out)
+    return out.reshape(h.shape)
+
+
+def phi(activation, h):
+    """Evaluate an activation elementwise (array in, float64 array out), as the kernels do."""
+    return _elementwise(eval_phi, activation, h)
+
+
+def dphi(activation, h):
+    """Evaluate an activation's exact derivative elementwise, as the kernels do."""
+    return _elementwise(eval_dphi, activation, h)

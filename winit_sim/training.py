@@ -4,12 +4,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import _rng
-from ._train import train_step
-from .activations import activation_code, resolve_activation
-from .inits import fill_weights, layer_sampler, resolve_init
-from .simulate import _threads, resolve_widths
-from ._validate import check_nonneg_float, check_positive_int, check_seed
+from . import engine
+from .activations import kernel_data, resolve_activation
+from .checks import check_nonneg_float, check_positive_int, check_seed, resolve_widths
+from .inits import layer_sampler, resolve_init
+from .kernels import rng
+from .kernels.sgd import Model, Scratch, Step, train_step
+from .kernels.weights import fill_weights
+from .theory.moments import auto_gain
 
 OPTIMIZERS = ("sgd", "momentum")
 TASKS = ("teacher",)
@@ -86,18 +88,19 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
         raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     act = resolve_activation(activation)
     resolve_init(init)
-    code, param = activation_code(act)
+    act_data = kernel_data(act)
+    gain = auto_gain(init, act)
     depth = w_sizes.size - 1
     w_off = np.concatenate([[0], np.cumsum(w_sizes[:-1] * w_sizes[1:])]).astype(np.int64)
     w_flat = np.empty(int(w_off[-1]))
     for l in range(depth):
-        kind, scale = layer_sampler(init, int(w_sizes[l]), int(w_sizes[l + 1]), act)
-        key = np.uint64(_rng.stream_key(seed, 0, l + 1, _rng.STREAM_WEIGHT))
+        kind, scale = layer_sampler(init, int(w_sizes[l]), int(w_sizes[l + 1]), gain)
+        key = np.uint64(rng.stream_key(seed, 0, l + 1, rng.STREAM_WEIGHT))
         fill_weights(kind, scale, key, w_flat[w_off[l]:w_off[l + 1]].reshape(
             (int(w_sizes[l + 1]), int(w_sizes[l]))))
     teacher = np.empty((int(w_sizes[-1]), int(w_sizes[0])))
-    _rng.fill_normal(np.uint64(_rng.stream_key(seed, 0, 0, 99)), teacher,
-                     1.0 / math.sqrt(w_sizes[0]))
+    rng.fill_normal(np.uint64(rng.stream_key(seed, 0, 0, rng.STREAM_TEACHER)), teacher,
+                    1.0 / math.sqrt(w_sizes[0]))
     velocity = np.zeros_like(w_flat)
     mom = momentum if optimizer == "momentum" else 0.0
     total = int(w_sizes.sum())
@@ -105,11 +108,13 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
     hs = np.empty((rows, total))
     gnorm = np.empty(depth)
     records, first_loss, diverged = [], None, False
-    with _threads(None):
+    model = Model(w_sizes, w_flat, w_off, velocity, teacher)
+    scratch = Scratch(xs, hs, gnorm)
+    with engine.threads(None):
         for step in range(steps):
-            loss = train_step(w_sizes, code, param, w_flat, w_off, velocity, teacher,
-                              np.uint64(seed), step if data == "fresh" else 0, lr, mom, rows,
-                              xs, hs, gnorm)
+            loss = train_step(model, act_data.code, act_data.param,
+                              Step(np.uint64(seed), step if data == "fresh" else 0, lr, mom,
+                                   rows), scratch)
             first_loss = loss if first_loss is None else first_loss
             row = {"step": step, "loss": loss}
             with np.errstate(divide="ignore"):

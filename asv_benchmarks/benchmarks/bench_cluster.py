@@ -3,11 +3,12 @@
 The cluster starts and every kernel compiles in setup(), outside the timings.
 Skipped without dask.distributed (pip install -e ".[dask]").
 """
-from winit_sim.grid import make_grid
-from winit_sim.sweeps import run_sweep
+import winit_sim as ws
 
-GRID = make_grid([128, 256], [100, 300], ["relu", "tanh", "sigmoid", "leaky_relu"],
-                 ["he_normal", "xavier_normal", "xavier_uniform", "small"], trials=2, batch=16)
+# the public API only, so the same benchmark runs on every commit asv measures
+GRID = dict(widths=[128, 256], depths=[100, 300],
+            activations=["relu", "tanh", "sigmoid", "leaky_relu"],
+            inits=["he_normal", "xavier_normal", "xavier_uniform", "small"], trials=2, batch=16)
 
 
 class ClusterSweep:
@@ -27,7 +28,7 @@ class ClusterSweep:
             self.cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
                                                     processes=True, dashboard_address=":0")
             self.scheduler = distributed.Client(self.cluster)
-        run_sweep(GRID, progress=False, scheduler=self.scheduler)   # warm every process
+        ws.sweep(**GRID, progress=False, scheduler=self.scheduler)   # warm every process
 
     def teardown(self, where):
         if self.scheduler is not None:
@@ -35,4 +36,4 @@ class ClusterSweep:
             self.cluster.close()
 
     def time_sweep(self, where):
-        run_sweep(GRID, progress=False, scheduler=self.scheduler)
+        ws.sweep(**GRID, progress=False, scheduler=self.scheduler)

@@ -7,11 +7,10 @@ import numpy as np
 
 import winit_sim as ws
 
-from .baselines import numpy_loop, torch_loop
+from .common import load_torch, numpy_loop, torch_loop
 
 try:
-    import torch
-    torch.set_num_threads(2)
+    torch = load_torch()   # 2 threads
 except ImportError:  # the torch baseline is skipped without torch
     torch = None
 

@@ -5,10 +5,13 @@ import time
 import numpy as np
 import pandas as pd
 
-from ._store import ResultStore
+from .. import engine
+from ..activations import resolve_activation
+from ..inits import resolve_init
 from .cluster import check_scheduler, run_on_cluster
 from .grid import cell_seed, make_grid
-from .simulate import _run, _threads, frame, plan
+from .store import ResultStore
+
 
 class SweepTimer:
     """Wall time of a sweep split into kernel time and everything else."""
@@ -31,13 +34,14 @@ def run_group(grid, width, activation, init):
     depths = np.array(grid.depths, dtype=np.int64)
     dmax = int(depths[-1])
     widths = np.full(dmax + 1, width, dtype=np.int64)
-    fwd, bwd = _run(widths, activation, init, grid.batch, grid.trials,
-                    cell_seed(grid.seed, width, activation, init), grid.bias_std, 1.0,
-                    np.dtype(grid.dtype), depths if grid.backward else [], None,
-                    method=grid.method)
+    fwd, bwd = engine.simulate_arrays(
+        widths, activation, init, rows=grid.batch, trials=grid.trials,
+        seed=cell_seed(grid.seed, width, activation, init), bias_std=grid.bias_std,
+        input_std=1.0, dtype=grid.dtype, tops=depths if grid.backward else [],
+        method=grid.method)
     parts = []
     for i, d in enumerate(grid.depths):
-        df = frame(fwd, bwd if grid.backward else None, widths, depth=d, top_index=i)
+        df = engine.frame(fwd, bwd if grid.backward else None, widths, depth=d, top_index=i)
         df.insert(0, "init", init)
         df.insert(0, "activation", activation)
         df.insert(0, "depth", d)
@@ -46,20 +50,21 @@ def run_group(grid, width, activation, init):
     return pd.concat(parts, ignore_index=True)
 
 
-def _run_here(grid, groups, threads):
+def run_here(grid, groups, threads):
     """Yield ``(group, rows, info)`` for each net, run in this process."""
-    with _threads(threads):
+    with engine.threads(threads):
         for group in groups:
             start = time.perf_counter()
             df = run_group(grid, *group)
             yield group, df, {"seconds": time.perf_counter() - start}
 
 
-def _check_grid_memory(grid):
+def check_grid_memory(grid):
     """Refuse a grid with a net too large for memory before any cell runs."""
     widths = np.full(grid.depths[-1] + 1, 1, dtype=np.int64)
     for width, activation, init in grid.groups:
-        plan(widths * width, activation, init, grid.batch, np.dtype(grid.dtype), grid.method)
+        net = engine.describe(widths * width, activation, init, grid.bias_std)
+        engine.plan(net, init, grid.batch, grid.dtype, grid.method)
 
 
 def _progress(total, enabled):
@@ -97,7 +102,7 @@ def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads
     """
     scheduler, workers = check_scheduler(scheduler, workers, threads)
     if scheduler is None:   # a cluster checks its workers' memory instead
-        _check_grid_memory(grid)
+        check_grid_memory(grid)
     store = ResultStore(out, grid, force=force) if out is not None else None
     rows_per_group = grid.trials * sum(grid.depths)
     done, pending = {}, []
@@ -111,8 +116,9 @@ def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads
     try:
         if bar is not None:
             bar.update(len(done) * len(grid.depths))
-        results = (_run_here(grid, pending, threads) if scheduler is None
-                   else run_on_cluster(grid, pending, scheduler, workers))
+        results = (run_here(grid, pending, threads) if scheduler is None
+                   else run_on_cluster(grid, pending, scheduler, workers, task=run_group,
+                                       check=check_grid_memory))
         for group, df, info in results:
             if store:
                 store.save(group, df)
@@ -181,10 +187,9 @@ def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bia
 
 def seed_of_cell(seed, width, activation, init):
     """The seed :func:`sweep` uses for a cell (pass it to ``simulate`` to reproduce it)."""
-    from .activations import resolve_activation
-    from .inits import resolve_init
     return cell_seed(seed, width, resolve_activation(activation).canonical(),
                      resolve_init(init).canonical())
 
 
-__all__ = ["sweep", "seed_of_cell", "run_sweep"]
+__all__ = ["sweep", "seed_of_cell", "run_sweep", "run_group", "run_here", "check_grid_memory",
+           "SweepTimer", "tidy"]

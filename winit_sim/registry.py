@@ -1,10 +1,12 @@
-"""Parsing of ``"name:key=value,..."`` and ``(name, {key: value})`` specs.
+"""Registries and their specs: ``"name:key=value,..."`` and ``(name, {key: value})``.
 
-Init schemes and activations share this syntax; each registry entry declares
-its parameters with defaults, and parsing checks names, values and ranges so a
+Init schemes, activations and layer kinds share this syntax. Each registry
+entry declares its parameters with defaults and carries its behaviour as
+metadata; the registry assigns every entry its kernel code (its position), so
+no code is ever written by hand. Parsing checks names, values and ranges, so a
 bad spec fails here with a clear message, never inside a kernel.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import math
 
 
@@ -19,15 +21,22 @@ class Param:
     minimum: float | None = None
     choices: tuple = ()
     auto: bool = False  # also accepts the string "auto"
+    positive: bool = False  # must be > minimum, not only >=
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registry entry: canonical name, aliases, and declared parameters."""
+    """A registry entry: canonical name, aliases, declared parameters, kernel code.
+
+    ``code`` is assigned by the :class:`Registry` (the entry's position); kinds
+    of entry add their behaviour as further fields (see
+    :class:`winit_sim.activations.Activation`, :class:`winit_sim.inits.Init`).
+    """
     name: str
     params: dict = field(default_factory=dict)
     aliases: tuple = ()
     doc: str = ""
+    code: int = -1
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,11 @@ class Spec:
     @property
     def name(self):
         return self.entry.name
+
+    def value(self, attribute):
+        """An entry's metadata for these parameters: a constant, or a callable of the params."""
+        v = getattr(self.entry, attribute)
+        return v(self.params) if callable(v) else v
 
     def canonical(self):
         """Canonical string: the name plus every parameter that differs from its default."""
@@ -55,18 +69,35 @@ def _fmt(v):
 
 
 class Registry:
-    """Name -> Entry lookup with aliases, used for inits and activations."""
+    """Name -> Entry lookup with aliases; entry ``i`` gets kernel code ``i``."""
 
     def __init__(self, kind, entries):
         self.kind = kind
+        entries = [replace(e, code=i) for i, e in enumerate(entries)]
         self.entries = {e.name: e for e in entries}
+        if len(self.entries) != len(entries):
+            raise ValueError(f"duplicate {kind} names")
         self._lookup = {}
         for e in entries:
             for n in (e.name,) + e.aliases:
                 self._lookup[n] = e
 
+    def __getitem__(self, name):
+        return self.entries[name]
+
+    def __iter__(self):
+        return iter(self.entries.values())
+
     def names(self):
         return list(self.entries)
+
+    def code(self, name):
+        """The kernel code of an entry (what the kernels compare against)."""
+        return self.entries[name].code
+
+    def select(self, predicate):
+        """Names of the entries for which ``predicate(entry)`` holds (derived lists)."""
+        return [e.name for e in self.entries.values() if predicate(e)]
 
     def choices(self):
         parts = []
@@ -129,7 +160,7 @@ def _check_value(kind, name, key, param, value):
                         f"got {value!r}") from None
     if not math.isfinite(v):
         raise ValueError(f"{where} must be finite, got {value!r}")
-    if param.minimum is not None and v < param.minimum:
-        raise ValueError(f"{where} must be >= {param.minimum:g}, got {v:g}"
-                         + (" (negative)" if v < 0 else ""))
+    if param.minimum is not None and (v <= param.minimum if param.positive else v < param.minimum):
+        raise ValueError(f"{where} must be {'>' if param.positive else '>='} {param.minimum:g}, "
+                         f"got {v:g}" + (" (negative)" if v < 0 else ""))
     return v

@@ -3,10 +3,10 @@ from dataclasses import asdict, dataclass
 import hashlib
 import numbers
 
-from .activations import resolve_activation
-from .inits import resolve_init
-from ._validate import (check_dtype, check_method, check_nonneg_float, check_positive_int,
-                        check_seed)
+from ..activations import resolve_activation
+from ..checks import check_dtype, check_nonneg_float, check_positive_int, check_seed
+from ..inits import resolve_init
+from ..layers import check_method
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Optional: needs ``dask[distributed]`` (``pip install -e ".[dask]"``). Nothing
 else in winit_sim imports Dask; :func:`winit_sim.sweep` comes here only when it
-is given a ``scheduler``.
+is given a ``scheduler``, and hands in the task function (no import cycle).
 
 A task is the unit the results directory stores: one net of the grid's deepest
 depth, whose single forward pass gives every depth's cells. Its numbers are
@@ -20,8 +20,9 @@ import uuid
 
 import numba
 
-from ._validate import check_positive_int
-from .simulate import _threads
+from .. import engine
+from ..cache import SOURCE_DIGEST
+from ..checks import check_positive_int
 
 LOCAL = "local"
 CONNECT_TIMEOUT = "30s"   # reaching a remote scheduler
@@ -98,27 +99,24 @@ def connect(scheduler, workers=None):
         yield client
 
 
-def _worker_report(grid):
-    """On a worker: its winit_sim source digest, and why the grid cannot fit, if so."""
-    from . import SOURCE_DIGEST
-    from .sweeps import _check_grid_memory
+def _worker_report(grid, check):
+    """On a worker: its winit_sim source digest, and why ``check(grid)`` refuses, if so."""
     try:
-        _check_grid_memory(grid)
+        check(grid)
     except ValueError as exc:
         return SOURCE_DIGEST, str(exc)
     return SOURCE_DIGEST, None
 
 
-def _check_workers(client, grid):
+def _check_workers(client, grid, check):
     """Refuse workers that run other winit_sim code or cannot hold the grid's nets."""
-    from . import SOURCE_DIGEST
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT)
     except TimeoutError:
         raise TimeoutError(f"no Dask worker joined the scheduler within {WORKER_WAIT} s; start "
                            f"workers with `dask worker {client.scheduler.address}`") from None
     try:
-        reports = client.run(_worker_report, grid)
+        reports = client.run(_worker_report, grid, check)
     except Exception as exc:  # noqa: BLE001  (unpickling fails where winit_sim is missing)
         raise RuntimeError(f"the Dask workers cannot run winit_sim ({type(exc).__name__}: "
                            f"{exc}); install this winit_sim on every worker") from None
@@ -132,23 +130,26 @@ def _check_workers(client, grid):
             raise ValueError(f"on worker {addr}: {problem}")
 
 
-def _net_task(grid, group):
-    """Task body: one (width, activation, init) net on a worker, with all of its threads."""
+def _net_task(grid, group, task):
+    """Task body: ``task(grid, *group)`` for one net on a worker, with all of its threads."""
     from distributed import get_worker
-
-    from .sweeps import run_group
     worker = get_worker()
     n = min(worker.state.nthreads, numba.config.NUMBA_NUM_THREADS)
-    with _ONE_NET_AT_A_TIME, _threads(n):
+    with _ONE_NET_AT_A_TIME, engine.threads(n):
         start = time.perf_counter()
-        df = run_group(grid, *group)
+        df = task(grid, *group)
         info = {"seconds": time.perf_counter() - start, "threads": numba.get_num_threads(),
                 "worker": worker.address, "pid": os.getpid()}
     return df, info
 
 
-def run_on_cluster(grid, groups, scheduler, workers=None):
+def run_on_cluster(grid, groups, scheduler, workers=None, *, task, check):
     """Yield ``(group, rows, info)`` for each net as its task finishes.
+
+    ``task(grid, width, activation, init)`` makes a net's rows and ``check(grid)``
+    raises ValueError where a worker cannot hold the grid (both module-level
+    functions, pickled by reference: the sweep hands them in, so this module
+    imports nothing of the sweep's).
 
     ``info`` says where and how the task ran: ``seconds`` (kernel time),
     ``threads`` (Numba threads used), ``worker`` (address) and ``pid``.
@@ -162,13 +163,13 @@ def run_on_cluster(grid, groups, scheduler, workers=None):
     if not groups:
         return
     with connect(scheduler, workers) as client:
-        _check_workers(client, grid)
+        _check_workers(client, grid, check)
         run = uuid.uuid4().hex[:8]
         futures = {}
         for width, act, init in groups:
             key = f"winit_sim-net-w{width}-{act}-{init}-{run}"
-            fut = client.submit(_net_task, grid, (width, act, init), key=key, priority=width,
-                                pure=False)
+            fut = client.submit(_net_task, grid, (width, act, init), task, key=key,
+                                priority=width, pure=False)
             futures[fut] = (width, act, init)
         try:
             for fut in distributed.as_completed(list(futures)):

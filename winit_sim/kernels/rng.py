@@ -27,12 +27,13 @@ STREAM_WEIGHT = 1
 STREAM_BIAS = 2
 STREAM_INPUT = 3
 STREAM_GRAD = 4
-# the conditional engine's draws (see winit_sim._conditional)
+STREAM_TEACHER = 99   # the training probe's teacher matrix
+# the conditional engine's draws (see winit_sim.kernels.conditional)
 STREAM_COND_PRE = 5      # standard normals Z of H = C Z (forward)
 STREAM_COND_REST = 6     # Z' of the part of W the forward did not see (backward)
 STREAM_COND_REST_BIAS = 7  # the same for the bias column
 
-_CHUNK = 512  # elements hashed per vectorised batch
+CHUNK = 512  # elements hashed per vectorised batch
 
 
 def _ziggurat_tables(layers):
@@ -160,11 +161,11 @@ def _ziggurat_fast(bits, out, scale, rejected, zxs, zxn):
 
 
 @njit
-def _fill_normal_row(key, first, row, scale, bits, rejected, zx, zxs, zxn, zf):
+def fill_normal_row(key, first, row, scale, bits, rejected, zx, zxs, zxn, zf):
     """row[c] = scale * N(0,1) drawn at counter first + c."""
     n = row.size
-    for c0 in range(0, n, _CHUNK):
-        m = min(_CHUNK, n - c0)
+    for c0 in range(0, n, CHUNK):
+        m = min(CHUNK, n - c0)
         b = bits[:m]
         _hash_block(key, first + uint64(c0), b)
         nrej = _ziggurat_fast(b, row[c0:c0 + m], scale, rejected, zxs, zxn)
@@ -174,11 +175,11 @@ def _fill_normal_row(key, first, row, scale, bits, rejected, zx, zxs, zxn, zf):
 
 
 @njit
-def _fill_uniform_row(key, first, row, bound, bits):
+def fill_uniform_row(key, first, row, bound, bits):
     """row[c] = U[-bound, bound) drawn at counter first + c."""
     n = row.size
-    for c0 in range(0, n, _CHUNK):
-        m = min(_CHUNK, n - c0)
+    for c0 in range(0, n, CHUNK):
+        m = min(CHUNK, n - c0)
         b = bits[:m]
         _hash_block(key, first + uint64(c0), b)
         for c in range(m):
@@ -190,9 +191,9 @@ def fill_normal(key, out, scale):
     """Fill a 2-D array with scale * N(0, 1); element (r, c) uses counter r*cols + c."""
     rows, cols = out.shape
     for r in prange(rows):
-        bits = np.empty(_CHUNK, np.uint64)
-        rejected = np.empty(_CHUNK, np.int32)
-        _fill_normal_row(key, uint64(r) * uint64(cols), out[r], scale, bits, rejected,
+        bits = np.empty(CHUNK, np.uint64)
+        rejected = np.empty(CHUNK, np.int32)
+        fill_normal_row(key, uint64(r) * uint64(cols), out[r], scale, bits, rejected,
                          ZIG_X, ZIG_XS, ZIG_XNEXT, ZIG_F)
 
 
@@ -201,5 +202,5 @@ def fill_uniform(key, out, bound):
     """Fill a 2-D array with U[-bound, bound); element (r, c) uses counter r*cols + c."""
     rows, cols = out.shape
     for r in prange(rows):
-        bits = np.empty(_CHUNK, np.uint64)
-        _fill_uniform_row(key, uint64(r) * uint64(cols), out[r], bound, bits)
+        bits = np.empty(CHUNK, np.uint64)
+        fill_uniform_row(key, uint64(r) * uint64(cols), out[r], bound, bits)

@@ -2,6 +2,8 @@
 import numpy as np
 import pandas as pd
 
+from ..theory.meanfield import predict
+
 QUANTITIES = {
     # quantity: (column, direction) -- forward compares layer D with layer 1,
     # backward and weight_grad compare layer 1 with the top layer D
@@ -62,7 +64,6 @@ def _verdict(depths, ratios, dead, symmetric):
 
 def _theory_ratios(table_index, depths, quantity, bias_std):
     """Mean-field log10 ratios per (activation, init, width) row and depth."""
-    from .theory import predict
     out = {}
     for act, init, width in table_index:
         # batch only scales the weight gradient at every layer alike: it cancels in a ratio

@@ -1,108 +1,29 @@
-"""Mean-field theory beside the simulation: q-maps, predictions, fixed points, gains.
+"""Mean-field theory beside the simulation: q-maps, predictions, fixed points, depth scales.
 
 Conventions (Poole et al. 2016, Schoenholz et al. 2017): layer l has weight
 variance ``sigma_w^2 / fan_in`` as the init scheme gives it, bias variance
 ``sigma_b^2``; ``q`` is the second moment mean(h^2) of a pre-activation (not its
-centered variance), as in the engine's ``log10_pre_q``.
-
-Quadrature: E_z[f(sqrt(q) z)], z ~ N(0, 1), by composite Gauss-Legendre on
-panels in z split at 0 (the kink of relu, leaky_relu, elu, selu), dyadic from
-2^-40 to 1 (so the transition of any activation at |z| ~ 1/sqrt(q) is resolved
-for q up to 1e24) and of width 0.5 from 1 to 40 (the density is below 1e-340
-beyond). Accurate to ~1e-12 against scipy.integrate.quad for q in [1e-6, 1e6].
-Where q is beyond float range (|log q| > 400) the activation's exact large- or
-small-signal limit is integrated instead, in log space.
+centered variance), as in the engine's ``log10_pre_q``. Every expectation is a
+quadrature of :mod:`.moments`.
 """
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numba import njit, prange
 
-from .activations import (HOMOGENEOUS, SIGMOID, _phi_dphi, activation_code, eval_limits,
-                          eval_phi_dphi, resolve_activation)
-from .inits import weight_variance
-from .simulate import resolve_widths
-from ._validate import check_nonneg_float, check_positive_int
-
-LN10 = math.log(10.0)
-_LOG_Q_SAFE = 400.0  # natural log of q beyond which the limit forms are used
-
-
-def _gauss_rule(points, smallest_power, z_max):
-    """Nodes z and weights (times the normal density) of the composite Gauss-Legendre rule.
-
-    Panels split at 0, dyadic from 2^smallest_power to 1, width 0.5 from 1 to z_max.
-    """
-    x, w = np.polynomial.legendre.leggauss(points)
-    edges = np.concatenate([[0.0], 2.0 ** np.arange(smallest_power, 1),
-                            np.arange(1.5, z_max + 0.01, 0.5)])
-    a, b = edges[:-1], edges[1:]
-    z = ((b - a)[:, None] * (x[None, :] + 1.0) / 2.0 + a[:, None]).ravel()
-    wz = ((b - a)[:, None] / 2.0 * w[None, :]).ravel()
-    z = np.concatenate([-z[::-1], z])
-    wz = np.concatenate([wz[::-1], wz]) * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return z, wz
-
-
-Z, WZ = _gauss_rule(24, -40, 40.0)
-
-
-def _code(activation):
-    return activation_code(resolve_activation(activation))
-
-
-def _phi_dphi_at(code, param, h):
-    phi = np.empty_like(h)
-    dphi = np.empty_like(h)
-    eval_phi_dphi(code, param, h, phi, dphi)
-    return phi, dphi
-
-
-def log_moments(activation, log_q):
-    """Natural logs of E[phi(u)^2] and E[phi'(u)^2] for u ~ N(0, q), given log q.
-
-    Exact in log space for any q: homogeneous activations scale exactly; the
-    others use their large-/small-signal limits where q is beyond float range.
-    """
-    code, param = _code(activation)
-    if code in HOMOGENEOUS:
-        phi, dphi = _phi_dphi_at(code, param, Z)
-        return math.log(WZ @ phi ** 2) + log_q, math.log(WZ @ dphi ** 2)
-    if abs(log_q) <= _LOG_Q_SAFE:
-        phi, dphi = _phi_dphi_at(code, param, math.exp(0.5 * log_q) * Z)
-        return _safe_log(WZ @ phi ** 2), _safe_log(WZ @ dphi ** 2)
-    large = np.empty((Z.size, 3))
-    small = np.empty((Z.size, 2))
-    eval_limits(code, param, Z, large, small)
-    if log_q > 0:
-        grow = WZ @ large[:, 0] ** 2
-        if grow > 0:
-            return math.log(grow) + log_q, _safe_log(WZ @ large[:, 2] ** 2)
-        return _safe_log(WZ @ large[:, 1] ** 2), _safe_log(WZ @ large[:, 2] ** 2)
-    if code == SIGMOID:  # phi(0)^2 dominates
-        return math.log(0.25), _safe_log(WZ @ small[:, 1] ** 2)
-    return math.log(WZ @ small[:, 0] ** 2) + log_q, _safe_log(WZ @ small[:, 1] ** 2)
-
-
-def _safe_log(v):
-    return math.log(v) if v > 0 else -math.inf
-
-
-def gaussian_expectation(f, q):
-    """E_z[f(sqrt(q) z)] for a vectorised f, with the engine's quadrature rule."""
-    return float(WZ @ f(math.sqrt(q) * Z))
+from ..activations import ACTIVATIONS, resolve_activation, torch_gain
+from ..checks import check_nonneg_float, check_positive_int, resolve_widths
+from ..inits import variance
+from .moments import (LN10, auto_gain, gain, gaussian_pair_moments, log_moments, phi0_moments,
+                      safe_log, gauss_rule)
 
 
 def qmap(activation, sw2, sb2, q):
     """q-map: sw2 * E_z[phi(sqrt(q) z)^2] + sb2."""
     sw2, sb2, q = (check_nonneg_float(v, n) for v, n in ((sw2, "sw2"), (sb2, "sb2"), (q, "q")))
     if q == 0.0:
-        code, param = _code(activation)
-        phi0, _ = _phi_dphi_at(code, param, np.zeros(1))
-        return sw2 * phi0[0] ** 2 + sb2
+        return sw2 * phi0_moments(activation)[0] + sb2
     return sw2 * math.exp(log_moments(activation, math.log(q))[0]) + sb2
 
 
@@ -145,7 +66,8 @@ def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_
     batch = check_positive_int(batch, "batch")
     depth = w.size - 1
     log_sb2 = 2.0 * math.log(bias_std) if bias_std > 0 else -math.inf
-    var = [weight_variance(init, int(w[l]), int(w[l + 1]), activation) for l in range(depth)]
+    g = auto_gain(init, activation)
+    var = [variance(init, int(w[l]), int(w[l + 1]), g) for l in range(depth)]
     log_gain = [math.log(w[l] * v) if v > 0 else -math.inf for l, v in enumerate(var)]
     pre, post, dmom = np.empty(depth), np.empty(depth), np.empty(depth)
     log_x = math.log(input_var) if input_var > 0 else -math.inf
@@ -154,9 +76,8 @@ def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_
         x_prev[l] = log_x
         pre[l] = _logaddexp(log_gain[l] + log_x, log_sb2)
         if pre[l] == -math.inf:
-            code, param = _code(activation)
-            p0, d0 = _phi_dphi_at(code, param, np.zeros(1))
-            post[l], dmom[l] = _safe_log(p0[0] ** 2), _safe_log(d0[0] ** 2)
+            p0, d0 = phi0_moments(activation)
+            post[l], dmom[l] = safe_log(p0), safe_log(d0)
         else:
             post[l], dmom[l] = log_moments(activation, pre[l])
         log_x = post[l]
@@ -268,31 +189,8 @@ def critical_sw2(activation, sb2=0.0, lo=1e-3, hi=1e3):
     return math.exp(0.5 * (a + b))
 
 
-def gain(activation, q=1.0):
-    """sigma_w keeping the forward second moment at q (no bias): sqrt(q / E[phi(sqrt(q) z)^2]).
-
-    This is what ``gain=auto`` in an init spec uses (e.g. ``"xavier_normal:gain=auto"``).
-    """
-    q = check_nonneg_float(q, "q")
-    if q == 0:
-        raise ValueError("q must be > 0")
-    return _gain_cached(resolve_activation(activation).canonical(), q)
-
-
-@functools.lru_cache(maxsize=256)
-def _gain_cached(activation, q):
-    return math.sqrt(q / math.exp(log_moments(activation, math.log(q))[0]))
-
-
-# torch.nn.init.calculate_gain, written down (not imported); None where torch has none
-TORCH_GAINS = {"linear": lambda p: 1.0, "relu": lambda p: math.sqrt(2.0),
-               "leaky_relu": lambda p: math.sqrt(2.0 / (1.0 + p * p)), "tanh": lambda p: 5.0 / 3.0,
-               "sigmoid": lambda p: 1.0, "selu": lambda p: 0.75}
-
-
 def gain_table(activations=None):
     """Every activation: computed gain, edge-of-chaos sigma_w, chi_1 at the gain, torch's gain."""
-    from .activations import ACTIVATIONS
     rows = []
     for act in activations or ACTIVATIONS.names():
         spec = resolve_activation(act)
@@ -301,8 +199,8 @@ def gain_table(activations=None):
             edge = math.sqrt(critical_sw2(spec, 0.0))
         except ValueError:
             edge = math.nan
-        torch_gain = TORCH_GAINS.get(spec.name)
-        t = torch_gain(spec.params.get("slope", 0.0)) if torch_gain else math.nan
+        t = torch_gain(spec)
+        t = math.nan if t is None else t
         rows.append({"activation": spec.canonical(), "gain": g, "edge_of_chaos_sigma_w": edge,
                      "chi1_at_gain": chi1(spec, g * g, 0.0, q=1.0), "torch_gain": t,
                      "torch_minus_gain": t - g})
@@ -312,39 +210,12 @@ def gain_table(activations=None):
 # ----------------------------------------------------------------------------
 # Correlation map and depth scales (Schoenholz et al. 2017)
 
-Z2, W2 = _gauss_rule(16, -12, 9.0)  # coarser rule for the 2-D correlation map
+Z2, W2 = gauss_rule(16, -12, 9.0)  # coarser rule for the 2-D correlation map
 W2 = W2 / W2.sum()
 
 
-@njit(parallel=True, cache=True)
-def _pair_moments(a, p, q, c, z, w, out):
-    """out = (E[phi(u1) phi(u2)], E[phi'(u1) phi'(u2)]) for unit-correlation c at second moment q."""
-    s = math.sqrt(max(0.0, 1.0 - c * c))
-    rq = math.sqrt(q)
-    n = z.size
-    part = np.zeros((n, 2))
-    for i in prange(n):
-        f1, d1 = _phi_dphi(a, p, rq * z[i])
-        acc_f = 0.0
-        acc_d = 0.0
-        for j in range(n):
-            f2, d2 = _phi_dphi(a, p, rq * (c * z[i] + s * z[j]))
-            acc_f += w[j] * f2
-            acc_d += w[j] * d2
-        part[i, 0] = w[i] * f1 * acc_f
-        part[i, 1] = w[i] * d1 * acc_d
-    out[0] = 0.0
-    out[1] = 0.0
-    for i in range(n):  # fixed order: deterministic
-        out[0] += part[i, 0]
-        out[1] += part[i, 1]
-
-
 def _pairs(activation, q, c):
-    code, param = _code(activation)
-    out = np.empty(2)
-    _pair_moments(code, param, q, c, Z2, W2, out)
-    return out
+    return gaussian_pair_moments(activation, q, c, Z2, W2)
 
 
 def correlation_map(activation, sw2, sb2, c, q=None):

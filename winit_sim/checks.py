@@ -4,7 +4,6 @@ import numbers
 import numpy as np
 
 DTYPES = ("float64", "float32")
-METHODS = ("auto", "matrix", "conditional")
 
 
 def check_positive_int(value, name, minimum=1):
@@ -46,8 +45,20 @@ def check_nonneg_float(value, name):
     return value
 
 
-def check_method(method):
-    """The simulation engine: one of METHODS (see :func:`winit_sim.simulate`)."""
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    return method
+def resolve_widths(width=None, depth=None, widths=None):
+    """Return the layer sizes [n_0, ..., n_L] from either width+depth or widths."""
+    if widths is not None:
+        if width is not None or depth is not None:
+            raise ValueError("give either width and depth, or widths, not both")
+        if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__"):
+            raise TypeError(f"widths must be a list of layer sizes [n_0, ..., n_L], got {widths!r}")
+        if len(widths) < 2:
+            raise ValueError(f"widths must list at least 2 sizes (input and one layer), "
+                             f"got {len(widths)}")
+        return np.array([check_positive_int(w, f"widths[{i}]") for i, w in enumerate(widths)],
+                        dtype=np.int64)
+    if width is None or depth is None:
+        raise ValueError("give width and depth, or widths=[n_0, ..., n_L]")
+    width = check_positive_int(width, "width")
+    depth = check_positive_int(depth, "depth")
+    return np.full(depth + 1, width, dtype=np.int64)

@@ -1,6 +1,8 @@
 """The conditional engine: exact Gaussian-weight networks without weight matrices.
 
-Arithmetic only; :mod:`winit_sim.simulate` validates and picks the engine.
+Arithmetic only; :mod:`winit_sim.engine` plans the run. The driver skeleton is
+:func:`winit_sim.kernels.driver.run`; this module gives it :data:`State`,
+:func:`forward_trial` and :func:`backward_from`.
 
 The identity
 ------------
@@ -48,15 +50,16 @@ X~ = e^u [a x, c 1] with u = max(s, log(sb/sw)), so a, c <= 1; Gs = a^2 x x^T
 + c^2 J, m = mean(diag Gs), and h = H_true e^-t with t = u + log sw + log(m)/2
 has columns N(0, Gs / m).
 """
+from collections import namedtuple
 import math
 
 import numpy as np
 from numba import njit, prange
 
-from . import _rng
-from ._network import (_FAST, _RS_M2, _RS_SUM, _RS_YSQ, LOG10_GRAD_Q, N_STATS, _log10_mean_sq,
-                       activate_block, activation_regime, block_sums, bounded_fallback,
-                       layer_statistics, output_log_scale)
+from . import FAST, rng
+from .layer import (N_RS, RS_M2, RS_SUM, RS_YSQ, activate_block, activation_regime, block_sums,
+                    bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
+                    layer_statistics, log10_mean_sq, max_width, output_log_scale)
 
 # columns per block of every O(B^2 n) loop: a block of B rows stays in L1, and the
 # block count depends on n only, so sums never depend on the thread count
@@ -71,7 +74,7 @@ def _blocks(n):
     return (n + BLOCK - 1) // BLOCK
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(inline="always", fastmath=FAST)
 def _dot(a, b):
     """Dot product of two 1-D blocks in their dtype (see cross_gram)."""
     acc = a.dtype.type(0.0)
@@ -80,7 +83,7 @@ def _dot(a, b):
     return acc
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(inline="always", fastmath=FAST)
 def _dot2x2(a0, a1, b0, b1):
     """The four dot products of rows a0, a1 with rows b0, b1, in their dtype: each load
     feeds two multiply-adds (about 1.7x the rate of _dot, measured)."""
@@ -101,7 +104,7 @@ def _dot2x2(a0, a1, b0, b1):
     return s00, s01, s10, s11
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def _gram_block(a, a0, b, b0, m, out, upper):
     """out[i, k] = a[i, a0:a0+m] . b[k, b0:b0+m] in the inputs' dtype, in 2 x 2 blocks.
 
@@ -128,7 +131,7 @@ def _gram_block(a, a0, b, b0, m, out, upper):
             out[i, k] = _dot(a[i, a0:a1], b[k, b0:b1])
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(inline="always", fastmath=FAST)
 def _add_scaled(out, coef, src):
     """out += coef * src for 1-D blocks, in out's dtype; a zero coef (the upper half of a
     Cholesky factor) is skipped."""
@@ -139,7 +142,7 @@ def _add_scaled(out, coef, src):
         out[j] += c * src[j]
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def _mix_row(out, coef, src, s0):
     """out += coef . src[:, s0:s0+m] (m = out.size) in out's dtype.
 
@@ -187,11 +190,11 @@ def _sum_blocks(part, out, upper):
 @njit(inline="always")
 def _draw_row_block(key, i, n, j0, row, bits, rejected):
     """row = standard normals at counters i * n + j0 + (0, 1, ...), as fill_normal draws them."""
-    _rng._fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), row, 1.0, bits,
-                          rejected, _rng.ZIG_X, _rng.ZIG_XS, _rng.ZIG_XNEXT, _rng.ZIG_F)
+    rng.fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), row, 1.0, bits,
+                          rejected, rng.ZIG_X, rng.ZIG_XS, rng.ZIG_XNEXT, rng.ZIG_F)
 
 
-@njit(parallel=True, cache=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, fastmath=FAST)
 def cross_gram(a, b, out):
     """out = a @ b.T (rows x rows), column blocks summed in float64 in a fixed order.
 
@@ -212,7 +215,7 @@ def cross_gram(a, b, out):
     _sum_blocks(part, out, same)
 
 
-@njit(parallel=True, cache=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, fastmath=FAST)
 def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
     """out = c @ z + r @ x for small square c, r (B x B) and z, x, out (B x n).
 
@@ -235,7 +238,16 @@ def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
             _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch])
 
 
-@njit(cache=True, fastmath=_FAST)
+# how layer j's pre-activations are drawn (H = C Z, Z from ``key``) and activated
+Pre = namedtuple("Pre", ["key", "factor", "signal", "t", "regime"])
+# what a run keeps per layer from the forward, and its buffers: see new_state
+State = namedtuple("State", [
+    "keep", "grams", "kept_h", "cfs", "chol", "t_l", "m_l", "a_l", "c_l", "regimes", "log_s",
+    "xs_l", "buf_x", "buf_h", "buf_h2", "buf_d", "buf_d2", "buf_z", "grad", "part_rs", "part_g",
+    "part_h", "rs", "g", "gp", "gd", "cd", "dh", "pz", "rmat", "zb"])
+
+
+@njit(cache=True, fastmath=FAST)
 def _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
     """h[:, j0:j1] = cf @ Z[:, j0:j1], Z[k, j] ~ N(0, 1) at counter k * n + j of ``key``
     (as fill_normal draws it), drawn into the block tile; 0 without ``signal``."""
@@ -252,8 +264,8 @@ def _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
         _mix_row(hi, cf[i], tile, 0)
 
 
-@njit(parallel=True, cache=True, fastmath=_FAST)
-def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
+@njit(parallel=True, cache=True, fastmath=FAST)
+def forward_pass(pre, act, h, part_rs, part_g):
     """A layer's forward in one pass over column blocks, each block while it is in cache.
 
     h = C Z (see _draw_mix); y = phi(h_true) and d = phi'(h_true) exist only as
@@ -265,6 +277,8 @@ def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
     """
     rows, n = h.shape
     nch = _blocks(n)
+    key, cf, signal, t, regime = pre
+    sat_thr = act.sat_thr
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
@@ -272,15 +286,15 @@ def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
         tile = np.empty((rows, m), h.dtype)
         y = np.empty((rows, m))
         d = np.empty(m, h.dtype)
-        bits = np.empty(_rng._CHUNK, np.uint64)
-        rejected = np.empty(_rng._CHUNK, np.int32)
+        bits = np.empty(rng.CHUNK, np.uint64)
+        rejected = np.empty(rng.CHUNK, np.int32)
         _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
         ysq = 0.0
         for i in range(rows):
             hi = h[i, j0:j1]
-            activate_block(a, p, hi, t, regime, y[i], d)
+            activate_block(act, hi, t, regime, y[i], d)
             block_sums(hi, y[i], d, sat_thr, part_rs[ch, i])
-            ysq += part_rs[ch, i, _RS_YSQ]
+            ysq += part_rs[ch, i, RS_YSQ]
         # y y^T in the compute dtype (float32: twice the lanes, as cross_gram) from y
         # scaled by 2^-e, e from the block's sum of squares: exact, every |y| < 1, and
         # y far below float32's range (tanh of tiny signals) does not underflow
@@ -298,31 +312,31 @@ def forward_pass(key, cf, signal, a, p, t, regime, sat_thr, h, part_rs, part_g):
                 part_g[ch, i, k] *= back
 
 
-@njit(parallel=True, cache=True, fastmath=_FAST)
-def activation_pass(regen, key, cf, signal, a, p, t, regime, xs, h, x, d, rest, rest_key, z,
-                    part_z):
+@njit(parallel=True, cache=True, fastmath=FAST)
+def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
     """The backward's view of layer j, one pass over column blocks.
 
     With ``regen``, h = C Z is drawn again from its key (the forward's bits);
     then x = xs * phi(h_true) (layer j+1's input at unit RMS) and
     d = phi'(h_true) in the compute dtype. With ``rest``, also z = Z' of layer
-    j+1 (standard normals at counter k * n + j of ``rest_key``) and per block
-    c the products z x^T into part_z[c], in the compute dtype as cross_gram.
+    j+1 (standard normals at counter k * n + j of ``rest_key``) and per block c
+    the products z x^T into part_z[c], in the compute dtype as cross_gram.
     """
     rows, n = h.shape
     nch = _blocks(n)
+    key, cf, signal, t, regime = pre
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
         m = j1 - j0
         tile = np.empty((rows, m), h.dtype)
         y = np.empty(m)
-        bits = np.empty(_rng._CHUNK, np.uint64)
-        rejected = np.empty(_rng._CHUNK, np.int32)
+        bits = np.empty(rng.CHUNK, np.uint64)
+        rejected = np.empty(rng.CHUNK, np.int32)
         if regen:
             _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
         for i in range(rows):
-            activate_block(a, p, h[i, j0:j1], t, regime, y, d[i, j0:j1])
+            activate_block(act, h[i, j0:j1], t, regime, y, d[i, j0:j1])
             xi = x[i, j0:j1]
             for j in range(m):
                 xi[j] = xs * y[j]
@@ -332,7 +346,7 @@ def activation_pass(regen, key, cf, signal, a, p, t, regime, xs, h, x, d, rest, 
             _gram_block(z, j0, x, j0, m, part_z[ch], False)
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def _delta_block(grad, d, h, j0, j1, pd, ph):
     """Block j0:j1 of delta = grad * d (in a tile, never stored): pd = delta delta^T (upper
     triangle), ph = delta h^T, in the compute dtype as cross_gram."""
@@ -349,7 +363,7 @@ def _delta_block(grad, d, h, j0, j1, pd, ph):
     _gram_block(tile, 0, h, j0, m, ph, False)
 
 
-@njit(parallel=True, cache=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, fastmath=FAST)
 def delta_grams(grad, d, h, part_d, part_h):
     """Per block c of delta = grad * d: part_d[c] = delta delta^T, part_h[c] = delta h^T
     (added up by :func:`delta_sums`)."""
@@ -458,14 +472,6 @@ def pinv_from_factor(f, chol, out):
     np.dot(scaled, scaled.T, out)
 
 
-@njit(cache=True)
-def _key(seed, trial, l, stream):
-    return _rng.stream_key(seed, trial, l + 1, stream)
-
-
-@njit(cache=True)
-def _input(seed, trial, input_std, x0):
-    _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_INPUT), x0, input_std)
 
 
 @njit(cache=True)
@@ -477,153 +483,176 @@ def _combine_row_sums(part_rs, n, rs):
     for i in range(rs.shape[0]):
         for c in range(nch):
             for q in range(rs.shape[1]):
-                if q != _RS_M2:
+                if q != RS_M2:
                     rs[i, q] += part_rs[c, i, q]
-        mean = rs[i, _RS_SUM] / n
+        mean = rs[i, RS_SUM] / n
         for c in range(nch):
             m = min(n, (c + 1) * BLOCK) - c * BLOCK
-            dm = part_rs[c, i, _RS_SUM] / m - mean
-            rs[i, _RS_M2] += part_rs[c, i, _RS_M2] + m * dm * dm
+            dm = part_rs[c, i, RS_SUM] / m - mean
+            rs[i, RS_M2] += part_rs[c, i, RS_M2] + m * dm * dm
 
 
 @njit(cache=True)
-def _forward_layer(key, cf, t, a, p, homog, sat_thr, h, part_rs, part_g, rs, stats, gram_next):
+def _pre(state, seed, trial, j):
+    """How layer j's pre-activations were drawn in the forward (see Pre)."""
+    return Pre(key(seed, trial, j, rng.STREAM_COND_PRE), state.cfs[j], state.t_l[j] != -np.inf,
+               state.t_l[j], state.regimes[j])
+
+
+@njit(cache=True)
+def _pre_activations(state, j, buf, n):
+    """Layer j's pre-activations (B x n): kept ones, or the buffer they are drawn into."""
+    B = state.rs.shape[0]
+    return (state.kept_h[j] if state.keep else buf)[:B * n].reshape((B, n))
+
+
+@njit(cache=True)
+def _forward_layer(state, act, seed, trial, l, h):
     """Layer l's forward from its factor: statistics into ``stats``, the next layer's
-    x x^T (x at unit RMS) into ``gram_next``. Returns (log-scale of x, 1 / RMS of y, regime).
-    """
+    x x^T (x at unit RMS) into ``grams[l + 1]``. Returns (log-scale of x, 1 / RMS of y,
+    regime), and the statistics in state.rs."""
     n = h.shape[1]
-    regime = activation_regime(homog, t)
-    forward_pass(key, cf, t != -np.inf, a, p, t, regime, sat_thr, h, part_rs, part_g)
-    _combine_row_sums(part_rs, n, rs)
-    fallback = bounded_fallback(regime, rs)
+    t = state.t_l[l]
+    regime = activation_regime(act.homogeneous, t)
+    k = key(seed, trial, l, rng.STREAM_COND_PRE)
+    forward_pass(Pre(k, state.cfs[l], t != -np.inf, t, regime), act, h, state.part_rs,
+                 state.part_g)
+    _combine_row_sums(state.part_rs, n, state.rs)
+    fallback = bounded_fallback(regime, state.rs)
     if fallback != regime:
         regime = fallback
-        forward_pass(key, cf, t != -np.inf, a, p, t, regime, sat_thr, h, part_rs, part_g)
-        _combine_row_sums(part_rs, n, rs)
-    v = output_log_scale(t, regime, a)
-    rms = layer_statistics(rs, n, t, v, stats)
-    inv = 1.0 / rms if rms > 0.0 else 0.0
-    _sum_blocks(part_g[:_blocks(n)], gram_next, True)
-    for i in range(gram_next.shape[0]):
-        for k in range(gram_next.shape[1]):
-            gram_next[i, k] *= inv * inv
-    return (v + math.log(rms) if rms > 0.0 else 0.0), inv, regime
+        forward_pass(Pre(k, state.cfs[l], t != -np.inf, t, regime), act, h, state.part_rs,
+                     state.part_g)
+        _combine_row_sums(state.part_rs, n, state.rs)
+    return regime, output_log_scale(t, regime, act.phi0)
 
 
 @njit(cache=True)
-def run_conditional(widths, a, p, homog, sat_thr, wscale, bias_std, input_std, seed, trials,
-                    rows, tops, keep, proto):
-    """Same contract as :func:`winit_sim._network.run_network`, for Gaussian weights.
-
-    ``keep``: hold every layer's pre-activations for the backward pass (small
-    nets) instead of regenerating them from their keys (any size). The numbers
-    are the same either way, bit for bit.
-    """
+def new_state(net, rows, keep, proto):
+    """Buffers of a run in the compute dtype of ``proto``. ``keep``: hold every layer's
+    pre-activations for the backward pass (small nets) instead of regenerating them from
+    their keys (any size); the numbers are the same either way, bit for bit."""
+    widths = net.widths
     depth = widths.size - 1
-    maxn = 0
-    for w in widths:
-        maxn = max(maxn, w)
+    maxn = max_width(widths)
     dt = proto.dtype
     B = rows
-    buf_x = np.empty(B * maxn, dt)       # layer input x_l (the net's input; x_l in the backward)
-    buf_h = np.empty(B * maxn, dt)       # pre-activations of the current layer
-    buf_h2 = np.empty(B * maxn, dt)      # ... of the layer below (backward)
-    buf_d = np.empty(B * maxn, dt)       # phi'(h)
-    buf_d2 = np.empty(B * maxn, dt)      # ... of the layer below (backward)
-    buf_z = np.empty(B * maxn, dt)       # standard normals Z'
-    grad = np.empty(B * maxn, dt)
     nch = _blocks(maxn)
-    part_rs = np.zeros((nch, B, 6))
-    part_g = np.zeros((nch, B, B))
-    part_h = np.zeros((nch, B, B))
-    rs = np.zeros((B, 6))
-    # per layer: x x^T, factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of X~,
-    # how phi was evaluated and the factor xs_l that takes phi(h_{l-1}) to x_l
-    grams = np.zeros((depth + 1, B, B))
-    kept_h = np.empty((depth if keep else 0, B * maxn), dt)
-    cfs = np.zeros((depth, B, B))
-    chol = np.zeros(depth, np.bool_)
-    t_l = np.zeros(depth)
-    m_l = np.zeros(depth)
-    a_l = np.ones(depth)
-    c_l = np.zeros(depth)
-    regimes = np.zeros(depth, np.int64)
-    log_s = np.zeros(depth + 1)
-    xs_l = np.ones(depth + 1)
-    stats = np.full((trials, depth, LOG10_GRAD_Q), np.nan)
-    grads = np.full((trials, tops.size, depth, N_STATS - LOG10_GRAD_Q), np.nan)
-    g = np.empty((B, B))
-    gp = np.empty((B, B))
-    gd = np.empty((B, B))
-    cd = np.empty((B, B))
-    dh = np.empty((B, B))
-    pz = np.empty((B, B))
-    rmat = np.empty((B, B))
-    zb = np.empty((B, 1), dt)
-    for trial in range(trials):
-        x = buf_x[:B * widths[0]].reshape((B, widths[0]))
-        _input(seed, trial, input_std, x)
-        cross_gram(x, x, grams[0])
-        for l in range(depth):
-            n_out = widths[l + 1]
-            _layer_factor(l, grams[l], log_s[l], wscale[l], bias_std, g, cfs[l], chol, t_l,
-                          m_l, a_l, c_l)
-            h = (kept_h[l] if keep else buf_h)[:B * n_out].reshape((B, n_out))
-            log_s[l + 1], xs_l[l + 1], regimes[l] = _forward_layer(
-                _key(seed, trial, l, _rng.STREAM_COND_PRE), cfs[l], t_l[l], a, p, homog, sat_thr,
-                h, part_rs, part_g, rs, stats[trial, l], grams[l + 1])
-        for ti in range(tops.size):
-            top = tops[ti]
-            n_top = widths[top]
-            gl = grad[:B * n_top].reshape((B, n_top))
-            _rng.fill_normal(_rng.stream_key(seed, trial, 0, _rng.STREAM_GRAD), gl, 1.0)
-            log_g = 0.0
-            # h and phi'(h) of the top layer; each step below makes the layer under
-            # it (h_{l-1}, x_l = phi(h_{l-1}), phi'(h_{l-1})) exactly as the forward did
-            j = top - 1
-            h = (kept_h[j] if keep else buf_h)[:B * n_top].reshape((B, n_top))
-            scratch = buf_z[:B * n_top].reshape((B, n_top))
-            activation_pass(not keep, _key(seed, trial, j, _rng.STREAM_COND_PRE), cfs[j],
-                            t_l[j] != -np.inf, a, p, t_l[j], regimes[j], xs_l[top], h, scratch,
-                            buf_d[:B * n_top].reshape((B, n_top)), False, np.uint64(0), scratch,
-                            part_g)
-            sq = _delta_of(gl, buf_d[:B * n_top].reshape((B, n_top)), h, part_g, part_h, gd, dh)
-            cur, below = buf_h, buf_h2
-            d_cur, d_below = buf_d, buf_d2
-            for l in range(top - 1, -1, -1):
-                n_in, n_out = widths[l], widths[l + 1]
-                # gd = delta delta^T, dh = delta h^T and sq = sum delta^2 of this layer
-                # are ready (from the pass that formed its gradient)
-                log_g = _delta_layer(sq, B * n_out, n_in, log_g, log_s[l], grams[l], gd, dh,
-                                     grads[trial, ti, l])
-                if l == 0:
-                    break
-                # layer l-1 (regenerated unless kept) gives x_l; Z' of layer l with Z' x_l^T
-                hb = (kept_h[l - 1] if keep else below)[:B * n_in].reshape((B, n_in))
-                db = d_below[:B * n_in].reshape((B, n_in))
-                xl = buf_x[:B * n_in].reshape((B, n_in))
-                zx = buf_z[:B * n_in].reshape((B, n_in))
-                activation_pass(not keep, _key(seed, trial, l - 1, _rng.STREAM_COND_PRE),
-                                cfs[l - 1], t_l[l - 1] != -np.inf, a, p, t_l[l - 1],
-                                regimes[l - 1], xs_l[l], hb, xl, db, True,
-                                _key(seed, trial, l, _rng.STREAM_COND_REST), zx, part_g)
-                _sum_blocks(part_g[:_blocks(n_in)], pz, False)
-                _conditioned_mix(l, seed, trial, cfs[l], chol[l], m_l[l], a_l[l], c_l[l], zb, gp,
-                                 gd, cd, dh, pz, rmat)
-                # grad <- delta_l W_l, and layer l-1's delta sums in the same pass
-                mix_rows(cd, zx, rmat, xl, grad[:B * n_in].reshape((B, n_in)), True, db, hb,
-                         part_g, part_h)
-                sq = delta_sums(part_g, part_h, n_in, gd, dh)
-                log_g += math.log(wscale[l])
-                cur, below = below, cur
-                d_cur, d_below = d_below, d_cur
-    return stats, grads
+    n_kept = depth if keep else 0
+    return State(
+        keep=keep,
+        # per layer: x x^T, factor C_l of Gs_l / m_l, log-scales, the weights a_l, c_l of
+        # X~, how phi was evaluated and the factor xs_l that takes phi(h_{l-1}) to x_l
+        grams=np.zeros((depth + 1, B, B)),
+        kept_h=np.empty((n_kept, B * maxn), dt),
+        cfs=np.zeros((depth, B, B)),
+        chol=np.zeros(depth, np.bool_),
+        t_l=np.zeros(depth),
+        m_l=np.zeros(depth),
+        a_l=np.ones(depth),
+        c_l=np.zeros(depth),
+        regimes=np.zeros(depth, np.int64),
+        log_s=np.zeros(depth + 1),
+        xs_l=np.ones(depth + 1),
+        buf_x=np.empty(B * maxn, dt),    # layer input x_l (the net's input; x_l in the backward)
+        buf_h=np.empty(B * maxn, dt),    # pre-activations of the current layer
+        buf_h2=np.empty(B * maxn, dt),   # ... of the layer below (backward)
+        buf_d=np.empty(B * maxn, dt),    # phi'(h)
+        buf_d2=np.empty(B * maxn, dt),   # ... of the layer below (backward)
+        buf_z=np.empty(B * maxn, dt),    # standard normals Z'
+        grad=np.empty(B * maxn, dt),
+        part_rs=np.zeros((nch, B, N_RS)),
+        part_g=np.zeros((nch, B, B)),
+        part_h=np.zeros((nch, B, B)),
+        rs=np.zeros((B, N_RS)),
+        g=np.empty((B, B)), gp=np.empty((B, B)), gd=np.empty((B, B)), cd=np.empty((B, B)),
+        dh=np.empty((B, B)), pz=np.empty((B, B)), rmat=np.empty((B, B)),
+        zb=np.empty((B, 1), dt))
 
 
 @njit(cache=True)
-def _layer_factor(l, gram, s, sw, sb, g, cf, chol, t_l, m_l, a_l, c_l):
+def forward_trial(state, net, act, draws, trial, given, stats):
+    """The forward pass of one trial (``given`` must be None: Gaussian draws only)."""
+    widths = net.widths
+    B = draws.rows
+    seed = draws.seed
+    x = state.buf_x[:B * widths[0]].reshape((B, widths[0]))
+    draw_input(seed, trial, net.input_std, x)
+    cross_gram(x, x, state.grams[0])
+    for l in range(widths.size - 1):
+        check_layer_kind(net, l)
+        n_out = widths[l + 1]
+        _layer_factor(state, l, net.scale[l], net.bias_std)
+        h = _pre_activations(state, l, state.buf_h, n_out)
+        t = state.t_l[l]
+        state.regimes[l], v = _forward_layer(state, act, seed, trial, l, h)
+        rms = layer_statistics(state.rs, n_out, t, v, stats[l])
+        inv = 1.0 / rms if rms > 0.0 else 0.0
+        gram_next = state.grams[l + 1]
+        _sum_blocks(state.part_g[:_blocks(n_out)], gram_next, True)
+        for i in range(B):
+            for k in range(B):
+                gram_next[i, k] *= inv * inv
+        state.log_s[l + 1] = v + math.log(rms) if rms > 0.0 else 0.0
+        state.xs_l[l + 1] = inv
+
+
+@njit(cache=True)
+def backward_from(state, net, act, draws, trial, given, top, grads):
+    """The backward pass of the depth-``top`` net: per layer (log10_grad_q,
+    log10_wgrad_q) into ``grads`` (depth x 2)."""
+    widths = net.widths
+    B = draws.rows
+    seed = draws.seed
+    n_top = widths[top]
+    gl = state.grad[:B * n_top].reshape((B, n_top))
+    draw_top_gradient(seed, trial, gl)
+    log_g = 0.0
+    # h and phi'(h) of the top layer; each step below makes the layer under
+    # it (h_{l-1}, x_l = phi(h_{l-1}), phi'(h_{l-1})) exactly as the forward did
+    j = top - 1
+    h = _pre_activations(state, j, state.buf_h, n_top)
+    scratch = state.buf_z[:B * n_top].reshape((B, n_top))
+    d_top = state.buf_d[:B * n_top].reshape((B, n_top))
+    activation_pass(_pre(state, seed, trial, j), not state.keep, act, state.xs_l[top], h,
+                    scratch, d_top, False, np.uint64(0), scratch, state.part_g)
+    sq = _delta_of(gl, d_top, h, state.part_g, state.part_h, state.gd, state.dh)
+    cur, below = state.buf_h, state.buf_h2
+    d_cur, d_below = state.buf_d, state.buf_d2
+    for l in range(top - 1, -1, -1):
+        n_in, n_out = widths[l], widths[l + 1]
+        # gd = delta delta^T, dh = delta h^T and sq = sum delta^2 of this layer
+        # are ready (from the pass that formed its gradient)
+        log_g = _delta_layer(sq, B * n_out, n_in, log_g, state.log_s[l], state.grams[l],
+                             state.gd, state.dh, grads[l])
+        if l == 0:
+            break
+        # layer l-1 (regenerated unless kept) gives x_l; Z' of layer l with Z' x_l^T
+        hb = _pre_activations(state, l - 1, below, n_in)
+        db = d_below[:B * n_in].reshape((B, n_in))
+        xl = state.buf_x[:B * n_in].reshape((B, n_in))
+        zx = state.buf_z[:B * n_in].reshape((B, n_in))
+        activation_pass(_pre(state, seed, trial, l - 1), not state.keep, act, state.xs_l[l], hb,
+                        xl, db, True, key(seed, trial, l, rng.STREAM_COND_REST), zx, state.part_g)
+        _sum_blocks(state.part_g[:_blocks(n_in)], state.pz, False)
+        _conditioned_mix(state, l, seed, trial)
+        # grad <- delta_l W_l, and layer l-1's delta sums in the same pass
+        mix_rows(state.cd, zx, state.rmat, xl, state.grad[:B * n_in].reshape((B, n_in)), True,
+                 db, hb, state.part_g, state.part_h)
+        sq = delta_sums(state.part_g, state.part_h, n_in, state.gd, state.dh)
+        log_g += math.log(net.scale[l])
+        cur, below = below, cur
+        d_cur, d_below = d_below, d_cur
+
+
+@njit(cache=True)
+def _layer_factor(state, l, sw, sb):
     """Factor of the covariance of layer l's units given its input x (x_true = e^s x),
-    from gram = x x^T."""
+    from grams[l] = x x^T."""
+    gram = state.grams[l]
+    s = state.log_s[l]
+    g = state.g
+    cf = state.cfs[l]
     B = gram.shape[0]
     aa, cc, u = 1.0, 0.0, s
     if sb > 0.0:
@@ -638,18 +667,18 @@ def _layer_factor(l, gram, s, sw, sb, g, cf, chol, t_l, m_l, a_l, c_l):
     for i in range(B):
         m += g[i, i]
     m /= B
-    a_l[l] = aa
-    c_l[l] = cc
-    m_l[l] = m
+    state.a_l[l] = aa
+    state.c_l[l] = cc
+    state.m_l[l] = m
     if m == 0.0:   # no signal and no bias: H = 0
         cf[:, :] = 0.0
-        t_l[l] = -np.inf
+        state.t_l[l] = -np.inf
         return
     for i in range(B):
         for j in range(B):
             g[i, j] /= m
-    chol[l] = factor(g, cf)
-    t_l[l] = u + math.log(sw) + 0.5 * math.log(m)
+    state.chol[l] = factor(g, cf)
+    state.t_l[l] = u + math.log(sw) + 0.5 * math.log(m)
 
 
 @njit(cache=True)
@@ -669,7 +698,7 @@ def _delta_layer(sq, count, n_in, log_g, s, g, gd, dh, out):
     """
     B = gd.shape[0]
     n_out = count // B
-    out[0] = _log10_mean_sq(sq, count, log_g)
+    out[0] = log10_mean_sq(sq, count, log_g)
     if sq > 0.0:   # continue with delta at unit RMS
         rms = math.sqrt(sq / count)
         log_g += math.log(rms)
@@ -681,17 +710,21 @@ def _delta_layer(sq, count, n_in, log_g, s, g, gd, dh, out):
     for i in range(B):
         for j in range(B):
             acc += gd[i, j] * g[i, j]
-    out[1] = _log10_mean_sq(max(acc, 0.0), n_in * n_out, log_g + s)
+    out[1] = log10_mean_sq(max(acc, 0.0), n_in * n_out, log_g + s)
     return log_g
 
 
 @njit(cache=True)
-def _conditioned_mix(l, seed, trial, cf, chol, m, aa, cc, zb, gp, gd, cd, dh, pz, rmat):
+def _conditioned_mix(state, l, seed, trial):
     """The B x B matrices of delta_l W_l = C' Z' + R x for W_l conditioned on the forward:
     cd = C' and rmat = a R (in units of e^(log_g) sw, delta's log-scale and the weight std).
 
     On entry pz = Z' x^T, gd = delta delta^T, dh = delta h^T (delta at unit RMS).
     """
+    cf, chol, m = state.cfs[l], state.chol[l], state.m_l[l]
+    aa, cc = state.a_l[l], state.c_l[l]
+    zb, gp, gd, cd, dh, pz, rmat = (state.zb, state.gp, state.gd, state.cd, state.dh, state.pz,
+                                    state.rmat)
     B = gd.shape[0]
     # M = delta W' = C' [Z', z'_b], C' C'^T = delta delta^T (times sw^2, carried in log_g)
     factor(gd, cd)
@@ -700,7 +733,7 @@ def _conditioned_mix(l, seed, trial, cf, chol, m, aa, cc, zb, gp, gd, cd, dh, pz
         for j in range(B):
             pz[i, j] *= aa
     if cc > 0.0:
-        _rng.fill_normal(_key(seed, trial, l, _rng.STREAM_COND_REST_BIAS), zb, 1.0)
+        rng.fill_normal(key(seed, trial, l, rng.STREAM_COND_REST_BIAS), zb, 1.0)
         for i in range(B):
             for j in range(B):
                 pz[i, j] += cc * zb[i, 0]

@@ -1,0 +1,118 @@
+"""What the asv suite and the scripts next to it share: baseline loops, timing, memory.
+
+Import it as ``from .common import ...`` in the asv suite (this package) and as
+``from benchmarks.common import ...`` from the scripts in asv_benchmarks/ (run as
+``python asv_benchmarks/X.py``, which makes asv_benchmarks/ the first import
+directory) and from child processes started as ``python -c`` with
+``cwd=SUITE_DIR`` (``-c`` makes the working directory the first one). Nothing here imports winit_sim or, until it is called,
+torch.
+
+Baselines: the same work as ``simulate`` written as plain loops, for speed
+ratios. Forward: random weights, ``h = x @ W.T``, activation, statistics;
+backward with the stored weights, ``delta`` and the weight gradient
+``delta.T @ x``. ReLU, He-normal weights, no biases, log-scales omitted (they
+are not needed at depth 100).
+"""
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SUITE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""asv_benchmarks/: the working directory under which ``benchmarks.common`` imports."""
+
+TORCH_THREADS = 2
+
+
+def numpy_loop(width, depth, batch, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    std = np.sqrt(2.0 / width)
+    x = rng.standard_normal((batch, width), dtype=dtype)
+    ws, hs, xs, stats = [], [], [x], []
+    for _ in range(depth):
+        w = rng.standard_normal((width, width), dtype=dtype) * dtype(std)
+        h = xs[-1] @ w.T
+        y = np.maximum(h, 0)
+        stats.append((h.mean(), h.var(), np.mean(h * h), np.mean(y * y), np.mean(y == 0)))
+        ws.append(w)
+        hs.append(h)
+        xs.append(y)
+    g = rng.standard_normal((batch, width), dtype=dtype)
+    for l in range(depth - 1, -1, -1):
+        delta = g * (hs[l] > 0)
+        gw = delta.T @ xs[l]
+        stats.append((np.mean(delta * delta), np.mean(gw * gw)))
+        g = delta @ ws[l]
+    return stats
+
+
+def load_torch(threads=TORCH_THREADS):
+    """``import torch`` limited to ``threads`` CPU threads; ImportError without torch."""
+    import torch
+    torch.set_num_threads(threads)
+    return torch
+
+
+def torch_loop(width, depth, batch, dtype, seed=0):
+    import torch
+    torch.manual_seed(seed)
+    tdt = torch.float32 if dtype == np.float32 else torch.float64
+    std = (2.0 / width) ** 0.5
+    with torch.no_grad():
+        x = torch.randn(batch, width, dtype=tdt)
+        ws, hs, xs, stats = [], [], [x], []
+        for _ in range(depth):
+            w = torch.randn(width, width, dtype=tdt) * std
+            h = xs[-1] @ w.T
+            y = torch.relu(h)
+            stats.append(torch.stack([h.mean(), h.var(unbiased=False), (h * h).mean(),
+                                      (y * y).mean(), (y == 0).to(tdt).mean()]))
+            ws.append(w)
+            hs.append(h)
+            xs.append(y)
+        g = torch.randn(batch, width, dtype=tdt)
+        for l in range(depth - 1, -1, -1):
+            delta = g * (hs[l] > 0)
+            gw = delta.T @ xs[l]
+            stats.append(torch.stack([(delta * delta).mean(), (gw * gw).mean()]))
+            g = delta @ ws[l]
+        return [s.tolist() for s in stats]
+
+
+def sample_times(fn, repeat, warmup=1):
+    """Seconds of ``repeat`` calls of ``fn``, after ``warmup`` untimed calls (JIT, caches)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def median_time(fn, repeat, warmup=1):
+    """Median seconds of ``repeat`` calls of ``fn``, after ``warmup`` untimed calls."""
+    return statistics.median(sample_times(fn, repeat, warmup))
+
+
+def peak_rss_mib():
+    """Peak resident memory (MiB) of this process so far, from VmHWM.
+
+    exec resets VmHWM; ru_maxrss is inherited from the forking parent, so only
+    VmHWM measures a fresh child alone.
+    """
+    with open("/proc/self/status") as fh:
+        line = next(l for l in fh if l.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
+def peak_rss_of(code):
+    """Peak resident memory (MiB) of a fresh process running ``code``."""
+    out = subprocess.run([sys.executable, "-c", code + "\nfrom benchmarks.common import "
+                          "peak_rss_mib\nprint(peak_rss_mib())"],
+                         capture_output=True, text=True, check=True, cwd=SUITE_DIR)
+    return float(out.stdout.split()[-1])

@@ -1,0 +1,17 @@
+"""Numba kernels: arithmetic only. Nothing here validates, allocates results for
+users or builds DataFrames, and nothing here imports from above ``kernels/``
+(only the registries' codes, which are data).
+
+* :mod:`.rng`          keyed counter-based random numbers (SplitMix64 + ziggurat)
+* :mod:`.elementwise`  every activation's phi, phi' and limits, one branch per entry
+* :mod:`.weights`      sampling kinds: weight matrices, and products sampled on the fly
+* :mod:`.layer`        the network description and the per-layer pieces both engines share
+* :mod:`.matrix`       the matrix engine (weight matrices, checkpointed backward)
+* :mod:`.conditional`  the conditional engine (Gaussian layers without weight matrices)
+* :mod:`.driver`       the one driver skeleton both engines run under
+* :mod:`.sgd`          one SGD step with explicit weights (the training probe)
+"""
+
+# reassociation lets LLVM vectorise the per-row sums; the order is still fixed by
+# the code (never by the thread count), so results stay deterministic
+FAST = {"reassoc", "contract", "nsz"}

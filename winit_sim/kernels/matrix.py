@@ -1,0 +1,361 @@
+"""The matrix engine: forward and backward passes through weight matrices.
+
+Arithmetic only; :mod:`winit_sim.engine` plans the run. The driver skeleton is
+:func:`winit_sim.kernels.driver.run`; this module gives it :data:`State`,
+:func:`forward_trial` and :func:`backward_from`.
+
+Design
+------
+* Weights are never stored: layer ``l`` is sampled from its stream key in the
+  forward pass and sampled again in the backward pass (same key, same matrix).
+* Log-scales (see :mod:`.layer`): x is renormalised to unit RMS after every
+  layer, and the same for gradients.
+* Memory: the backward pass needs each layer's input and phi'(h). They are kept
+  for a segment of ``seg_len`` layers; the forward keeps one checkpoint per
+  segment and the backward recomputes each earlier segment from it (same keys,
+  same arithmetic, so bit-identical). Memory is O(seg_len * batch * width).
+* Determinism: every parallel loop writes per-row partial sums that are added
+  in a fixed order, never a thread-count-dependent reduction.
+* Threads: one pool. Small batches sample W inside the products
+  (:mod:`.weights`, no BLAS). Larger ones call BLAS on fixed blocks of rows from
+  numba's threads, with BLAS pinned to one thread for the whole call (see
+  ``engine.threads``): no oversubscription, and no second pool of spinning
+  BLAS threads fighting numba's between every product and elementwise loop.
+"""
+from collections import namedtuple
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import FAST, rng
+from .layer import (N_FORWARD, N_RS, activate_block, activation_regime, block_sums,
+                    bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
+                    layer_statistics, log10_mean_sq, max_width, ordered_sum, output_log_scale)
+from .weights import elementwise_kind, fill_weights, times_weights, times_weights_t
+
+FUSED_MAX_BATCH = 64  # batches up to this sample W on the fly (no BLAS); measured crossover
+_DOT_BLOCKS = 4  # fixed (not the thread count), so the split never changes a result
+
+# buffers of a run: see new_state
+State = namedtuple("State", ["seg_len", "wbuf", "bbuf", "hbuf", "ybuf", "xcur", "rs", "seg_x",
+                             "seg_d", "ckpt", "log_s", "scratch", "rowsq", "grad", "delta",
+                             "loaded"])
+
+
+@njit(parallel=True, cache=True)
+def _affine_rows(h, alpha, bias, beta):
+    """h = alpha * h + beta * bias, bias broadcast over rows."""
+    rows, n = h.shape
+    for r in prange(rows):
+        for j in range(n):
+            h[r, j] = alpha * h[r, j] + beta * bias[j]
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def _activate_rows(act, h, t, regime, y, d, rs):
+    """activate_block and block_sums on every row: y, d and the per-row sums rs."""
+    for r in prange(h.shape[0]):
+        activate_block(act, h[r], t, regime, y[r], d[r])
+        block_sums(h[r], y[r], d[r], act.sat_thr, rs[r])
+
+
+@njit(parallel=True, cache=True)
+def _scale_into(src, c, dst):
+    """dst = c * src (dst may have another dtype)."""
+    rows, n = src.shape
+    for r in prange(rows):
+        for j in range(n):
+            dst[r, j] = c * src[r, j]
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def _product_rows(p, d, out, rowsq):
+    """out = p * d elementwise; rowsq[r] = sum of out[r]^2 in float64."""
+    rows, n = p.shape
+    for r in prange(rows):
+        acc = 0.0
+        for j in range(n):
+            v = p[r, j] * d[r, j]
+            out[r, j] = v
+            acc += np.float64(v) * np.float64(v)
+        rowsq[r] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def _row_sumsq(m, rowsq):
+    rows, n = m.shape
+    for r in prange(rows):
+        acc = 0.0
+        for j in range(n):
+            acc += np.float64(m[r, j]) * np.float64(m[r, j])
+        rowsq[r] = acc
+
+
+@njit(parallel=True, cache=True)
+def rows_dot(a, b, out):
+    """out = a @ b, as single-threaded BLAS calls on fixed blocks of rows of a."""
+    n = a.shape[0]
+    step = (n + _DOT_BLOCKS - 1) // _DOT_BLOCKS
+    for k in prange(_DOT_BLOCKS):
+        i0 = k * step
+        i1 = min(n, i0 + step)
+        if i0 < i1:
+            np.dot(a[i0:i1], b, out[i0:i1])
+
+
+@njit(cache=True)
+def use_fused(rows, kind, given):
+    """Sample W on the fly for small batches of the elementwise kinds (a shape test only)."""
+    if given is not None:
+        return False
+    return rows <= FUSED_MAX_BATCH and elementwise_kind(kind)
+
+
+@njit(cache=True)
+def weight_buffer_size(net, rows, given):
+    """Entries of the one (fan_out, fan_in) buffer a run needs: 0 when no layer forms W.
+
+    W is formed when it is not sampled inside the products (large batch, given
+    weights, constant or orthogonal kinds), and delta^T x when that is the
+    cheaper weight-gradient route (batch comparable to the width).
+    """
+    need = 0
+    widths = net.widths
+    for l in range(widths.size - 1):
+        n_in, n_out = widths[l], widths[l + 1]
+        if not use_fused(rows, net.sampler[l], given) or rows * (n_in + n_out) > n_in * n_out:
+            need = max(need, n_in * n_out)
+    return need
+
+
+@njit(cache=True)
+def new_state(net, rows, seg_len, given, proto):
+    """Buffers of a run in the compute dtype of ``proto`` (an empty array)."""
+    widths = net.widths
+    depth = widths.size - 1
+    maxn = max_width(widths)
+    dt = proto.dtype
+    seg_len = min(seg_len, depth)
+    n_seg = (depth + seg_len - 1) // seg_len
+    return State(
+        seg_len=seg_len,
+        wbuf=np.empty(weight_buffer_size(net, rows, given), dt),
+        bbuf=np.empty(maxn, np.float64),
+        hbuf=np.empty(rows * maxn, dt),
+        ybuf=np.empty(rows * maxn, np.float64),
+        xcur=np.empty(rows * maxn, dt),
+        rs=np.zeros((rows, N_RS)),
+        seg_x=np.empty((seg_len, rows * maxn), dt),   # input of each layer of the segment
+        seg_d=np.empty((seg_len, rows * maxn), dt),   # phi'(h) of each layer of the segment
+        ckpt=np.empty((n_seg, rows * maxn), dt),
+        log_s=np.zeros(depth + 1),                    # log-scale of x_l
+        scratch=np.empty(N_FORWARD),
+        rowsq=np.empty(rows),
+        grad=np.empty(rows * maxn, dt),               # dloss/dx_l (scaled), then delta_l
+        delta=np.empty(rows * maxn, dt),
+        loaded=np.zeros(1, np.int64))                 # the segment held in seg_x / seg_d
+
+
+@njit(cache=True)
+def _layer_weights(state, net, seed, trial, given, l):
+    n_in, n_out = net.widths[l], net.widths[l + 1]
+    if given is not None:
+        return given.weights[given.w_off[l]:given.w_off[l + 1]].reshape((n_out, n_in))
+    w = state.wbuf[:n_out * n_in].reshape((n_out, n_in))
+    fill_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT), w)
+    return w
+
+
+@njit(cache=True)
+def _layer_bias(state, net, seed, trial, given, l):
+    """Bias of layer l (float64) and its RMS (0 when the net has no biases)."""
+    n_out = net.widths[l + 1]
+    b = state.bbuf[:n_out].reshape((1, n_out))
+    if given is not None:
+        b[0, :] = given.biases[given.b_off[l]:given.b_off[l + 1]]
+    elif net.bias_std > 0.0:
+        rng.fill_normal(key(seed, trial, l, rng.STREAM_BIAS), b, net.bias_std)
+    else:
+        return b[0], 0.0
+    acc = 0.0
+    for j in range(n_out):
+        acc += b[0, j] * b[0, j]
+    return b[0], math.sqrt(acc / n_out)
+
+
+@njit(cache=True)
+def _forward_layer(state, net, act, seed, trial, given, l, x, s, xnext, d, out):
+    """One layer: x (input, x_true = e^s x) -> xnext (unit RMS), d = phi'(h); stats into out.
+
+    Returns the log-scale of xnext.
+    """
+    check_layer_kind(net, l)
+    n_out = net.widths[l + 1]
+    rows = x.shape[0]
+    h = state.hbuf[:rows * n_out].reshape((rows, n_out))
+    if use_fused(rows, net.sampler[l], given):
+        times_weights_t(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT),
+                        x, h)
+    else:
+        rows_dot(x, _layer_weights(state, net, seed, trial, given, l).T, h)
+    bias, brms = _layer_bias(state, net, seed, trial, given, l)
+    t = s
+    if brms > 0.0:
+        # h_true = e^s (x W^T) + b: pick t so both terms are <= their natural size
+        lb = math.log(brms)
+        t = max(s, lb) + math.log1p(math.exp(-abs(s - lb)))
+        _affine_rows(h, math.exp(s - t), bias, math.exp(-t))
+    return activate_layer(state, act, h, t, xnext, d, out)
+
+
+@njit(cache=True)
+def activate_layer(state, act, h, t, xnext, d, out):
+    """Pre-activations h_true = e^t h -> xnext = phi(h_true) at unit RMS, d = phi'(h_true).
+
+    Writes the layer's forward statistics into ``out`` and returns the log-scale
+    of xnext.
+    """
+    rows, n_out = h.shape
+    regime = activation_regime(act.homogeneous, t)
+    y = state.ybuf[:rows * n_out].reshape((rows, n_out))
+    rs = state.rs
+    _activate_rows(act, h, t, regime, y, d, rs)
+    fallback = bounded_fallback(regime, rs)
+    if fallback != regime:
+        regime = fallback
+        _activate_rows(act, h, t, regime, y, d, rs)
+    v = output_log_scale(t, regime, act.phi0)
+    rms = layer_statistics(rs, n_out, t, v, out)
+    if rms > 0.0:
+        _scale_into(y, 1.0 / rms, xnext)
+        return v + math.log(rms)
+    _scale_into(y, 0.0, xnext)
+    return 0.0
+
+
+@njit(cache=True)
+def _segment_layer(state, net, act, seed, trial, given, l, first, out):
+    """Layer l of the segment starting at ``first``: keep its input and phi', step xcur."""
+    rows = state.rs.shape[0]
+    n_in, n_out = net.widths[l], net.widths[l + 1]
+    k = l - first
+    state.seg_x[k, :rows * n_in] = state.xcur[:rows * n_in]
+    state.log_s[l + 1] = _forward_layer(
+        state, net, act, seed, trial, given, l, state.seg_x[k, :rows * n_in].reshape((rows, n_in)),
+        state.log_s[l], state.xcur[:rows * n_out].reshape((rows, n_out)),
+        state.seg_d[k, :rows * n_out].reshape((rows, n_out)), out)
+
+
+@njit(cache=True)
+def forward_trial(state, net, act, draws, trial, given, stats):
+    """The forward pass of one trial: every layer's statistics into ``stats`` (depth x 7),
+    a checkpoint per segment, the last segment's inputs and phi' kept."""
+    rows = draws.rows
+    widths = net.widths
+    depth = widths.size - 1
+    seg_len = state.seg_len
+    n0 = widths[0]
+    x0 = state.xcur[:rows * n0].reshape((rows, n0))
+    if given is not None:
+        x0[:, :] = given.x0
+    else:
+        draw_input(draws.seed, trial, net.input_std, x0)
+    state.log_s[0] = 0.0
+    n_seg = state.ckpt.shape[0]
+    for seg in range(n_seg):
+        first = seg * seg_len
+        state.ckpt[seg, :rows * widths[first]] = state.xcur[:rows * widths[first]]
+        for l in range(first, min(depth, first + seg_len)):
+            _segment_layer(state, net, act, draws.seed, trial, given, l, first, stats[l])
+    state.loaded[0] = n_seg - 1
+
+
+@njit(cache=True)
+def _recompute_segment(state, net, act, seed, trial, given, seg):
+    """Re-run the forward of one segment from its checkpoint, refilling seg_x and seg_d."""
+    rows = state.rs.shape[0]
+    depth = net.widths.size - 1
+    first = seg * state.seg_len
+    n = rows * net.widths[first]
+    state.xcur[:n] = state.ckpt[seg, :n]
+    for l in range(first, min(depth, first + state.seg_len)):
+        _segment_layer(state, net, act, seed, trial, given, l, first, state.scratch)
+    state.loaded[0] = seg
+
+
+@njit(cache=True)
+def backward_from(state, net, act, draws, trial, given, top, grads):
+    """The backward pass of the depth-``top`` net (gradient injected at layer ``top``):
+    per layer (log10_grad_q, log10_wgrad_q) into ``grads`` (depth x 2)."""
+    rows = draws.rows
+    n_top = net.widths[top]
+    g = state.grad[:rows * n_top].reshape((rows, n_top))
+    if given is not None:
+        g[:, :] = given.grad
+    else:
+        draw_top_gradient(draws.seed, trial, g)
+    log_g = 0.0
+    seg_len = state.seg_len
+    for seg in range((top - 1) // seg_len, -1, -1):
+        if seg != state.loaded[0]:
+            _recompute_segment(state, net, act, draws.seed, trial, given, seg)
+        first = seg * seg_len
+        for l in range(min(top, first + seg_len) - 1, first - 1, -1):
+            log_g = _backward_layer(state, net, draws.seed, trial, given, l, l - first, log_g,
+                                    grads[l])
+
+
+@njit(cache=True)
+def _wgrad_sumsq(delta, x, wbuf):
+    """sum over (i, j) of (delta^T x)_ij^2, by the cheaper of two exact routes.
+
+    ||delta^T x||_F^2 = sum((delta delta^T) * (x x^T)) costs O(B^2 (n_in + n_out));
+    forming delta^T x costs O(B n_in n_out). Picked from the shapes only.
+    """
+    rows, n_out = delta.shape
+    n_in = x.shape[1]
+    if rows * (n_in + n_out) <= n_in * n_out:
+        gd = np.empty((rows, rows), delta.dtype)
+        gx = np.empty((rows, rows), x.dtype)
+        rows_dot(delta, delta.T, gd)
+        rows_dot(x, x.T, gx)
+        acc = 0.0
+        for i in range(rows):
+            for j in range(rows):
+                acc += np.float64(gd[i, j]) * np.float64(gx[i, j])
+        return max(acc, 0.0)
+    m = wbuf[:n_out * n_in].reshape((n_out, n_in))
+    np.dot(delta.T, x, m)
+    rowsq = np.empty(n_out)
+    _row_sumsq(m, rowsq)
+    return ordered_sum(rowsq)
+
+
+@njit(cache=True)
+def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
+    """delta_l = grad * phi'(h_l); its stats into out; grad <- delta_l @ W_l. Returns log-scale.
+
+    ``k``: the layer's index in the segment held in seg_x / seg_d.
+    """
+    rows = state.rs.shape[0]
+    n_in, n_out = net.widths[l], net.widths[l + 1]
+    gl = state.grad[:rows * n_out].reshape((rows, n_out))
+    dl = state.delta[:rows * n_out].reshape((rows, n_out))
+    _product_rows(gl, state.seg_d[k, :rows * n_out].reshape((rows, n_out)), dl, state.rowsq)
+    sq = ordered_sum(state.rowsq)
+    out[0] = log10_mean_sq(sq, rows * n_out, log_g)
+    if sq > 0.0:
+        rms = math.sqrt(sq / (rows * n_out))
+        _scale_into(dl, 1.0 / rms, dl)
+        log_g += math.log(rms)
+    x = state.seg_x[k, :rows * n_in].reshape((rows, n_in))
+    out[1] = log10_mean_sq(_wgrad_sumsq(dl, x, state.wbuf), n_in * n_out, log_g + state.log_s[l])
+    if l > 0:
+        gin = state.grad[:rows * n_in].reshape((rows, n_in))
+        if use_fused(rows, net.sampler[l], given):
+            times_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT),
+                          dl, gin)
+        else:
+            rows_dot(dl, _layer_weights(state, net, seed, trial, given, l), gin)
+    return log_g

@@ -1,0 +1,133 @@
+"""Weights: every sampling kind of :data:`winit_sim.inits.SAMPLINGS`, as a matrix
+(:func:`fill_weights`) or sampled on the fly inside products (small batches).
+
+On the fly: the weights are never stored.
+
+For a small batch the product with W costs less than sampling W, and writing W
+to memory and reading it back costs as much as the product. These kernels
+sample each block of W into a small buffer that stays in cache and use it at
+once, in parallel over blocks of the output, so the product uses every core
+without BLAS. Each weight comes from the same (key, counter) as in
+:func:`fill_weights`, rounded to the same dtype: the matrix is exactly the one
+:func:`winit_sim.sample_weights` returns.
+
+Both kernels split work over output blocks only, and each output is summed in
+a fixed order, so results do not depend on the thread count.
+"""
+import numpy as np
+from numba import njit, prange, uint64
+
+from . import FAST, rng
+from ..inits import SAMPLINGS
+
+CONSTANT = SAMPLINGS.code("constant")
+NORMAL = SAMPLINGS.code("normal")
+UNIFORM = SAMPLINGS.code("uniform")
+ORTHOGONAL = SAMPLINGS.code("orthogonal")
+_ROW_BLOCK = 16    # rows of W per task in the forward product
+
+
+@njit(cache=True)
+def fill_weights(kind, scale, key, out):
+    """Sample one layer's weights into ``out`` (fan_out, fan_in) from its stream key.
+
+    Values are drawn in float64 and rounded once to ``out``'s dtype, so a
+    float32 net uses the float64 net's weights, rounded.
+    """
+    fan_out, fan_in = out.shape
+    if kind == CONSTANT:
+        v = out.dtype.type(scale)
+        for i in range(fan_out):
+            for j in range(fan_in):
+                out[i, j] = v
+    elif kind == NORMAL:
+        rng.fill_normal(key, out, scale)
+    elif kind == UNIFORM:
+        rng.fill_uniform(key, out, scale)
+    elif kind == ORTHOGONAL:
+        # torch's orthogonal_: QR of a Gaussian (max x min) matrix, signs fixed by diag(R)
+        rows, cols = max(fan_out, fan_in), min(fan_out, fan_in)
+        a = np.empty((rows, cols), np.float64)
+        rng.fill_normal(key, a, 1.0)
+        q, r = np.linalg.qr(a)
+        for j in range(cols):
+            s = np.sign(r[j, j])
+            for i in range(rows):
+                q[i, j] *= s
+        if fan_out >= fan_in:
+            for i in range(fan_out):
+                for j in range(fan_in):
+                    out[i, j] = scale * q[i, j]
+        else:
+            for i in range(fan_out):
+                for j in range(fan_in):
+                    out[i, j] = scale * q[j, i]
+    else:
+        raise ValueError("unknown sampling kind")
+
+
+@njit(inline="always")
+def elementwise_kind(kind):
+    """Kinds whose entries are independent draws, so a product can sample them on the fly."""
+    return kind == NORMAL or kind == UNIFORM
+
+
+@njit(inline="always")
+def _sample_span(kind, scale, key, first, out, bits, rejected):
+    """out[c] = weight at counter first + c (normal or uniform kinds)."""
+    if kind == NORMAL:
+        rng.fill_normal_row(key, first, out, scale, bits, rejected, rng.ZIG_X, rng.ZIG_XS,
+                            rng.ZIG_XNEXT, rng.ZIG_F)
+    elif kind == UNIFORM:
+        rng.fill_uniform_row(key, first, out, scale, bits)
+    else:   # not elementwise: never sampled on the fly (see elementwise_kind)
+        out[:] = np.nan
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def times_weights_t(kind, scale, key, x, h):
+    """h = x @ W.T for W (n_out, n_in) sampled from ``key``; x (B, n_in), h (B, n_out)."""
+    rows, n_in = x.shape
+    n_out = h.shape[1]
+    n_blocks = (n_out + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for blk in prange(n_blocks):
+        w = np.empty(n_in, x.dtype)
+        bits = np.empty(rng.CHUNK, np.uint64)
+        rejected = np.empty(rng.CHUNK, np.int32)
+        for j in range(blk * _ROW_BLOCK, min(n_out, (blk + 1) * _ROW_BLOCK)):
+            _sample_span(kind, scale, key, uint64(j) * uint64(n_in), w, bits, rejected)
+            for b in range(rows):
+                acc = x.dtype.type(0.0)
+                xb = x[b]
+                for k in range(n_in):
+                    acc += xb[k] * w[k]
+                h[b, j] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def times_weights(kind, scale, key, delta, out):
+    """out = delta @ W for W (n_out, n_in) sampled from ``key``; delta (B, n_out), out (B, n_in)."""
+    rows, n_out = delta.shape
+    n_in = out.shape[1]
+    # columns per task: up to 256 (measured best at width 1024), at least 4 tasks
+    # when wide enough; from the shape only, and each output's sum runs over j in
+    # order whatever the block, so the split never changes a result
+    cols = min(256, max(32, ((n_in + 63) // 64) * 16))
+    n_blocks = (n_in + cols - 1) // cols
+    for blk in prange(n_blocks):
+        k0 = blk * cols
+        m = min(n_in, k0 + cols) - k0
+        w = np.empty(m, out.dtype)
+        acc = np.zeros((rows, m), out.dtype)
+        bits = np.empty(rng.CHUNK, np.uint64)
+        rejected = np.empty(rng.CHUNK, np.int32)
+        for j in range(n_out):
+            _sample_span(kind, scale, key, uint64(j) * uint64(n_in) + uint64(k0), w, bits, rejected)
+            for b in range(rows):
+                dbj = delta[b, j]
+                ab = acc[b]
+                for k in range(m):
+                    ab[k] += dbj * w[k]
+        for b in range(rows):
+            for k in range(m):
+                out[b, k0 + k] = acc[b, k]
