@@ -149,12 +149,14 @@ def plan(net, init, rows, dtype, method="matrix", segment=None, given=None):
 def execute(run_plan, activation, seed, trials, tops, given=None):
     """Run a plan through the driver; returns the kernel's (forward, backward) arrays."""
     net, rows, proto = run_plan.net, run_plan.rows, np.empty(0, run_plan.dtype)
+    matrix_state = conditional_state = None
     if run_plan.engine == "conditional":
-        state = conditional.new_state(net, rows, run_plan.keep, proto)
+        conditional_state = conditional.new_state(net, rows, run_plan.keep, proto)
     else:
-        state = matrix.new_state(net, rows, run_plan.seg_len, given, proto)
-    return driver.run(state, net, kernel_data(activation), Draws(np.uint64(seed), trials, rows),
-                      np.asarray(tops, dtype=np.int64), given)
+        matrix_state = matrix.new_state(net, rows, run_plan.seg_len, given, proto)
+    return driver.run(matrix_state, conditional_state, net, kernel_data(activation),
+                      Draws(np.uint64(seed), trials, rows), np.asarray(tops, dtype=np.int64),
+                      given)
 
 
 def simulate_arrays(widths, activation, init, *, rows, trials, seed, bias_std, input_std,

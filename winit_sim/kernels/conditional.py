@@ -570,7 +570,7 @@ def new_state(net, rows, keep, proto):
         zb=np.empty((B, 1), dt))
 
 
-@njit(cache=True)
+@njit(inline="always")
 def forward_trial(state, net, act, draws, trial, given, stats):
     """The forward pass of one trial (``given`` must be None: Gaussian draws only)."""
     widths = net.widths
@@ -597,7 +597,7 @@ def forward_trial(state, net, act, draws, trial, given, stats):
         state.xs_l[l + 1] = inv
 
 
-@njit(cache=True)
+@njit(inline="always")
 def backward_from(state, net, act, draws, trial, given, top, grads):
     """The backward pass of the depth-``top`` net: per layer (log10_grad_q,
     log10_wgrad_q) into ``grads`` (depth x 2)."""

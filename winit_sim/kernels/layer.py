@@ -69,19 +69,19 @@ def max_width(widths):
     return maxn
 
 
-@njit(cache=True)
+@njit(inline="always")
 def key(seed, trial, l, stream):
     """Stream key of layer l (0-based) of a trial: keyed by its 1-based index."""
     return rng.stream_key(seed, trial, l + 1, stream)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def draw_input(seed, trial, input_std, x0):
     """The net's input x_0 ~ N(0, input_std^2) of a trial."""
     rng.fill_normal(rng.stream_key(seed, trial, 0, rng.STREAM_INPUT), x0, input_std)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def draw_top_gradient(seed, trial, g):
     """dloss/dx_L ~ N(0, 1) of a trial (the same for every top)."""
     rng.fill_normal(rng.stream_key(seed, trial, 0, rng.STREAM_GRAD), g, 1.0)

@@ -234,7 +234,7 @@ def activate_layer(state, act, h, t, xnext, d, out):
     return 0.0
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _segment_layer(state, net, act, seed, trial, given, l, first, out):
     """Layer l of the segment starting at ``first``: keep its input and phi', step xcur."""
     rows = state.rs.shape[0]
@@ -248,6 +248,25 @@ def _segment_layer(state, net, act, seed, trial, given, l, first, out):
 
 
 @njit(cache=True)
+def _input(net, seed, trial, given, x0):
+    """The net's input: given, or drawn from its key (a function of its own: Numba
+    resolves ``given is None`` per function when it compiles, not once inlined)."""
+    if given is not None:
+        x0[:, :] = given.x0
+    else:
+        draw_input(seed, trial, net.input_std, x0)
+
+
+@njit(cache=True)
+def _top_gradient(seed, trial, given, g):
+    """dloss/dx at the top: given, or drawn from its key (see _input)."""
+    if given is not None:
+        g[:, :] = given.grad
+    else:
+        draw_top_gradient(seed, trial, g)
+
+
+@njit(inline="always")
 def forward_trial(state, net, act, draws, trial, given, stats):
     """The forward pass of one trial: every layer's statistics into ``stats`` (depth x 7),
     a checkpoint per segment, the last segment's inputs and phi' kept."""
@@ -256,11 +275,7 @@ def forward_trial(state, net, act, draws, trial, given, stats):
     depth = widths.size - 1
     seg_len = state.seg_len
     n0 = widths[0]
-    x0 = state.xcur[:rows * n0].reshape((rows, n0))
-    if given is not None:
-        x0[:, :] = given.x0
-    else:
-        draw_input(draws.seed, trial, net.input_std, x0)
+    _input(net, draws.seed, trial, given, state.xcur[:rows * n0].reshape((rows, n0)))
     state.log_s[0] = 0.0
     n_seg = state.ckpt.shape[0]
     for seg in range(n_seg):
@@ -284,17 +299,13 @@ def _recompute_segment(state, net, act, seed, trial, given, seg):
     state.loaded[0] = seg
 
 
-@njit(cache=True)
+@njit(inline="always")
 def backward_from(state, net, act, draws, trial, given, top, grads):
     """The backward pass of the depth-``top`` net (gradient injected at layer ``top``):
     per layer (log10_grad_q, log10_wgrad_q) into ``grads`` (depth x 2)."""
     rows = draws.rows
     n_top = net.widths[top]
-    g = state.grad[:rows * n_top].reshape((rows, n_top))
-    if given is not None:
-        g[:, :] = given.grad
-    else:
-        draw_top_gradient(draws.seed, trial, g)
+    _top_gradient(draws.seed, trial, given, state.grad[:rows * n_top].reshape((rows, n_top)))
     log_g = 0.0
     seg_len = state.seg_len
     for seg in range((top - 1) // seg_len, -1, -1):
