@@ -12,6 +12,10 @@ import tomllib
 
 import pandas as pd
 
+from .activations import ACTIVATIONS
+from .checks import DTYPES
+from .inits import INITS
+from .layers import METHODS
 from .report.tables import QUANTITIES, to_markdown, variance_decay_table
 from .simulate import simulate
 from .sweep.cells import SweepTimer, run_sweep
@@ -27,6 +31,8 @@ PRESETS = {
                         "xavier_normal", "he_uniform", "he_normal"],
                  trials=2, batch=16),
 }
+ACT_HELP = f"activation spec (e.g. leaky_relu:slope=0.2): {ACTIVATIONS.choices()}"
+INIT_HELP = f"init spec (e.g. he_normal:mode=fan_out): {INITS.choices()}"
 GRID_KEYS = ("widths", "depths", "activations", "inits", "trials", "seed", "batch", "bias_std",
              "dtype", "backward", "method")
 
@@ -361,17 +367,17 @@ def build_parser():
         p.add_argument("--trials", type=int)
         p.add_argument("--seed", type=int)
         p.add_argument("--bias-std", dest="bias_std", type=float)
-        p.add_argument("--dtype", choices=["float64", "float32"])
+        p.add_argument("--dtype", choices=list(DTYPES))
         p.add_argument("--forward-only", action="store_true", help="skip the backward pass")
-        p.add_argument("--method", choices=["auto", "matrix", "conditional"],
+        p.add_argument("--method", choices=list(METHODS),
                        help="engine: conditional never forms W (Gaussian inits); auto picks "
                             "the faster exact one (default)")
 
     run = sub.add_parser("run", help="one network: print its per-layer table")
     run.add_argument("--width", type=int, required=True)
     run.add_argument("--depth", type=int, required=True)
-    run.add_argument("--activation", default="relu")
-    run.add_argument("--init", default="he_normal")
+    run.add_argument("--activation", default="relu", help=ACT_HELP)
+    run.add_argument("--init", default="he_normal", help=INIT_HELP)
     run.add_argument("--out", help="save the table (.csv or .parquet)")
     common(run)
     run.set_defaults(func=cmd_run, batch=64, trials=1, seed=0, bias_std=0.0, dtype="float64",
@@ -402,8 +408,8 @@ def build_parser():
     tr = sub.add_parser("train", help="training probe: loss curves and a summary table")
     tr.add_argument("--width", type=int, default=128)
     tr.add_argument("--depth", type=int, default=10)
-    tr.add_argument("--activation", default="relu")
-    tr.add_argument("--init", default="he_normal")
+    tr.add_argument("--activation", default="relu", help=ACT_HELP)
+    tr.add_argument("--init", default="he_normal", help=INIT_HELP)
     tr.add_argument("--steps", type=int, default=200)
     tr.add_argument("--lr", type=float, default=0.1)
     tr.add_argument("--batch", type=int, default=64)
@@ -415,14 +421,14 @@ def build_parser():
     tr.set_defaults(func=cmd_train)
 
     th = sub.add_parser("theory", help="mean-field fixed point, chi_1 and depth scales")
-    th.add_argument("--activation", default="tanh")
+    th.add_argument("--activation", default="tanh", help=ACT_HELP)
     th.add_argument("--sw2", type=float, default=1.0, help="sigma_w^2")
     th.add_argument("--sb2", type=float, default=0.0, help="sigma_b^2")
     th.set_defaults(func=cmd_theory)
     gn = sub.add_parser("gains", help="computed gains of every activation beside torch's")
     gn.set_defaults(func=cmd_gains)
     ph = sub.add_parser("phase", help="order/chaos phase diagram: table and PNG of xi_c")
-    ph.add_argument("--activation", default="tanh")
+    ph.add_argument("--activation", default="tanh", help=ACT_HELP)
     ph.add_argument("--sw2-min", dest="sw2_min", type=float, default=0.5)
     ph.add_argument("--sw2-max", dest="sw2_max", type=float, default=4.0)
     ph.add_argument("--sb2-max", dest="sb2_max", type=float, default=0.3)

@@ -74,7 +74,7 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
         xavier_normal, he_normal, lecun_normal) never forms one: given a layer's
         input X, its units are independent N(0, sw^2 X X^T + sb^2), sampled in
         O(batch^2 width), and the backward pass uses the weights conditioned on
-        the forward (see :mod:`winit_sim._conditional`). Both give the same
+        the forward (see :mod:`winit_sim.kernels.conditional`). Both give the same
         joint distribution of every column, from different random numbers;
         each is bit-identical across thread counts. ``"auto"`` (default) picks
         ``"conditional"`` for Gaussian inits when 8 x batch <= the narrowest
@@ -161,6 +161,7 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
     """
     if isinstance(weights, np.ndarray) or not hasattr(weights, "__len__") or len(weights) == 0:
         raise TypeError("weights must be a non-empty list of (fan_out, fan_in) arrays")
+    resolve_activation(activation)
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must have shape (batch, n_0), got {x.shape}")
@@ -181,7 +182,8 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
     widths = np.array(widths, dtype=np.int64)
     w_flat = np.concatenate([w.astype(dt).ravel() for w in mats])
     w_off = np.concatenate([[0], np.cumsum(widths[:-1] * widths[1:])]).astype(np.int64)
-    b_flat = b_off = None
+    b_off = np.concatenate([[0], np.cumsum(widths[1:])]).astype(np.int64)
+    b_flat = None
     if biases is not None:
         if len(biases) != len(mats):
             raise ValueError(f"got {len(biases)} biases for {len(mats)} layers")
@@ -190,7 +192,6 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
                 raise ValueError(f"biases[{i}] must have shape ({widths[i + 1]},), "
                                  f"got {np.shape(b)}")
         b_flat = np.concatenate([np.asarray(b, np.float64) for b in biases])
-        b_off = np.concatenate([[0], np.cumsum(widths[1:])]).astype(np.int64)
     g = None
     if grad_output is not None:
         g = np.ascontiguousarray(grad_output, dtype=dt)
@@ -201,12 +202,10 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains inf or NaN")
     if b_flat is None:   # zero biases run exactly as none (their RMS is 0)
-        b_flat = np.zeros(int(widths[1:].sum()))
-        b_off = np.concatenate([[0], np.cumsum(widths[1:])]).astype(np.int64)
+        b_flat = np.zeros(int(b_off[-1]))
     rows = x.shape[0]
     given = Given(w_flat, w_off, b_flat, b_off, np.ascontiguousarray(x, dtype=dt),
                   g if g is not None else np.zeros((rows, int(widths[-1])), dt))
-    resolve_activation(activation)
     net = engine.describe(widths, activation, None)
     with engine.threads(None):
         fwd, bwd = engine.execute(engine.plan(net, None, rows, dt, segment=segment_layers,

@@ -97,7 +97,7 @@ def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads
     """Run (or resume) a validated grid; returns the tidy results DataFrame.
 
     Nets already saved in ``out`` are loaded; the others run here or, with a
-    ``scheduler``, as Dask tasks (:mod:`winit_sim.cluster`). Either way each net
+    ``scheduler``, as Dask tasks (:mod:`winit_sim.sweep.cluster`). Either way each net
     is saved the moment it finishes.
     """
     scheduler, workers = check_scheduler(scheduler, workers, threads)
