@@ -64,7 +64,6 @@ ACTIVATIONS = Registry("activation", [
                doc="log(1+exp(beta*h))/beta", kernel_param="beta",
                phi0=lambda p: math.log(2.0) / p["beta"]),
 ])
-HOMOGENEOUS = tuple(ACTIVATIONS.select(lambda e: e.homogeneous))
 
 # what the kernels receive for an activation (see winit_sim.kernels.elementwise)
 ActivationData = namedtuple("ActivationData", ["code", "param", "phi0", "homogeneous",

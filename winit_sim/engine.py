@@ -34,8 +34,6 @@ SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpoi
 # 1024 / 64, 0.22 at 4096 / 256; but 1.11 at 256 / 64)
 CONDITIONAL_MAX_BATCH_FRACTION = 8
 CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activations up to this
-MATRIX = ENGINES.code("matrix")
-CONDITIONAL = ENGINES.code("conditional")
 
 # a planned run: the engine's name, the kernels' Net, the compute dtype, the batch
 # rows, and the engine's memory choice (matrix: layers per segment; conditional:
