@@ -105,6 +105,19 @@ def compute():
     sim("auto", width=256, depth=10, activation="tanh", init="he_normal", batch=16, seed=2)
     sim("theory", width=64, depth=12, activation="tanh", init="xavier_normal", batch=8,
         theory=True, bias_std=0.1, method="matrix")
+    # residual nets: both branch forms, each norm and position, presets, BLAS and fused
+    # products, float32, checkpoints, theory
+    for i, arch in enumerate(("residual", "residual:branch=2,hidden=20,norm=layernorm",
+                              "residual:norm=rmsnorm,position=post,alpha=0.5",
+                              "fixup", "skipinit", "deepnorm", "gpt2")):
+        sim(f"residual/{arch}", width=12, depth=9, activation="gelu", init="he_normal",
+            batch=5, trials=2, bias_std=0.1, seed=400 + i, segment_layers=4, arch=arch)
+    sim("residual/blas32", width=40, depth=6, activation="tanh", init="xavier_uniform",
+        batch=70, dtype="float32", arch="residual:branch=2,norm=layernorm,position=post")
+    sim("residual/deep", width=16, depth=3000, activation="relu", init="he_normal", batch=4,
+        arch="residual")
+    sim("residual/theory", width=64, depth=8, activation="tanh", init="xavier_normal", batch=8,
+        theory=True, bias_std=0.1, arch="residual:branch=2,alpha=inv_sqrt_depth")
 
     rng = np.random.default_rng(0)
     widths = [7, 40, 3, 25, 9]
@@ -116,6 +129,12 @@ def compute():
     for act in ("relu", "tanh", "gelu"):
         out[f"propagate/{act}"] = _frame(ws.propagate(w, x, act, grad_output=g, biases=b))
     out["propagate/forward_only32"] = _frame(ws.propagate(w, x.astype(np.float32), "sigmoid"))
+    wr = [rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
+          for _ in range(3) for n_out, n_in in ((11, 6), (6, 11))]
+    br = [0.2 * rng.standard_normal(w_.shape[0]) for w_ in wr]
+    xr, gr = rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
+    out["propagate/residual"] = _frame(ws.propagate(
+        wr, xr, "silu", grad_output=gr, biases=br, arch="residual:branch=2,hidden=11,norm=layernorm"))
 
     for init in INITS:
         for dtype in ("float64", "float32"):
@@ -129,6 +148,11 @@ def compute():
     grid = ws.sweep([16, 32], [3, 8], ["tanh", "relu"], ["xavier_normal", "he_uniform"],
                     trials=2, batch=8, seed=5, progress=False)
     out["sweep"] = _frame(grid)
+    arch_grid = ws.sweep([16], [3, 8], ["tanh"], ["xavier_normal"], trials=2, batch=4, seed=6,
+                         progress=False, archs=["mlp", "residual:norm=layernorm", "gpt2"])
+    out["sweep/archs"] = _frame(arch_grid)
+    for q in ("forward", "stream", "stream_grad"):
+        out[f"table/archs/{q}"] = _frame(ws.variance_decay_table(arch_grid, q, theory=True))
     for q in ("forward", "backward", "weight_grad"):
         out[f"table/{q}"] = _frame(ws.variance_decay_table(grid, q, theory=True))
     out["train"] = _frame(ws.train(12, 4, activation="tanh", init="xavier_normal", steps=15,

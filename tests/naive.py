@@ -166,3 +166,68 @@ def reference_conditional(widths, activation, stds, bias_std, seed, trial, batch
         r = (delta @ hs[l].T - mt @ xts[l].T) @ np.linalg.pinv(gram, rcond=B * EPS)
         g = m + r @ xs[l]
     return rows
+
+
+def _norm(kind, z, eps):
+    """N(z) per row and, per row, its Jacobian dN/dz (n x n), from the definitions."""
+    n = z.shape[1]
+    if kind == "none":
+        return z, np.broadcast_to(np.eye(n), (z.shape[0], n, n))
+    c = z - z.mean(axis=1, keepdims=True) if kind == "layernorm" else z
+    sigma = np.sqrt(np.mean(c ** 2, axis=1, keepdims=True) + eps)
+    u = c / sigma
+    centre = np.eye(n) - (1.0 / n if kind == "layernorm" else 0.0)
+    # d u_i / d z_k = centre_ik / sigma - c_i c_k / (n sigma^3)
+    jac = (centre[None] / sigma[:, :, None]
+           - c[:, :, None] * c[:, None, :] / (n * sigma[:, :, None] ** 3))
+    return u, jac
+
+
+def reference_residual(weights, x, activation, grad_output=None, biases=None, *, branch=1,
+                       norm="none", post=False, alpha=1.0, beta=1.0, eps=1e-5, sup=1.0):
+    """Per-block statistics of a residual net (see winit_sim.kernels.residual), plainly.
+
+    weights in forward order (branch 2: W_1, V_1, W_2, ...); the backward builds
+    every norm's Jacobian explicitly.
+    """
+    x = np.asarray(x, np.float64)
+    mats = [np.asarray(w, np.float64) for w in weights]
+    bs = [np.zeros(w.shape[0]) if biases is None else np.asarray(biases[i], np.float64)
+          for i, w in enumerate(mats)]
+    depth = len(mats) // branch
+    tape, rows = [], []
+    for l in range(depth):
+        ws_, b_ = mats[l * branch:(l + 1) * branch], bs[l * branch:(l + 1) * branch]
+        u, jac_in = (x, None) if post else _norm(norm, x, eps)
+        a = u @ ws_[0].T + b_[0] if branch == 2 else u
+        y = phi(activation, a)
+        f = y @ ws_[-1].T + b_[-1]
+        z = beta * x + alpha * f
+        xn, jac_out = _norm(norm, z, eps) if post else (z, None)
+        row = _forward_rows([a], [u, y], activation, sup)[0]
+        row["log10_stream_q"] = _log10_mean_sq(xn)
+        row["log10_branch_q"] = _log10_mean_sq(alpha * f)
+        rows.append(row)
+        tape.append((ws_, u, jac_in, a, y, jac_out))
+        x = xn
+    if grad_output is not None:
+        g = np.asarray(grad_output, np.float64)
+        for l in range(depth - 1, -1, -1):
+            ws_, u, jac_in, a, y, jac_out = tape[l]
+            rows[l]["log10_stream_grad_q"] = _log10_mean_sq(g)
+            if post:
+                g = np.einsum("ri,rik->rk", g, jac_out)
+            gf = alpha * g
+            rows[l]["log10_wgrad2_q" if branch == 2 else "log10_wgrad_q"] = \
+                _log10_mean_sq(gf.T @ y)
+            delta = (gf @ ws_[-1]) * dphi(activation, a)
+            rows[l]["log10_grad_q"] = _log10_mean_sq(delta)
+            if branch == 2:
+                rows[l]["log10_wgrad_q"] = _log10_mean_sq(delta.T @ u)
+                gu = delta @ ws_[0]
+            else:
+                gu = delta
+            if not post:
+                gu = np.einsum("ri,rik->rk", gu, jac_in)
+            g = beta * g + gu
+    return rows

@@ -11,7 +11,8 @@ KEY = ["width", "depth", "activation", "init", "trial", "layer"]
 
 def _cell(df, width, depth, act, init):
     sel = (df.width == width) & (df.depth == depth) & (df.activation == act) & (df.init == init)
-    return df[sel].drop(columns=["width", "depth", "activation", "init"]).reset_index(drop=True)
+    cell = df[sel].drop(columns=["width", "depth", "activation", "init", "arch"])
+    return cell.reset_index(drop=True)
 
 
 def test_cell_equals_simulate_with_its_seed():

@@ -20,6 +20,7 @@ configure_numba_cache()   # before any kernel module is imported
 
 from .activations import ACTIVATIONS  # noqa: E402
 from .inits import INITS  # noqa: E402
+from .layers import ARCHS  # noqa: E402
 from . import theory  # noqa: E402
 from .simulate import dphi, phi, propagate, sample_weights, simulate, weight_variance  # noqa: E402
 from .sweep import seed_of_cell, sweep  # noqa: E402
@@ -27,6 +28,6 @@ from .report import variance_decay_table  # noqa: E402
 from .training import train  # noqa: E402
 
 __all__ = ["simulate", "propagate", "sweep", "variance_decay_table", "seed_of_cell", "train",
-           "sample_weights", "weight_variance", "INITS", "ACTIVATIONS", "phi", "dphi", "theory",
+           "sample_weights", "weight_variance", "INITS", "ACTIVATIONS", "ARCHS", "phi", "dphi", "theory",
            "SOURCE_DIGEST"]
 __version__ = VERSION

@@ -15,7 +15,7 @@ import pandas as pd
 from .activations import ACTIVATIONS
 from .checks import DTYPES
 from .inits import INITS
-from .layers import METHODS
+from .layers import ARCHS, METHODS
 from .report.tables import QUANTITIES, to_markdown, variance_decay_table
 from .simulate import simulate
 from .sweep.cells import SweepTimer, run_sweep
@@ -30,11 +30,21 @@ PRESETS = {
                  inits=["zeros", "constant", "small", "large", "xavier_uniform",
                         "xavier_normal", "he_uniform", "he_normal"],
                  trials=2, batch=16),
+    # how to scale a deep net's init with depth: residual branch scalings,
+    # normalisation and the named presets against the plain MLP, to depth 10,000
+    "depth": dict(widths=[128], depths=[10, 100, 1000, 10000], activations=["relu", "tanh"],
+                  inits=["he_normal", "xavier_normal"],
+                  archs=["mlp", "residual", "residual:alpha=inv_sqrt_depth",
+                         "residual:alpha=inv_depth", "residual:norm=layernorm",
+                         "residual:norm=layernorm,position=post", "fixup", "deepnorm", "gpt2"],
+                  trials=2, batch=8),
 }
 ACT_HELP = f"activation spec (e.g. leaky_relu:slope=0.2): {ACTIVATIONS.choices()}"
 INIT_HELP = f"init spec (e.g. he_normal:mode=fan_out): {INITS.choices()}"
+ARCH_HELP = (f"architecture spec (e.g. residual:branch=2,norm=layernorm,alpha=inv_sqrt_depth): "
+             f"{ARCHS.choices()}")
 GRID_KEYS = ("widths", "depths", "activations", "inits", "trials", "seed", "batch", "bias_std",
-             "dtype", "backward", "method")
+             "dtype", "backward", "method", "archs")
 
 
 class UsageError(Exception):
@@ -90,7 +100,7 @@ def _grid_from_args(args):
         value = getattr(args, key)
         if value is not None:
             spec[key] = _split(value, cast, flag)
-    for key in ("activations", "inits"):
+    for key in ("activations", "inits", "archs"):
         value = getattr(args, key)
         if value is not None:
             spec[key] = _spec_split(value)
@@ -161,11 +171,12 @@ def write_outputs(results, out, plot_width=None, plot_depth=None):
     return tables
 
 
-def _print_tables(tables, quantities=("forward", "backward")):
+def _print_tables(tables, quantities=("forward", "backward", "stream", "stream_grad")):
     for q in quantities:
         if q in tables:
+            forward = QUANTITIES[q][1] == "forward"
             print(f"\n## {q}: log10 ratio of trial-mean second moments "
-                  f"({'layer D / layer 1' if q == 'forward' else 'layer 1 / top layer D'})\n")
+                  f"({'layer D / layer 1' if forward else 'layer 1 / top layer D'})\n")
             print(to_markdown(tables[q]), end="")
 
 
@@ -211,7 +222,7 @@ def cmd_run(args):
         df = simulate(args.width, args.depth, activation=args.activation, init=args.init,
                       batch=args.batch, trials=args.trials, seed=args.seed,
                       bias_std=args.bias_std, dtype=args.dtype, backward=not args.forward_only,
-                      method=args.method)
+                      method=args.method, arch=args.arch)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     with pd.option_context("display.max_rows", None, "display.width", 200):
@@ -378,6 +389,7 @@ def build_parser():
     run.add_argument("--depth", type=int, required=True)
     run.add_argument("--activation", default="relu", help=ACT_HELP)
     run.add_argument("--init", default="he_normal", help=INIT_HELP)
+    run.add_argument("--arch", default="mlp", help=ARCH_HELP)
     run.add_argument("--out", help="save the table (.csv or .parquet)")
     common(run)
     run.set_defaults(func=cmd_run, batch=64, trials=1, seed=0, bias_std=0.0, dtype="float64",
@@ -388,8 +400,12 @@ def build_parser():
     sw.add_argument("--depths", help="comma-separated, e.g. 10,100,1000")
     sw.add_argument("--activations", help="e.g. relu,tanh,leaky_relu:slope=0.2")
     sw.add_argument("--inits", help="e.g. xavier_normal,he_normal:mode=fan_out")
+    sw.add_argument("--archs", help="e.g. mlp,residual:alpha=inv_sqrt_depth,fixup "
+                    "(default mlp): " + ARCHS.choices())
     sw.add_argument("--config", help="TOML file with the same keys (flags override it)")
-    sw.add_argument("--preset", choices=sorted(PRESETS), help="a built-in grid")
+    sw.add_argument("--preset", choices=sorted(PRESETS),
+                    help="a built-in grid: seed (the source document's cases) or depth "
+                         "(residual and normalized nets against the MLP, to depth 10,000)")
     sw.add_argument("--out", default="winit_results", help="results directory")
     sw.add_argument("--force", action="store_true",
                     help="discard another grid's results in --out")

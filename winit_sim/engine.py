@@ -21,9 +21,10 @@ from threadpoolctl import ThreadpoolController
 from .activations import kernel_data
 from .checks import check_positive_int
 from .inits import GAUSSIAN_INITS, SAMPLINGS, is_gaussian, layer_sampler
-from .kernels import conditional, driver, matrix
+from .kernels import conditional, driver, matrix, residual
 from .kernels.layer import BACKWARD_COLUMNS, DENSE, FORWARD_COLUMNS, Draws, Net
-from .layers import AUTO, ENGINES
+from .kernels.residual import (BLOCK_BACKWARD_COLUMNS, BLOCK_FORWARD_EXTRA, ResNet)
+from .layers import AUTO, ENGINES, NORMS
 from .theory.moments import auto_gain
 
 SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpointing kicks in
@@ -60,6 +61,38 @@ def describe(widths, activation, init, bias_std=0.0, input_std=1.0):
             sampler[l], scale[l] = shapes[shape]
     return Net(widths, np.full(depth, DENSE, np.int64), sampler, scale, float(bias_std),
                float(input_std))
+
+
+def block_shapes(branch, width, hidden):
+    """(fan_out, fan_in) of each matrix of a block, in forward order (as
+    :func:`winit_sim.kernels.residual.shape`)."""
+    return [(width, width)] if branch == 1 else [(hidden, width), (width, hidden)]
+
+
+def describe_blocks(blocks, width, depth, activation, init, bias_std=0.0, input_std=1.0):
+    """A residual network as the kernels see it (:data:`winit_sim.kernels.residual.ResNet`).
+
+    ``blocks``: a resolved arch (:func:`winit_sim.layers.resolve_arch`). Each
+    matrix is sampled by ``init`` with its own fan-in and fan-out, its scale
+    multiplied by the arch's ``in_scale`` (a branch's first of two) or
+    ``out_scale`` (its last); a multiplier 0 gives a zero matrix. ``init``
+    None: weights given by the caller.
+    """
+    sampler = np.zeros((depth, blocks.branch), np.int64)
+    scale = np.zeros((depth, blocks.branch))
+    if init is not None:
+        gain = auto_gain(init, activation)
+        for j, (n_out, n_in) in enumerate(block_shapes(blocks.branch, width, blocks.hidden)):
+            kind, sc = layer_sampler(init, n_in, n_out, gain)
+            mult = blocks.out_scale if j == blocks.branch - 1 else blocks.in_scale
+            if mult == 0.0:
+                kind, sc = SAMPLINGS.code("constant"), 0.0
+            sampler[:, j], scale[:, j] = kind, sc * mult
+    log_alpha = -np.inf if blocks.alpha == 0.0 else float(np.log(blocks.alpha))
+    return ResNet(int(width), int(blocks.hidden), int(blocks.branch), int(blocks.norm),
+                  bool(list(NORMS)[blocks.norm].centered), bool(blocks.post), log_alpha,
+                  float(np.log(blocks.beta)), float(blocks.eps), sampler, scale,
+                  float(bias_std), float(input_std))
 
 
 def choose_method(method, init, net, rows):
@@ -127,12 +160,40 @@ def check_bytes(need, advice):
             f"machine's {total / 2**30:.1f} GiB: {advice}")
 
 
+def block_bytes(net, rows, given, seg_len, itemsize):
+    """Buffers of a residual run (see :func:`winit_sim.kernels.residual.new_state`)."""
+    depth, n, m = net.sampler.shape[0], net.width, net.hidden
+    seg_len = min(seg_len, depth)
+    n_seg = -(-depth // seg_len)
+    entries = (int(residual.weight_buffer_size(net, rows, given))
+               + seg_len * rows * (2 * n + 2 * m + n * net.post)
+               + rows * (5 * n + 3 * m) + n_seg * rows * n)
+    return entries * itemsize + 8 * rows * (2 * m + seg_len + 8)
+
+
+def block_segment(requested, net, rows, itemsize):
+    """Blocks per checkpoint segment of a residual run (default: 128 MiB of records)."""
+    if requested is not None:
+        return check_positive_int(requested, "segment_layers")
+    per_block = rows * (2 * net.width + 2 * net.hidden + net.width * net.post) * itemsize
+    return max(1, SEGMENT_BYTES // per_block)
+
+
 def plan(net, init, rows, dtype, method="matrix", segment=None, given=None):
     """Pick the engine of a run and refuse it, before any allocation, if it cannot fit.
 
     ``init`` None (with ``given``) means weights given by the caller: matrix engine.
+    A residual net (:data:`ResNet`) runs on the matrix engine.
     """
     dt = np.dtype(dtype)
+    if isinstance(net, ResNet):
+        if method == "conditional":
+            raise ValueError("method='conditional' does not run residual archs yet: use "
+                             "method='matrix' (or 'auto')")
+        seg_len = block_segment(segment, net, rows, dt.itemsize)
+        check_bytes(block_bytes(net, rows, given, seg_len, dt.itemsize),
+                    "reduce width, hidden or batch, or set segment_layers")
+        return Plan("matrix", net, dt, rows, seg_len, False)
     seg_len = segment_layers(segment, rows, net.widths, dt.itemsize)
     if init is not None and choose_method(method, init, net, rows) == "conditional":
         check_bytes(conditional_bytes(net.widths, rows, dt.itemsize), "reduce width or batch")
@@ -147,20 +208,32 @@ def plan(net, init, rows, dtype, method="matrix", segment=None, given=None):
 def execute(run_plan, activation, seed, trials, tops, given=None):
     """Run a plan through the driver; returns the kernel's (forward, backward) arrays."""
     net, rows, proto = run_plan.net, run_plan.rows, np.empty(0, run_plan.dtype)
+    draws = Draws(np.uint64(seed), trials, rows)
+    tops = np.asarray(tops, dtype=np.int64)
+    if isinstance(net, ResNet):
+        return driver.run_blocks(residual.new_state(net, rows, run_plan.seg_len, given, proto),
+                                 net, kernel_data(activation), draws, tops, given)
     matrix_state = conditional_state = None
     if run_plan.engine == "conditional":
         conditional_state = conditional.new_state(net, rows, run_plan.keep, proto)
     else:
         matrix_state = matrix.new_state(net, rows, run_plan.seg_len, given, proto)
-    return driver.run(matrix_state, conditional_state, net, kernel_data(activation),
-                      Draws(np.uint64(seed), trials, rows), np.asarray(tops, dtype=np.int64),
+    return driver.run(matrix_state, conditional_state, net, kernel_data(activation), draws, tops,
                       given)
 
 
 def simulate_arrays(widths, activation, init, *, rows, trials, seed, bias_std, input_std,
-                    dtype, tops, segment=None, method="matrix"):
-    """Plan and run sampled networks: the kernel's (forward, backward) arrays."""
-    net = describe(widths, activation, init, bias_std, input_std)
+                    dtype, tops, segment=None, method="matrix", blocks=None):
+    """Plan and run sampled networks: the kernel's (forward, backward) arrays.
+
+    ``blocks``: a resolved residual arch (then ``widths`` is the stream's, uniform),
+    or None for the plain net.
+    """
+    if blocks is None:
+        net = describe(widths, activation, init, bias_std, input_std)
+    else:
+        net = describe_blocks(blocks, int(widths[0]), widths.size - 1, activation, init,
+                              bias_std, input_std)
     return execute(plan(net, init, rows, dtype, method, segment), activation, seed, trials,
                    tops)
 
@@ -171,20 +244,41 @@ def frame(forward, backward, widths, depth=None, top_index=0):
     ``backward`` is None (no backward columns) or the kernel's backward array,
     of which ``backward[:, top_index]`` belongs to the depth-``depth`` net.
     """
-    trials = forward.shape[0]
     depth = forward.shape[1] if depth is None else depth
+    return _frame(forward, backward, widths[:depth], widths[1:depth + 1], depth, top_index,
+                  FORWARD_COLUMNS, BACKWARD_COLUMNS)
+
+
+def block_frame(forward, backward, blocks, width, depth=None, top_index=0):
+    """:func:`frame` of a residual net: one row per block; ``fan_in`` / ``fan_out`` are
+    the branch's first matrix's, the forward columns describe its pre-activation a,
+    and the stream columns follow (``log10_wgrad2_q``, the second matrix's, for
+    branch=2 only)."""
+    depth = forward.shape[1] if depth is None else depth
+    n_out, n_in = block_shapes(blocks.branch, width, blocks.hidden)[0]
+    backward_columns = tuple(c for c in BLOCK_BACKWARD_COLUMNS
+                             if blocks.branch == 2 or c != "log10_wgrad2_q")
+    keep = [BLOCK_BACKWARD_COLUMNS.index(c) for c in backward_columns]
+    return _frame(forward, None if backward is None else backward[..., keep],
+                  np.full(depth, n_in), np.full(depth, n_out), depth, top_index,
+                  FORWARD_COLUMNS + BLOCK_FORWARD_EXTRA, backward_columns)
+
+
+def _frame(forward, backward, fan_in, fan_out, depth, top_index, forward_columns,
+           backward_columns):
+    trials = forward.shape[0]
     cols = {
         "trial": np.repeat(np.arange(trials), depth),
         "layer": np.tile(np.arange(1, depth + 1), trials),
-        "fan_in": np.tile(widths[:depth], trials),
-        "fan_out": np.tile(widths[1:depth + 1], trials),
+        "fan_in": np.tile(fan_in, trials),
+        "fan_out": np.tile(fan_out, trials),
     }
     fwd = forward[:, :depth].reshape(trials * depth, -1)
-    for i, name in enumerate(FORWARD_COLUMNS):
+    for i, name in enumerate(forward_columns):
         cols[name] = fwd[:, i]
     if backward is not None:
         bwd = backward[:, top_index, :depth].reshape(trials * depth, -1)
-        for i, name in enumerate(BACKWARD_COLUMNS):
+        for i, name in enumerate(backward_columns):
             cols[name] = bwd[:, i]
     return pd.DataFrame(cols)
 

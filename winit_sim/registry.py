@@ -14,14 +14,19 @@ import math
 class Param:
     """One parameter of a registry entry.
 
-    ``choices`` makes it a string parameter; otherwise it is a float that must
-    be finite and at least ``minimum`` (when given).
+    ``choices`` makes it a string parameter (an integer given for one, as in
+    ``("residual", {"branch": 2})``, is read as its string); otherwise it is a
+    float that must be finite and at least ``minimum`` (when given), a whole
+    number when ``integer``. ``words`` are strings accepted beside numbers (as
+    ``alpha=inv_sqrt_depth``).
     """
     default: object
     minimum: float | None = None
     choices: tuple = ()
     auto: bool = False  # also accepts the string "auto"
     positive: bool = False  # must be > minimum, not only >=
+    integer: bool = False
+    words: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -145,9 +150,11 @@ class Registry:
 
 def _check_value(kind, name, key, param, value):
     where = f"{kind} {name!r} parameter {key!r}"
-    if param.auto and value == "auto":
+    if (param.auto and value == "auto") or (param.words and value in param.words):
         return value
     if param.choices:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         if value not in param.choices:
             raise ValueError(f"{where} must be one of {', '.join(param.choices)}, got {value!r}")
         return value
@@ -156,11 +163,16 @@ def _check_value(kind, name, key, param, value):
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{where} must be a number{' or auto' if param.auto else ''}, "
+        alternatives = ("auto",) * param.auto + param.words
+        raise TypeError(f"{where} must be a number{''.join(' or ' + w for w in alternatives)}, "
                         f"got {value!r}") from None
     if not math.isfinite(v):
         raise ValueError(f"{where} must be finite, got {value!r}")
     if param.minimum is not None and (v <= param.minimum if param.positive else v < param.minimum):
         raise ValueError(f"{where} must be {'>' if param.positive else '>='} {param.minimum:g}, "
                          f"got {v:g}" + (" (negative)" if v < 0 else ""))
+    if param.integer:
+        if v != int(v):
+            raise ValueError(f"{where} must be a whole number, got {v:g}")
+        return int(v)
     return v

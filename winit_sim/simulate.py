@@ -17,7 +17,7 @@ from .kernels import rng
 from .kernels.elementwise import eval_dphi, eval_phi
 from .kernels.layer import Given
 from .kernels.weights import fill_weights
-from .layers import check_method
+from .layers import check_method, resolve_arch
 from .theory.meanfield import predict
 from .theory.moments import auto_gain
 
@@ -27,8 +27,9 @@ BACKWARD_COLUMNS = engine.BACKWARD_COLUMNS
 
 def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
              batch=64, trials=1, seed=0, bias_std=0.0, input_var=1.0, dtype="float64",
-             backward=True, segment_layers=None, threads=None, theory=False, method="auto"):
-    """Propagate random inputs and gradients through freshly initialised deep MLPs.
+             backward=True, segment_layers=None, threads=None, theory=False, method="auto",
+             arch="mlp"):
+    """Propagate random inputs and gradients through freshly initialised deep networks.
 
     Layers ``l = 1..L``: ``h_l = x_{l-1} @ W_l.T + b_l``, ``x_l = phi(h_l)``;
     ``x_0 ~ N(0, input_var)`` of shape (batch, n_0); loss ``sum(x_L * g)`` with
@@ -81,6 +82,13 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
         layer (the measured crossover), else ``"matrix"``. ``segment_layers``
         applies to ``"matrix"`` only: the conditional engine keeps
         O(batch x width + depth x batch^2) memory at any depth.
+    arch : str or tuple
+        ``"mlp"`` (default) or a residual architecture: ``"residual:branch=2,
+        norm=layernorm,position=pre,alpha=inv_sqrt_depth"`` or a preset
+        (``fixup``, ``skipinit``, ``deepnorm``, ``gpt2``); see
+        :data:`winit_sim.layers.ARCHS` for every key. ``depth`` is then the
+        number of blocks and the width the stream's (``widths`` uniform).
+        Residual nets run on the matrix engine.
 
     Returns
     -------
@@ -95,6 +103,14 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
         all zero), and with ``backward``: ``log10_grad_q`` (log10
         mean(delta_l^2), delta_l = dloss/dh_l) and ``log10_wgrad_q`` (log10
         mean((dloss/dW_l)^2), summed over the batch).
+
+        A residual arch gives one row per (trial, block): the columns above
+        describe the branch's pre-activation a (``N(x)`` for branch=1, ``W N(x)
+        + b`` for branch=2) and phi(a), ``log10_wgrad_q`` the branch's first
+        matrix; then ``log10_stream_q`` (log10 mean(x_l^2)), ``log10_branch_q``
+        (log10 mean((alpha F)^2)), and with ``backward``
+        ``log10_wgrad2_q`` (the second matrix, branch=2) and
+        ``log10_stream_grad_q`` (log10 mean((dloss/dx_l)^2)).
 
     Notes
     -----
@@ -115,36 +131,59 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
     resolve_activation(activation)
     layer_sampler(init, 1, 1, auto_gain(init, activation))  # validate before any work
     depth = widths.size - 1
+    blocks = stream_blocks(arch, widths)
     with engine.threads(threads):
         fwd, bwd = engine.simulate_arrays(
             widths, activation, init, rows=rows, trials=trials, seed=seed, bias_std=bias_std,
             input_std=math.sqrt(input_var), dtype=dt, tops=[depth] if backward else [],
-            segment=segment_layers, method=method)
-    df = engine.frame(fwd, bwd if backward else None, widths)
+            segment=segment_layers, method=method, blocks=blocks)
+    if blocks is not None:
+        df = engine.block_frame(fwd, bwd if backward else None, blocks, int(widths[0]))
+    else:
+        df = engine.frame(fwd, bwd if backward else None, widths)
     if theory:
-        df = with_theory(df, widths, activation, init, bias_std, input_var, rows)
+        df = with_theory(df, widths, activation, init, bias_std, input_var, rows, arch)
     return df
 
 
-def with_theory(df, widths, activation, init, bias_std, input_var, batch):
-    """Join the mean-field prediction to simulated rows, with ``dev_*`` deviations."""
+def stream_blocks(arch, widths):
+    """The resolved residual arch of a net of these widths, or None for the MLP.
+
+    Raises ValueError for a bad arch, or a residual one with uneven widths.
+    """
+    if resolve_arch(arch) is None:
+        return None
+    if np.any(widths != widths[0]):
+        raise ValueError(f"arch {arch!r} has one stream width; got widths {list(widths)} "
+                         f"(give width and depth, the number of blocks)")
+    return resolve_arch(arch, widths.size - 1, int(widths[0]))
+
+
+def with_theory(df, widths, activation, init, bias_std, input_var, batch, arch="mlp"):
+    """Join the mean-field prediction to simulated rows, with ``dev_*`` deviations
+    (simulated - predicted) of the pre-activation's and the gradient's q, and of the
+    stream's for a residual arch."""
     pred = predict(widths=list(widths), activation=activation, init=init, bias_std=bias_std,
-                   input_var=input_var, batch=batch)
+                   input_var=input_var, batch=batch, arch=arch)
     df = df.merge(pred, on="layer", how="left")
     with np.errstate(invalid="ignore"):
-        df["dev_log10_pre_q"] = df["log10_pre_q"] - df["theory_log10_pre_q"]
-        if "log10_grad_q" in df.columns:
-            df["dev_log10_grad_q"] = df["log10_grad_q"] - df["theory_log10_grad_q"]
+        for col in ("log10_pre_q", "log10_grad_q", "log10_stream_q", "log10_stream_grad_q"):
+            if col in df.columns:
+                df["dev_" + col] = df[col] - df["theory_" + col]
     return df
 
 
-def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_layers=None):
+def propagate(weights, x, activation, grad_output=None, biases=None, *, arch="mlp",
+              segment_layers=None):
     """Statistics of a forward and backward pass through given weights.
 
     Parameters
     ----------
     weights : sequence of 2-D arrays
-        ``W_l`` of shape ``(fan_out, fan_in)``, chained: ``W_{l+1}.shape[1] == W_l.shape[0]``.
+        In forward order, each of shape ``(fan_out, fan_in)``. For the MLP they
+        chain: ``W_{l+1}.shape[1] == W_l.shape[0]``. For a residual ``arch``:
+        one (n, n) matrix per block (branch=1), or W_1, V_1, W_2, V_2, ... of
+        shapes (hidden, n) and (n, hidden) (branch=2).
     x : array, shape (batch, n_0)
         Input. Its dtype (float32 or float64) is the compute dtype.
     activation : str or tuple
@@ -152,7 +191,12 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
     grad_output : array, shape (batch, n_L), optional
         dloss/dx_L; without it only forward columns are returned.
     biases : sequence of 1-D arrays, optional
-        ``b_l`` of shape ``(fan_out,)``.
+        One per weight matrix, of shape ``(fan_out,)``.
+    arch : str or tuple
+        As in :func:`simulate`. Its ``in_scale`` / ``out_scale`` do not apply
+        (the weights are given); its alpha, beta, norm and eps do.
+    segment_layers : int, optional
+        As in :func:`simulate`.
 
     Returns
     -------
@@ -172,31 +216,28 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
         if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
             raise ValueError(f"weights[{i}] must be a 2-D (fan_out, fan_in) array, got shape {w.shape}")
         mats.append(w)
-    widths = [mats[0].shape[1]] + [w.shape[0] for w in mats]
-    if x.shape[1] != widths[0]:
-        raise ValueError(f"x has {x.shape[1]} columns but weights[0] has fan_in {widths[0]}")
-    for i in range(1, len(mats)):
-        if mats[i].shape[1] != widths[i]:
-            raise ValueError(f"weights[{i}] has fan_in {mats[i].shape[1]} but weights[{i - 1}] "
-                             f"has fan_out {widths[i]}")
-    widths = np.array(widths, dtype=np.int64)
+    blocks = None if resolve_arch(arch) is None else _given_blocks(arch, mats, x.shape[1])
+    if blocks is None:
+        widths = _chained_widths(mats, x.shape[1])
+    fan_out = [w.shape[0] for w in mats]
+    n_out = x.shape[1] if blocks is not None else fan_out[-1]
     w_flat = np.concatenate([w.astype(dt).ravel() for w in mats])
-    w_off = np.concatenate([[0], np.cumsum(widths[:-1] * widths[1:])]).astype(np.int64)
-    b_off = np.concatenate([[0], np.cumsum(widths[1:])]).astype(np.int64)
+    w_off = np.concatenate([[0], np.cumsum([w.size for w in mats])]).astype(np.int64)
+    b_off = np.concatenate([[0], np.cumsum(fan_out)]).astype(np.int64)
     b_flat = None
     if biases is not None:
         if len(biases) != len(mats):
-            raise ValueError(f"got {len(biases)} biases for {len(mats)} layers")
+            raise ValueError(f"got {len(biases)} biases for {len(mats)} weight matrices")
         for i, b in enumerate(biases):
-            if np.shape(b) != (widths[i + 1],):
-                raise ValueError(f"biases[{i}] must have shape ({widths[i + 1]},), "
+            if np.shape(b) != (fan_out[i],):
+                raise ValueError(f"biases[{i}] must have shape ({fan_out[i]},), "
                                  f"got {np.shape(b)}")
         b_flat = np.concatenate([np.asarray(b, np.float64) for b in biases])
     g = None
     if grad_output is not None:
         g = np.ascontiguousarray(grad_output, dtype=dt)
-        if g.shape != (x.shape[0], widths[-1]):
-            raise ValueError(f"grad_output must have shape {(x.shape[0], int(widths[-1]))}, "
+        if g.shape != (x.shape[0], n_out):
+            raise ValueError(f"grad_output must have shape {(x.shape[0], int(n_out))}, "
                              f"got {g.shape}")
     for name, arr in (("x", x), ("weights", w_flat), ("biases", b_flat), ("grad_output", g)):
         if arr is not None and not np.all(np.isfinite(arr)):
@@ -205,17 +246,53 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, segment_
         b_flat = np.zeros(int(b_off[-1]))
     rows = x.shape[0]
     given = Given(w_flat, w_off, b_flat, b_off, np.ascontiguousarray(x, dtype=dt),
-                  g if g is not None else np.zeros((rows, int(widths[-1])), dt))
-    net = engine.describe(widths, activation, None)
+                  g if g is not None else np.zeros((rows, int(n_out)), dt))
+    depth = len(mats) if blocks is None else len(mats) // blocks.branch
+    if blocks is None:
+        net = engine.describe(widths, activation, None)
+    else:
+        net = engine.describe_blocks(blocks, x.shape[1], depth, activation, None)
     with engine.threads(None):
         fwd, bwd = engine.execute(engine.plan(net, None, rows, dt, segment=segment_layers,
                                               given=given),
-                                  activation, 0, 1, [len(mats)] if g is not None else [], given)
-    return engine.frame(fwd, bwd if g is not None else None, widths)
+                                  activation, 0, 1, [depth] if g is not None else [], given)
+    bwd = bwd if g is not None else None
+    if blocks is None:
+        return engine.frame(fwd, bwd, widths)
+    return engine.block_frame(fwd, bwd, blocks, x.shape[1])
+
+
+def _chained_widths(mats, n_in):
+    """[n_0, ..., n_L] of chained MLP weights; ValueError naming the first misfit."""
+    widths = [mats[0].shape[1]] + [w.shape[0] for w in mats]
+    if n_in != widths[0]:
+        raise ValueError(f"x has {n_in} columns but weights[0] has fan_in {widths[0]}")
+    for i in range(1, len(mats)):
+        if mats[i].shape[1] != widths[i]:
+            raise ValueError(f"weights[{i}] has fan_in {mats[i].shape[1]} but weights[{i - 1}] "
+                             f"has fan_out {widths[i]}")
+    return np.array(widths, dtype=np.int64)
+
+
+def _given_blocks(arch, mats, width):
+    """The resolved residual arch of given weights; ValueError if their count or shapes
+    do not fit it (x's columns are the stream width)."""
+    branch = resolve_arch(arch, 1, width).branch
+    if len(mats) % branch:
+        raise ValueError(f"arch {arch!r} has {branch} matrices per block, in forward order "
+                         f"(W_1, V_1, W_2, ...); got {len(mats)} weights")
+    blocks = resolve_arch(arch, len(mats) // branch, width)
+    shapes = engine.block_shapes(branch, width, blocks.hidden)
+    for i, w in enumerate(mats):
+        want = shapes[i % branch]
+        if w.shape != want:
+            raise ValueError(f"weights[{i}] must have shape {want} for arch {arch!r} (stream "
+                             f"width {width} from x, hidden {blocks.hidden}); got {w.shape}")
+    return blocks
 
 
 def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="float64",
-                   activation=None):
+                   activation=None, matrix=0):
     """The weight matrix that :func:`winit_sim.simulate` uses for one layer of one trial.
 
     Parameters
@@ -231,6 +308,10 @@ def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="fl
     dtype : {"float64", "float32"}
     activation : str or tuple, optional
         Needed only for ``gain=auto``.
+    matrix : {0, 1}
+        In a residual net (``layer`` is then the block): the matrix's index in
+        its block, 0 for the first (W), 1 for the second (V, branch=2). An
+        arch's ``in_scale`` / ``out_scale`` multiply these matrices.
 
     Returns
     -------
@@ -243,10 +324,12 @@ def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="fl
     trial = check_positive_int(trial, "trial", minimum=0)
     layer = check_positive_int(layer, "layer")
     dt = check_dtype(dtype)
+    if matrix not in (0, 1) or isinstance(matrix, bool):
+        raise ValueError(f"matrix must be 0 (a block's first) or 1 (its second), got {matrix!r}")
     kind, scale = layer_sampler(init, fan_in, fan_out, auto_gain(init, activation))
     out = np.empty((fan_out, fan_in), dt)
-    fill_weights(kind, scale, np.uint64(rng.stream_key(seed, trial, layer, rng.STREAM_WEIGHT)),
-                 out)
+    stream = rng.STREAM_WEIGHT2 if matrix else rng.STREAM_WEIGHT
+    fill_weights(kind, scale, np.uint64(rng.stream_key(seed, trial, layer, stream)), out)
     return out
 
 

@@ -116,3 +116,33 @@ def peak_rss_of(code):
                           "peak_rss_mib\nprint(peak_rss_mib())"],
                          capture_output=True, text=True, check=True, cwd=SUITE_DIR)
     return float(out.stdout.split()[-1])
+
+
+def torch_residual_loop(width, depth, batch, dtype, branch=2, norm=True, seed=0):
+    """A pre-LN residual net as PyTorch users write it (autograd for the backward):
+    ``x += V relu(W LN(x))`` (branch 2) or ``x += W relu(LN(x))`` (branch 1), He-normal
+    weights stored, with the statistics simulate reports per block."""
+    import torch
+    from torch.nn import functional as F
+    torch.manual_seed(seed)
+    tdt = torch.float32 if dtype == np.float32 else torch.float64
+    std = (2.0 / width) ** 0.5
+    x = torch.randn(batch, width, dtype=tdt)
+    mats = [torch.randn(width, width, dtype=tdt).mul_(std).requires_grad_()
+            for _ in range(depth * branch)]
+    acts, streams = [], []
+    for l in range(depth):
+        u = F.layer_norm(x, (width,)) if norm else x
+        a = u @ mats[l * branch].T if branch == 2 else u.clone()
+        a.retain_grad()
+        f = torch.relu(a) @ mats[l * branch + branch - 1].T
+        x = x + f
+        x.retain_grad()
+        acts.append(a)
+        streams.append(x)
+    (x * torch.randn(batch, width, dtype=tdt)).sum().backward()
+    with torch.no_grad():
+        out = [torch.stack([(a * a).mean(), (s * s).mean(), (a.grad * a.grad).mean(),
+                            (s.grad * s.grad).mean()]) for a, s in zip(acts, streams)]
+        out += [(m.grad * m.grad).mean() for m in mats]
+    return [o.tolist() for o in out]

@@ -44,7 +44,7 @@ State = namedtuple("State", ["seg_len", "wbuf", "bbuf", "hbuf", "ybuf", "xcur", 
 
 
 @njit(parallel=True, cache=True)
-def _affine_rows(h, alpha, bias, beta):
+def affine_rows(h, alpha, bias, beta):
     """h = alpha * h + beta * bias, bias broadcast over rows."""
     rows, n = h.shape
     for r in prange(rows):
@@ -61,7 +61,7 @@ def _activate_rows(act, h, t, regime, y, d, rs):
 
 
 @njit(parallel=True, cache=True)
-def _scale_into(src, c, dst):
+def scale_into(src, c, dst):
     """dst = c * src (dst may have another dtype)."""
     rows, n = src.shape
     for r in prange(rows):
@@ -70,7 +70,7 @@ def _scale_into(src, c, dst):
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
-def _product_rows(p, d, out, rowsq):
+def product_rows(p, d, out, rowsq):
     """out = p * d elementwise; rowsq[r] = sum of out[r]^2 in float64."""
     rows, n = p.shape
     for r in prange(rows):
@@ -83,7 +83,7 @@ def _product_rows(p, d, out, rowsq):
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
-def _row_sumsq(m, rowsq):
+def row_sumsq(m, rowsq):
     rows, n = m.shape
     for r in prange(rows):
         acc = 0.0
@@ -200,13 +200,22 @@ def _forward_layer(state, net, act, seed, trial, given, l, x, s, xnext, d, out):
     else:
         rows_dot(x, _layer_weights(state, net, seed, trial, given, l).T, h)
     bias, brms = _layer_bias(state, net, seed, trial, given, l)
-    t = s
-    if brms > 0.0:
-        # h_true = e^s (x W^T) + b: pick t so both terms are <= their natural size
-        lb = math.log(brms)
-        t = max(s, lb) + math.log1p(math.exp(-abs(s - lb)))
-        _affine_rows(h, math.exp(s - t), bias, math.exp(-t))
-    return activate_layer(state, act, h, t, xnext, d, out)
+    return activate_layer(state, act, h, add_bias(h, s, bias, brms), xnext, d, out)
+
+
+@njit(cache=True)
+def add_bias(h, s, bias, brms):
+    """h_true = e^s h + bias in place, kept at a log-scale; returns it.
+
+    ``brms``: the RMS of the bias (0: no bias, h untouched).
+    """
+    if brms == 0.0:
+        return s
+    # pick t so both terms are <= their natural size
+    lb = math.log(brms)
+    t = max(s, lb) + math.log1p(math.exp(-abs(s - lb)))
+    affine_rows(h, math.exp(s - t), bias, math.exp(-t))
+    return t
 
 
 @njit(cache=True)
@@ -228,9 +237,9 @@ def activate_layer(state, act, h, t, xnext, d, out):
     v = output_log_scale(t, regime, act.phi0)
     rms = layer_statistics(rs, n_out, t, v, out)
     if rms > 0.0:
-        _scale_into(y, 1.0 / rms, xnext)
+        scale_into(y, 1.0 / rms, xnext)
         return v + math.log(rms)
-    _scale_into(y, 0.0, xnext)
+    scale_into(y, 0.0, xnext)
     return 0.0
 
 
@@ -248,7 +257,7 @@ def _segment_layer(state, net, act, seed, trial, given, l, first, out):
 
 
 @njit(cache=True)
-def _input(net, seed, trial, given, x0):
+def load_input(net, seed, trial, given, x0):
     """The net's input: given, or drawn from its key (a function of its own: Numba
     resolves ``given is None`` per function when it compiles, not once inlined)."""
     if given is not None:
@@ -258,8 +267,8 @@ def _input(net, seed, trial, given, x0):
 
 
 @njit(cache=True)
-def _top_gradient(seed, trial, given, g):
-    """dloss/dx at the top: given, or drawn from its key (see _input)."""
+def load_top_gradient(seed, trial, given, g):
+    """dloss/dx at the top: given, or drawn from its key (see load_input)."""
     if given is not None:
         g[:, :] = given.grad
     else:
@@ -275,7 +284,7 @@ def forward_trial(state, net, act, draws, trial, given, stats):
     depth = widths.size - 1
     seg_len = state.seg_len
     n0 = widths[0]
-    _input(net, draws.seed, trial, given, state.xcur[:rows * n0].reshape((rows, n0)))
+    load_input(net, draws.seed, trial, given, state.xcur[:rows * n0].reshape((rows, n0)))
     state.log_s[0] = 0.0
     n_seg = state.ckpt.shape[0]
     for seg in range(n_seg):
@@ -305,7 +314,7 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
     per layer (log10_grad_q, log10_wgrad_q) into ``grads`` (depth x 2)."""
     rows = draws.rows
     n_top = net.widths[top]
-    _top_gradient(draws.seed, trial, given, state.grad[:rows * n_top].reshape((rows, n_top)))
+    load_top_gradient(draws.seed, trial, given, state.grad[:rows * n_top].reshape((rows, n_top)))
     log_g = 0.0
     seg_len = state.seg_len
     for seg in range((top - 1) // seg_len, -1, -1):
@@ -318,7 +327,7 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
 
 
 @njit(cache=True)
-def _wgrad_sumsq(delta, x, wbuf):
+def wgrad_sumsq(delta, x, wbuf):
     """sum over (i, j) of (delta^T x)_ij^2, by the cheaper of two exact routes.
 
     ||delta^T x||_F^2 = sum((delta delta^T) * (x x^T)) costs O(B^2 (n_in + n_out));
@@ -339,7 +348,7 @@ def _wgrad_sumsq(delta, x, wbuf):
     m = wbuf[:n_out * n_in].reshape((n_out, n_in))
     np.dot(delta.T, x, m)
     rowsq = np.empty(n_out)
-    _row_sumsq(m, rowsq)
+    row_sumsq(m, rowsq)
     return ordered_sum(rowsq)
 
 
@@ -353,15 +362,15 @@ def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
     n_in, n_out = net.widths[l], net.widths[l + 1]
     gl = state.grad[:rows * n_out].reshape((rows, n_out))
     dl = state.delta[:rows * n_out].reshape((rows, n_out))
-    _product_rows(gl, state.seg_d[k, :rows * n_out].reshape((rows, n_out)), dl, state.rowsq)
+    product_rows(gl, state.seg_d[k, :rows * n_out].reshape((rows, n_out)), dl, state.rowsq)
     sq = ordered_sum(state.rowsq)
     out[0] = log10_mean_sq(sq, rows * n_out, log_g)
     if sq > 0.0:
         rms = math.sqrt(sq / (rows * n_out))
-        _scale_into(dl, 1.0 / rms, dl)
+        scale_into(dl, 1.0 / rms, dl)
         log_g += math.log(rms)
     x = state.seg_x[k, :rows * n_in].reshape((rows, n_in))
-    out[1] = log10_mean_sq(_wgrad_sumsq(dl, x, state.wbuf), n_in * n_out, log_g + state.log_s[l])
+    out[1] = log10_mean_sq(wgrad_sumsq(dl, x, state.wbuf), n_in * n_out, log_g + state.log_s[l])
     if l > 0:
         gin = state.grad[:rows * n_in].reshape((rows, n_in))
         if use_fused(rows, net.sampler[l], given):

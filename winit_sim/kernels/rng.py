@@ -27,6 +27,8 @@ STREAM_WEIGHT = 1
 STREAM_BIAS = 2
 STREAM_INPUT = 3
 STREAM_GRAD = 4
+STREAM_WEIGHT2 = 8    # a residual block's second matrix (its first uses STREAM_WEIGHT)
+STREAM_BIAS2 = 9
 STREAM_TEACHER = 99   # the training probe's teacher matrix
 # the conditional engine's draws (see winit_sim.kernels.conditional)
 STREAM_COND_PRE = 5      # standard normals Z of H = C Z (forward)

@@ -32,9 +32,9 @@ def _pyplot():
 def plot_layers(results, path, width=None, depth=None, clip=40.0):
     """Per-layer curves: forward log10 mean(h^2) and gradient log10 mean(delta^2).
 
-    One column of panels per activation, one line per init (mean over trials),
-    for the net of ``depth`` (default: the deepest) at ``width`` (default: the
-    largest). The y axis
+    One column of panels per activation, one line per init (per arch and init
+    when the results hold several archs; mean over trials), for the net of
+    ``depth`` (default: the deepest) at ``width`` (default: the largest). The y axis
     stops at +-``clip`` decades so the curves near 0 stay readable; steeper ones
     leave the panel.
     """
@@ -46,10 +46,10 @@ def plot_layers(results, path, width=None, depth=None, clip=40.0):
         raise ValueError(f"no results for width {width}, depth {depth}; widths: "
                          f"{sorted(map(int, results.width.unique()))}, "
                          f"depths: {sorted(map(int, results.depth.unique()))}")
-    acts = list(sub["activation"].cat.categories) if hasattr(sub["activation"], "cat") \
-        else list(dict.fromkeys(sub["activation"]))
-    inits = list(sub["init"].cat.categories) if hasattr(sub["init"], "cat") \
-        else list(dict.fromkeys(sub["init"]))
+    acts = _levels(sub, "activation")
+    inits = _levels(sub, "init")
+    archs = _levels(sub, "arch") if "arch" in sub.columns else [None]
+    lines = [(arch, init) for arch in archs for init in inits]
     rows = [("log10_pre_q", "forward: log10 mean(h_l^2)")]
     if "log10_grad_q" in sub.columns:
         rows.append(("log10_grad_q", "backward: log10 mean(delta_l^2)"))
@@ -59,12 +59,16 @@ def plot_layers(results, path, width=None, depth=None, clip=40.0):
     for c, act in enumerate(acts):
         for r, (col, label) in enumerate(rows):
             ax = axes[r, c]
-            for k, init in enumerate(inits):
+            for k, (arch, init) in enumerate(lines):
                 g = sub[(sub.activation == act) & (sub.init == init)]
+                if arch is not None:
+                    g = g[g.arch == arch]
                 y = g.groupby("layer")[col].mean()
                 y = y[np.isfinite(y)]
                 if len(y):
-                    ax.plot(y.index, y.to_numpy(), color=colors(k % 10), lw=1.6, label=init)
+                    label = init if len(archs) == 1 else f"{arch} / {init}"
+                    ax.plot(y.index, y.to_numpy(), color=colors(k % 10), lw=1.6, label=label,
+                            ls=("-", "--", ":", "-.")[(k // 10) % 4])
             ax.axhline(0.0, color="0.6", lw=0.8, ls=":")
             lo, hi = ax.get_ylim()
             ax.set_ylim(max(lo, -clip), min(hi, clip))
@@ -88,8 +92,17 @@ def plot_layers(results, path, width=None, depth=None, clip=40.0):
     plt.close(fig)
 
 
+def _levels(df, col):
+    """A column's values in their categorical (grid) order, or in order of appearance."""
+    present = set(df[col].astype(str))
+    if hasattr(df[col], "cat"):
+        return [c for c in df[col].cat.categories if c in present]
+    return list(dict.fromkeys(df[col].astype(str)))
+
+
 def plot_decay_heatmap(table, path, width=None, title="forward", clip=20.0):
-    """Heatmap of a variance-decay table: init x depth, one panel per activation."""
+    """Heatmap of a variance-decay table: init (or arch / init) x depth, one panel per
+    activation."""
     plt = _pyplot()
     widths = table.index.get_level_values("width")
     width = int(widths.max()) if width is None else int(width)
@@ -117,7 +130,8 @@ def plot_decay_heatmap(table, path, width=None, title="forward", clip=20.0):
             ax.text(len(depth_cols) - 0.4, i, verdict, ha="left", va="center", fontsize=8)
         ax.set_xlim(-0.5, len(depth_cols) - 0.5)
         ax.set_xticks(range(len(depth_cols)), [str(d) for d in depth_cols])
-        ax.set_yticks(range(len(t.index)), list(t.index) if c == 0 else [], fontsize=8)
+        names = [" / ".join(i) if isinstance(i, tuple) else i for i in t.index]
+        ax.set_yticks(range(len(t.index)), names if c == 0 else [], fontsize=8)
         ax.set_xlabel("depth")
         ax.set_title(act)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, pad=0.08,

@@ -1,7 +1,9 @@
-"""Variance-decay tables: how a quantity changes with depth, per (activation, init, width)."""
+"""Variance-decay tables: how a quantity changes with depth, per (arch, activation, init,
+width)."""
 import numpy as np
 import pandas as pd
 
+from ..sweep.grid import MLP, depth_free
 from ..theory.meanfield import predict
 
 QUANTITIES = {
@@ -10,6 +12,9 @@ QUANTITIES = {
     "forward": ("log10_pre_q", "forward"),
     "backward": ("log10_grad_q", "backward"),
     "weight_grad": ("log10_wgrad_q", "backward"),
+    # residual archs: the stream x_l itself, and dloss/dx_l
+    "stream": ("log10_stream_q", "forward"),
+    "stream_grad": ("log10_stream_grad_q", "backward"),
 }
 STABLE_DECADES = 1.0    # |total change| up to this many decades: stable
 POWER_LAW_RATIO = 0.6   # late per-layer rate below this fraction of the mean rate: power law
@@ -26,12 +31,21 @@ def _log10_mean(log10_values):
     return top + np.log10(np.mean(10.0 ** (v - top)))
 
 
+def row_keys(results):
+    """The table's row keys: (arch,) activation, init, width; arch only when the results
+    hold a net other than the plain MLP (so plain sweeps' tables read as before)."""
+    keys = ["activation", "init", "width"]
+    if "arch" in results.columns and (results["arch"].astype(str) != MLP).any():
+        keys.insert(0, "arch")
+    return keys
+
+
 def _cell_ratios(results, column, direction):
-    """Per (activation, init, width, depth): log10 ratio of trial-mean second moments.
+    """Per (arch, activation, init, width, depth): log10 ratio of trial-mean second moments.
 
     Also the per-trial log10 ratios' spread, and the dead / symmetric flags.
     """
-    keys = ["activation", "init", "width", "depth"]
+    keys = row_keys(results) + ["depth"]
     first = results[results.layer == 1].set_index(keys + ["trial"])[column]
     top = results[results.layer == results.depth].set_index(keys + ["trial"])[column]
     lo, hi = (first, top) if direction == "forward" else (top, first)
@@ -63,27 +77,38 @@ def _verdict(depths, ratios, dead, symmetric):
 
 
 def _theory_ratios(table_index, depths, quantity, bias_std):
-    """Mean-field log10 ratios per (activation, init, width) row and depth."""
+    """Mean-field log10 ratios per table row and depth."""
     out = {}
-    for act, init, width in table_index:
-        # batch only scales the weight gradient at every layer alike: it cancels in a ratio
-        p = predict(int(width), int(depths[-1]), activation=act, init=init, bias_std=bias_std,
-                    batch=1)
-        pre, grad = p.theory_log10_pre_q.to_numpy(), p.theory_log10_grad_q.to_numpy()
-        x_prev = np.concatenate([[0.0], p.theory_log10_post_q.to_numpy()[:-1]])
-        row = []
-        with np.errstate(invalid="ignore"):
-            for d in depths:
-                # the depth-d net's backward factors are those of the deepest net's layers 1..d
-                down = grad[0] - grad[d - 1]
-                if quantity == "forward":
-                    row.append(pre[d - 1] - pre[0])
-                elif quantity == "backward":
-                    row.append(down)
-                else:
-                    row.append(down + x_prev[0] - x_prev[d - 1])
-        out[(act, init, width)] = row
+    for key in table_index:
+        arch, (act, init, width) = (key[0], key[1:]) if len(key) == 4 else (MLP, key)
+        width = int(width)
+        if depth_free(arch, width, depths):
+            # batch only scales the weight gradient at every layer alike: it cancels in a ratio
+            p = predict(width, int(depths[-1]), activation=act, init=init, bias_std=bias_std,
+                        batch=1, arch=arch)
+            row = [_theory_ratio(p, d, quantity) for d in depths]
+        else:   # each depth is a net of its own
+            row = [_theory_ratio(predict(width, int(d), activation=act, init=init,
+                                         bias_std=bias_std, batch=1, arch=arch), d, quantity)
+                   for d in depths]
+        out[key] = row
     return pd.DataFrame.from_dict(out, orient="index", columns=[f"theory@{d}" for d in depths])
+
+
+def _theory_ratio(p, d, quantity):
+    """The predicted ratio of the depth-d net from a prediction of >= d layers (its
+    backward factors are those of the deeper net's layers 1..d)."""
+    column, direction = QUANTITIES[quantity]
+    if quantity == "weight_grad":   # batch x delta^2 x the layer's input's q
+        grad = p.theory_log10_grad_q.to_numpy()
+        x_prev = np.concatenate([[0.0], p.theory_log10_post_q.to_numpy()[:-1]])
+        if "theory_log10_stream_q" in p.columns:
+            return p.theory_log10_wgrad_q.iloc[0] - p.theory_log10_wgrad_q.iloc[d - 1]
+        with np.errstate(invalid="ignore"):
+            return grad[0] - grad[d - 1] + x_prev[0] - x_prev[d - 1]
+    v = p["theory_" + column].to_numpy()
+    with np.errstate(invalid="ignore"):
+        return v[d - 1] - v[0] if direction == "forward" else v[0] - v[d - 1]
 
 
 def variance_decay_table(results, quantity="forward", at=None, theory=False, bias_std=0.0):
@@ -98,6 +123,8 @@ def variance_decay_table(results, quantity="forward", at=None, theory=False, bia
         ``backward``: log10 of mean(delta_1^2) / mean(delta_D^2), the gradient at
         the first layer relative to the top, for the net of depth D.
         ``weight_grad``: the same for mean((dloss/dW)^2).
+        ``stream`` and ``stream_grad`` (residual archs): the same for the stream,
+        mean(x_D^2) / mean(x_1^2), and for dloss/dx, block 1 against the top.
     at : sequence of int, optional
         Depths to show as columns (default: every depth in ``results``).
     theory : bool
@@ -109,7 +136,8 @@ def variance_decay_table(results, quantity="forward", at=None, theory=False, bia
     Returns
     -------
     pandas.DataFrame
-        Index (activation, init, width); one column per depth holding the log10
+        Index (activation, init, width), led by ``arch`` when the results hold a
+    residual net; one column per depth holding the log10
         ratio (decades) of the second moments, each first averaged over trials
         (the variance the theory talks about: He-normal keeps it exactly at any
         width); ``spread``: the std over trials of the per-trial log10 ratio at
@@ -135,6 +163,10 @@ def variance_decay_table(results, quantity="forward", at=None, theory=False, bia
     column, direction = QUANTITIES[quantity]
     if column not in results.columns:
         raise ValueError(f"results have no {column!r} column (was the sweep run with backward?)")
+    results = results[results[column].notna()]   # MLP rows have no stream columns
+    if results.empty:
+        raise ValueError(f"no results have a {column!r} value (quantity {quantity!r} needs a "
+                         f"residual arch)")
     cells = _cell_ratios(results, column, direction)
     depths = sorted(results["depth"].unique())
     if at is not None:
@@ -143,7 +175,7 @@ def variance_decay_table(results, quantity="forward", at=None, theory=False, bia
             raise ValueError(f"depths {missing} are not in the results; available: {depths}")
         depths = sorted(set(at))
     cells = cells[cells.index.get_level_values("depth").isin(depths)]
-    rows = ["activation", "init", "width"]
+    rows = row_keys(results)
     table = cells["ratio"].unstack("depth").reindex(columns=depths)
     table["spread"] = cells["spread"].xs(depths[-1], level="depth")
     flags = cells.groupby(rows, observed=True)[["dead", "symmetric"]].any()

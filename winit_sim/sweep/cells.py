@@ -1,4 +1,4 @@
-"""Parameter sweeps: every (width, depth, activation, init) cell, one tidy DataFrame."""
+"""Parameter sweeps: every (width, depth, activation, init, arch) cell, one tidy DataFrame."""
 import sys
 import time
 
@@ -8,8 +8,9 @@ import pandas as pd
 from .. import engine
 from ..activations import resolve_activation
 from ..inits import resolve_init
+from ..layers import ARCHS, resolve_arch
 from .cluster import check_scheduler, run_on_cluster
-from .grid import cell_seed, make_grid
+from .grid import MLP, cell_seed, depth_free, make_grid
 from .store import ResultStore
 
 
@@ -25,29 +26,47 @@ class SweepTimer:
         return time.perf_counter() - self.start
 
 
-def run_group(grid, width, activation, init):
-    """Rows of every depth of one (width, activation, init) net.
+def run_group(grid, width, activation, init, arch=MLP):
+    """Rows of every depth of one (width, activation, init, arch) net.
 
     One forward pass of the deepest net gives every depth's forward statistics
-    (prefix property); the backward pass of each depth D starts at layer D.
+    (prefix property); the backward pass of each depth D starts at layer D. An
+    arch whose blocks change with the depth (see :func:`.grid.depth_free`) runs
+    one net per depth instead, each from the cell's seed.
     """
-    depths = np.array(grid.depths, dtype=np.int64)
-    dmax = int(depths[-1])
+    if depth_free(arch, width, grid.depths):
+        parts = _run_depths(grid, width, activation, init, arch, grid.depths)
+    else:
+        parts = [df for d in grid.depths
+                 for df in _run_depths(grid, width, activation, init, arch, (d,))]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _run_depths(grid, width, activation, init, arch, depths):
+    """Frames of the given depths, from one net of the deepest of them."""
+    tops = np.array(depths, dtype=np.int64)
+    dmax = int(tops[-1])
     widths = np.full(dmax + 1, width, dtype=np.int64)
+    blocks = resolve_arch(arch, dmax, width)
     fwd, bwd = engine.simulate_arrays(
         widths, activation, init, rows=grid.batch, trials=grid.trials,
-        seed=cell_seed(grid.seed, width, activation, init), bias_std=grid.bias_std,
-        input_std=1.0, dtype=grid.dtype, tops=depths if grid.backward else [],
-        method=grid.method)
+        seed=cell_seed(grid.seed, width, activation, init, arch), bias_std=grid.bias_std,
+        input_std=1.0, dtype=grid.dtype, tops=tops if grid.backward else [],
+        method=grid.method, blocks=blocks)
     parts = []
-    for i, d in enumerate(grid.depths):
-        df = engine.frame(fwd, bwd if grid.backward else None, widths, depth=d, top_index=i)
+    for i, d in enumerate(depths):
+        if blocks is None:
+            df = engine.frame(fwd, bwd if grid.backward else None, widths, depth=d, top_index=i)
+        else:
+            df = engine.block_frame(fwd, bwd if grid.backward else None, blocks, width,
+                                    depth=d, top_index=i)
+        df.insert(0, "arch", arch)
         df.insert(0, "init", init)
         df.insert(0, "activation", activation)
         df.insert(0, "depth", d)
         df.insert(0, "width", width)
         parts.append(df)
-    return pd.concat(parts, ignore_index=True)
+    return parts
 
 
 def run_here(grid, groups, threads):
@@ -61,9 +80,14 @@ def run_here(grid, groups, threads):
 
 def check_grid_memory(grid):
     """Refuse a grid with a net too large for memory before any cell runs."""
-    widths = np.full(grid.depths[-1] + 1, 1, dtype=np.int64)
-    for width, activation, init in grid.groups:
-        net = engine.describe(widths * width, activation, init, grid.bias_std)
+    depth = grid.depths[-1]
+    widths = np.full(depth + 1, 1, dtype=np.int64)
+    for width, activation, init, arch in grid.groups:
+        blocks = resolve_arch(arch, depth, width)
+        if blocks is None:
+            net = engine.describe(widths * width, activation, init, grid.bias_std)
+        else:
+            net = engine.describe_blocks(blocks, width, depth, activation, init, grid.bias_std)
         engine.plan(net, init, grid.batch, grid.dtype, grid.method)
 
 
@@ -76,19 +100,22 @@ def _progress(total, enabled):
 
 def tidy(results, grid):
     """Sort rows and give the cell columns categorical dtypes in grid order."""
-    results = results.sort_values(["width", "activation", "init", "depth", "trial", "layer"],
+    results = results.sort_values(["width", "activation", "init", "arch", "depth", "trial",
+                                   "layer"],
                                   key=lambda c: _order(c, grid)).reset_index(drop=True)
-    results["activation"] = pd.Categorical(results["activation"].astype(str),
-                                           categories=list(grid.activations))
-    results["init"] = pd.Categorical(results["init"].astype(str), categories=list(grid.inits))
+    for col, names in _CATEGORIES.items():
+        results[col] = pd.Categorical(results[col].astype(str),
+                                      categories=list(getattr(grid, names)))
     return results
 
 
+_CATEGORIES = {"activation": "activations", "init": "inits", "arch": "archs"}
+
+
 def _order(col, grid):
-    if col.name == "activation":
-        return col.astype(str).map({a: i for i, a in enumerate(grid.activations)})
-    if col.name == "init":
-        return col.astype(str).map({a: i for i, a in enumerate(grid.inits)})
+    if col.name in _CATEGORIES:
+        names = getattr(grid, _CATEGORIES[col.name])
+        return col.astype(str).map({a: i for i, a in enumerate(names)})
     return col
 
 
@@ -104,7 +131,7 @@ def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads
     if scheduler is None:   # a cluster checks its workers' memory instead
         check_grid_memory(grid)
     store = ResultStore(out, grid, force=force) if out is not None else None
-    rows_per_group = grid.trials * sum(grid.depths)
+    rows_per_group = grid.trials * sum(grid.depths)   # one row per (trial, layer or block)
     done, pending = {}, []
     for group in grid.groups:
         df = store.load(group, rows_per_group) if store else None
@@ -135,8 +162,8 @@ def run_sweep(grid, *, progress=True, out=None, force=False, timer=None, threads
 
 def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bias_std=0.0,
           dtype="float64", backward=True, method="auto", progress=True, out=None, scheduler=None,
-          workers=None):
-    """Simulate every (width, depth, activation, init) cell of a grid.
+          workers=None, archs=(MLP,)):
+    """Simulate every (width, depth, activation, init, arch) cell of a grid.
 
     Parameters
     ----------
@@ -165,30 +192,39 @@ def sweep(widths, depths, activations, inits, *, trials=1, seed=0, batch=64, bia
     workers : int, optional
         Number of worker processes of ``scheduler="local"`` (default: one per
         core, each with one thread).
+    archs : sequence of str or tuple
+        Architecture specs (``"mlp"``, ``"residual:alpha=inv_sqrt_depth"``,
+        presets such as ``"fixup"``; see :func:`winit_sim.simulate`). Default:
+        the plain MLP only.
 
     Returns
     -------
     pandas.DataFrame
         The :func:`~winit_sim.simulate` columns plus ``width``, ``depth``,
-        ``activation``, ``init`` (canonical spec strings, categorical).
+        ``activation``, ``init``, ``arch`` (canonical spec strings,
+        categorical); residual archs add their stream columns (NaN in MLP rows).
 
     Notes
     -----
-    The net of a (width, activation, init) cell has its own seed, a hash of
-    (seed, width, activation, init), so its numbers do not depend on the rest of
-    the grid. All depths come from one forward pass of the deepest net: the
-    depth-D cell equals ``simulate(width, D, ...)`` with that seed, its backward
-    pass starting at layer D.
+    The net of a (width, activation, init, arch) cell has its own seed, a hash of
+    (seed, width, activation, init, arch) (for the MLP, of the first four), so its
+    numbers do not depend on the rest of the grid. All depths come from one
+    forward pass of the deepest net: the depth-D cell equals
+    ``simulate(width, D, ...)`` with that seed, its backward pass starting at
+    layer D. An arch whose blocks scale with the depth (``inv_sqrt_depth``,
+    ``inv_depth``, the presets) runs each depth as a net of its own, from the
+    same seed.
     """
     grid = make_grid(widths, depths, activations, inits, trials=trials, seed=seed, batch=batch,
-                     bias_std=bias_std, dtype=dtype, backward=backward, method=method)
+                     bias_std=bias_std, dtype=dtype, backward=backward, method=method,
+                     archs=archs)
     return run_sweep(grid, progress=progress, out=out, scheduler=scheduler, workers=workers)
 
 
-def seed_of_cell(seed, width, activation, init):
+def seed_of_cell(seed, width, activation, init, arch=MLP):
     """The seed :func:`sweep` uses for a cell (pass it to ``simulate`` to reproduce it)."""
     return cell_seed(seed, width, resolve_activation(activation).canonical(),
-                     resolve_init(init).canonical())
+                     resolve_init(init).canonical(), ARCHS.resolve(arch).canonical())
 
 
 __all__ = ["sweep", "seed_of_cell", "run_sweep", "run_group", "run_here", "check_grid_memory",

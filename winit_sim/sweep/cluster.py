@@ -146,7 +146,7 @@ def _net_task(grid, group, task):
 def run_on_cluster(grid, groups, scheduler, workers=None, *, task, check):
     """Yield ``(group, rows, info)`` for each net as its task finishes.
 
-    ``task(grid, width, activation, init)`` makes a net's rows and ``check(grid)``
+    ``task(grid, width, activation, init, arch)`` makes a net's rows and ``check(grid)``
     raises ValueError where a worker cannot hold the grid (both module-level
     functions, pickled by reference: the sweep hands them in, so this module
     imports nothing of the sweep's).
@@ -166,11 +166,12 @@ def run_on_cluster(grid, groups, scheduler, workers=None, *, task, check):
         _check_workers(client, grid, check)
         run = uuid.uuid4().hex[:8]
         futures = {}
-        for width, act, init in groups:
-            key = f"winit_sim-net-w{width}-{act}-{init}-{run}"
-            fut = client.submit(_net_task, grid, (width, act, init), task, key=key,
-                                priority=width, pure=False)
-            futures[fut] = (width, act, init)
+        for group in groups:
+            width, act, init, arch = group
+            key = f"winit_sim-net-w{width}-{act}-{init}-{arch}-{run}"
+            fut = client.submit(_net_task, grid, group, task, key=key, priority=width,
+                                pure=False)
+            futures[fut] = group
         try:
             for fut in distributed.as_completed(list(futures)):
                 df, info = fut.result()

@@ -3,7 +3,7 @@
 Layout::
 
     DIR/grid.json            the grid this directory belongs to
-    DIR/cells/*.parquet      one file per (width, activation, init) net, all depths
+    DIR/cells/*.parquet      one file per (width, activation, init, arch) net, all depths
     DIR/results.parquet ...  written when the sweep completes
 
 Every file is written to a temporary name in the same directory, flushed to
@@ -68,9 +68,12 @@ class ResultStore:
         atomic_write_text(manifest, want)
 
     def cell_file(self, group):
-        width, act, init = group
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"w{width}_{act}_{init}")
-        digest = hashlib.blake2b(repr(group).encode(), digest_size=4).hexdigest()
+        width, act, init, arch = group
+        name = f"w{width}_{act}_{init}" + ("" if arch == "mlp" else f"_{arch}")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+        # a plain net's file is named as before archs existed, so old results resume
+        key = group[:3] if arch == "mlp" else group
+        digest = hashlib.blake2b(repr(key).encode(), digest_size=4).hexdigest()
         return os.path.join(self.cells, f"{slug}_{digest}.parquet")
 
     def load(self, group, expected_rows):
@@ -83,6 +86,9 @@ class ResultStore:
             ok = (len(df) == expected_rows and (df["width"] == group[0]).all()
                   and (df["activation"].astype(str) == group[1]).all()
                   and (df["init"].astype(str) == group[2]).all())
+            if "arch" not in df.columns and group[3] == "mlp":   # saved before archs
+                df.insert(df.columns.get_loc("init") + 1, "arch", "mlp")
+            ok = ok and (df["arch"].astype(str) == group[3]).all()
         except Exception:  # corrupt file of any kind: recompute it
             ok = False
         if not ok:

@@ -15,8 +15,10 @@ import pandas as pd
 from ..activations import ACTIVATIONS, resolve_activation, torch_gain
 from ..checks import check_nonneg_float, check_positive_int, resolve_widths
 from ..inits import variance
+from ..layers import resolve_arch
 from .moments import (LN10, auto_gain, gain, gaussian_pair_moments, log_moments, phi0_moments,
                       safe_log, gauss_rule)
+from .residual import predict_blocks
 
 
 def qmap(activation, sw2, sb2, q):
@@ -32,7 +34,7 @@ def _logaddexp(a, b):
 
 
 def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
-            bias_std=0.0, input_var=1.0, batch=64):
+            bias_std=0.0, input_var=1.0, batch=64, arch="mlp"):
     """Mean-field prediction of the engine's per-layer statistics (infinite width).
 
     Parameters
@@ -43,6 +45,11 @@ def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_
         As in :func:`winit_sim.simulate`.
     batch : int
         Batch size (the weight gradient sums over it).
+    arch : str or tuple
+        As in :func:`winit_sim.simulate`. A residual arch predicts its per-block
+        columns too (``theory_log10_stream_q``, ``..._branch_q``,
+        ``..._stream_grad_q``, ``..._wgrad2_q``); see
+        :mod:`winit_sim.theory.residual` for the recursions.
 
     Returns
     -------
@@ -65,6 +72,11 @@ def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_
     input_var = check_nonneg_float(input_var, "input_var")
     batch = check_positive_int(batch, "batch")
     depth = w.size - 1
+    if resolve_arch(arch) is not None:
+        if np.any(w != w[0]):
+            raise ValueError(f"arch {arch!r} has one stream width; got widths {list(w)}")
+        return predict_blocks(resolve_arch(arch, depth, int(w[0])), int(w[0]), depth,
+                              activation, init, bias_std, input_var, batch)
     log_sb2 = 2.0 * math.log(bias_std) if bias_std > 0 else -math.inf
     g = auto_gain(init, activation)
     var = [variance(init, int(w[l]), int(w[l + 1]), g) for l in range(depth)]

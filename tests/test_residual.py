@@ -1,0 +1,318 @@
+"""Residual and normalized networks: the kernels against the NumPy reference and PyTorch
+autograd on the same weights, bad input, determinism and depth."""
+import numpy as np
+import pytest
+
+import winit_sim as ws
+from winit_sim.activations import resolve_activation, sup_dphi
+
+import naive
+from naive import reference_residual
+
+ACTS = naive.example_specs()
+
+# (arch, reference keywords): pre-LN, post-LN, RMSNorm, branch 1 and 2, alpha, beta
+ARCHS = [
+    ("residual", dict()),
+    ("residual:branch=2,hidden=9", dict(branch=2)),
+    ("residual:norm=layernorm,alpha=0.7", dict(norm="layernorm", alpha=0.7)),
+    ("residual:branch=2,hidden=9,norm=rmsnorm", dict(branch=2, norm="rmsnorm")),
+    ("residual:branch=2,hidden=9,norm=layernorm,position=post,beta=1.6",
+     dict(branch=2, norm="layernorm", post=True, beta=1.6)),
+    ("residual:norm=rmsnorm,position=post,eps=0.01", dict(norm="rmsnorm", post=True, eps=0.01)),
+]
+
+
+def _given(arch_kw, rng, width=6, depth=4, batch=5, bias=True):
+    branch = arch_kw.get("branch", 1)
+    shapes = [(width, width)] if branch == 1 else [(9, width), (width, 9)]
+    weights, biases = [], []
+    for _ in range(depth):
+        for n_out, n_in in shapes:
+            weights.append(rng.standard_normal((n_out, n_in)) * 1.2 / np.sqrt(n_in))
+            biases.append(0.2 * rng.standard_normal(n_out))
+    x = rng.standard_normal((batch, width))
+    g = rng.standard_normal((batch, width))
+    return weights, x, g, (biases if bias else None)
+
+
+def _compare(got, ref, what, rtol=1e-10):
+    for l, row in enumerate(ref):
+        for col, want in row.items():
+            np.testing.assert_allclose(got[col].iloc[l], want, rtol=rtol, atol=1e-12,
+                                       err_msg=f"{what} block {l + 1} {col}")
+
+
+@pytest.mark.parametrize("arch,kw", ARCHS)
+@pytest.mark.parametrize("act", ACTS)
+def test_propagate_matches_reference(arch, kw, act):
+    w, x, g, b = _given(kw, np.random.default_rng(3))
+    got = ws.propagate(w, x, act, grad_output=g, biases=b, arch=arch)
+    ref = reference_residual(w, x, act, g, b, sup=sup_dphi(resolve_activation(act)), **kw)
+    assert list(got["layer"]) == [1, 2, 3, 4]
+    assert set(got.columns) >= set(ref[0])
+    _compare(got, ref, f"{arch} {act}")
+
+
+def _torch_residual(torch, weights, biases, x, g, act, kw):
+    """The same net written in plain PyTorch; autograd gives every gradient."""
+    from torch.nn import functional as F
+    spec = resolve_activation(act)
+    p = spec.params
+    phis = {
+        "linear": lambda a: a, "relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+        "leaky_relu": lambda a: F.leaky_relu(a, p.get("slope", 0.01)),
+        "gelu": F.gelu, "silu": F.silu, "selu": F.selu,
+        "elu": lambda a: F.elu(a, p.get("alpha", 1.0)),
+        "softplus": lambda a: F.softplus(a, beta=p.get("beta", 1.0), threshold=1e6),
+    }
+    phi_t = phis[spec.name]
+    branch, norm_kind = kw.get("branch", 1), kw.get("norm", "none")
+    post, alpha, beta, eps = kw.get("post", False), kw.get("alpha", 1.0), kw.get("beta", 1.0), \
+        kw.get("eps", 1e-5)
+
+    def norm(z):
+        if norm_kind == "layernorm":
+            return F.layer_norm(z, z.shape[-1:], eps=eps)
+        if norm_kind == "rmsnorm":
+            return F.rms_norm(z, z.shape[-1:], eps=eps)
+        return z
+
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=True)
+    W = [t(w) for w in weights]
+    B = [t(b) for b in biases]
+    xs, acts, fs = [], [], []
+    h = t(x)
+    for l in range(len(W) // branch):
+        Wl, Bl = W[l * branch:(l + 1) * branch], B[l * branch:(l + 1) * branch]
+        xs.append(h)
+        u = h if post else norm(h)
+        a = u @ Wl[0].T + Bl[0] if branch == 2 else u.clone()   # the branch's own node
+        a.retain_grad()
+        y = phi_t(a)
+        f = alpha * (y @ Wl[-1].T + Bl[-1])
+        z = beta * h + f
+        h = norm(z) if post else z
+        h.retain_grad()
+        acts.append((a, y))
+        fs.append((f, h))
+    (h * torch.tensor(g)).sum().backward()
+    lg = lambda v: float(torch.log10(torch.mean(v.detach() ** 2)))
+    rows = []
+    for l, ((a, y), (f, hl)) in enumerate(zip(acts, fs)):
+        row = {"log10_pre_q": lg(a), "log10_post_q": lg(y), "log10_stream_q": lg(hl),
+               "log10_branch_q": lg(f), "log10_grad_q": lg(a.grad),
+               "log10_stream_grad_q": lg(hl.grad)}
+        mats = W[l * branch:(l + 1) * branch]
+        row["log10_wgrad_q"] = lg(mats[0].grad)
+        if branch == 2:
+            row["log10_wgrad2_q"] = lg(mats[1].grad)
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("arch,kw", ARCHS)
+@pytest.mark.parametrize("act", ACTS)
+def test_propagate_matches_torch_autograd(arch, kw, act):
+    torch = pytest.importorskip("torch")
+    w, x, g, b = _given(kw, np.random.default_rng(5))
+    got = ws.propagate(w, x, act, grad_output=g, biases=b, arch=arch)
+    _compare(got, _torch_residual(torch, w, b, x, g, act, kw), f"torch {arch} {act}", rtol=1e-9)
+
+
+@pytest.mark.parametrize("arch,batch", [("residual:branch=2,hidden=20,norm=layernorm", 3),
+                                        ("residual:norm=rmsnorm,position=post", 70),
+                                        ("gpt2", 3)])
+def test_simulate_equals_propagate_on_sampled_weights(arch, batch):
+    """simulate's matrix j of block l is sample_weights(layer=l, matrix=j) (times the arch's
+    in_scale / out_scale); its input and gradient are N(0, 1)."""
+    from winit_sim.kernels import rng as _rng
+    width, depth = 12, 5
+    sim = ws.simulate(width, depth, activation="gelu", init="he_normal", batch=batch, seed=4,
+                      trials=2, arch=arch)
+    blocks = ws.layers.resolve_arch(arch, depth, width)
+    shapes = [(width, width)] if blocks.branch == 1 else [(blocks.hidden, width),
+                                                          (width, blocks.hidden)]
+    mult = [blocks.out_scale] if blocks.branch == 1 else [blocks.in_scale, blocks.out_scale]
+    for trial in range(2):
+        w = [mult[j] * ws.sample_weights("he_normal", n_in, n_out, seed=4, trial=trial,
+                                         layer=l + 1, matrix=j)
+             for l in range(depth) for j, (n_out, n_in) in enumerate(shapes)]
+        x = np.empty((batch, width))
+        _rng.fill_normal(np.uint64(_rng.stream_key(4, trial, 0, _rng.STREAM_INPUT)), x, 1.0)
+        g = np.empty((batch, width))
+        _rng.fill_normal(np.uint64(_rng.stream_key(4, trial, 0, _rng.STREAM_GRAD)), g, 1.0)
+        ref = ws.propagate(w, x, "gelu", grad_output=g, arch=arch)
+        cols = [c for c in ref.columns if c != "trial"]
+        np.testing.assert_allclose(sim[sim.trial == trial][cols].to_numpy(),
+                                   ref[cols].to_numpy(), rtol=1e-11)
+
+
+def test_segments_and_depth_prefix_are_bit_identical():
+    from winit_sim import engine
+    arch = "residual:branch=2,hidden=10,norm=layernorm,position=post"
+    kw = dict(activation="tanh", init="xavier_normal", batch=4, trials=2, bias_std=0.2, arch=arch)
+    full = ws.simulate(8, 11, **kw)
+    for seg in (1, 3, 20):
+        assert full.equals(ws.simulate(8, 11, segment_layers=seg, **kw))
+    # one pass with a backward from several tops = separate shallower nets (the
+    # depth-prefix property; alpha is a number here, so the blocks do not change)
+    widths = np.full(12, 8)
+    blocks = ws.layers.resolve_arch(arch, 11, 8)
+    run = dict(rows=4, trials=2, seed=0, bias_std=0.2, input_std=1.0, dtype=np.float64)
+    fwd, bwd = engine.simulate_arrays(widths, "tanh", "xavier_normal", tops=[3, 7, 11],
+                                      segment=2, blocks=blocks, **run)
+    for i, d in enumerate([3, 7, 11]):
+        f1, b1 = engine.simulate_arrays(widths[:d + 1], "tanh", "xavier_normal", tops=[d],
+                                        blocks=blocks, **run)
+        assert engine.block_frame(fwd, bwd, blocks, 8, depth=d, top_index=i).equals(
+            engine.block_frame(f1, b1, blocks, 8))
+
+
+def test_threads_do_not_change_results():
+    kw = dict(activation="silu", init="lecun_uniform", batch=6, trials=2, arch="gpt2",
+              bias_std=0.1)
+    assert ws.simulate(16, 6, threads=1, **kw).equals(ws.simulate(16, 6, threads=2, **kw))
+
+
+@pytest.mark.parametrize("arch,act,init,slope", [
+    ("residual", "relu", "he_normal", np.log10(2.0)),        # q_l = 2 q_{l-1}: 10^3010 at the top
+    ("residual:alpha=0.5", "linear", "lecun_normal", np.log10(1.25)),
+    ("residual:norm=layernorm", "tanh", "xavier_normal", None),  # grows linearly
+    ("deepnorm", "gelu", "he_normal", 0.0),                  # post-LN: q fixed
+])
+def test_depth_10000_is_finite(arch, act, init, slope):
+    df = ws.simulate(32, 10_000, activation=act, init=init, batch=4, arch=arch, seed=2)
+    logs = [c for c in df.columns if c.startswith("log10_")]
+    assert np.isfinite(df[logs].to_numpy()).all()
+    q = df["log10_stream_q"].to_numpy()
+    if slope is not None:
+        # mean growth per block against the mean-field rate of E[q]; at width 32 the
+        # log of one net's q drifts below it by O(1/width) per block (seen: 9% for relu)
+        assert abs((q[-1] - q[99]) / 9_900 - slope) < 0.15 * max(slope, 0.01)
+    else:
+        # pre-LN: each block adds O(1), so q_l ~ l: log10 q rises by ~1 per decade of depth
+        assert 0.7 < q[9_999] - q[999] < 1.3
+
+
+def test_zero_branches_leave_the_stream_alone():
+    fix = ws.simulate(16, 5, activation="relu", init="he_normal", batch=4, arch="fixup")
+    skip = ws.simulate(16, 5, activation="relu", init="he_normal", batch=4, arch="skipinit")
+    for df in (fix, skip):
+        assert np.all(df["log10_branch_q"] == -np.inf)
+        assert np.ptp(df["log10_stream_q"]) < 1e-12
+        assert np.ptp(df["log10_stream_grad_q"]) < 1e-12
+    # fixup: the zero last matrix still gets a gradient; nothing flows to the first
+    assert np.isfinite(fix["log10_wgrad2_q"]).all()
+    assert np.all(fix["log10_wgrad_q"] == -np.inf)
+    assert np.all(skip["log10_wgrad_q"] == -np.inf) and np.all(skip["log10_wgrad2_q"] == -np.inf)
+    assert np.isfinite(fix["log10_pre_q"]).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(arch="resnet"), "unknown arch 'resnet'; valid choices: mlp, residual"),
+    (dict(arch="residual:depth=3"), "unknown parameter 'depth' for arch 'residual'; valid"),
+    (dict(arch="residual:branch=3"), "'branch' must be one of 1, 2"),
+    (dict(arch="residual:alpha=-1"), "'alpha' must be >= 0"),
+    (dict(arch="mlp:norm=layernorm"), "unknown parameter 'norm' for arch 'mlp'"),
+    (dict(arch="mlp:position=post"), "unknown parameter 'position' for arch 'mlp'"),
+    (dict(arch="residual:position=post"), "position=post .* needs norm=layernorm or rmsnorm"),
+    (dict(arch="residual:norm=batchnorm"), "'norm' must be one of none, layernorm, rmsnorm"),
+    (dict(arch="residual:hidden=8"), "hidden is the inner width of branch=2"),
+    (dict(arch="residual", widths=[8, 8, 9]), "one stream width"),
+    (dict(arch="residual", method="conditional"), "does not run residual archs yet"),
+])
+def test_bad_input(kwargs, match):
+    kw = dict(width=8, depth=3)
+    if "widths" in kwargs:
+        kw = {}
+    with pytest.raises(ValueError, match=match):
+        ws.simulate(**kw, **kwargs)
+
+
+def test_propagate_bad_weights():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 6))
+    w1 = [rng.standard_normal((6, 6)) for _ in range(3)]
+    with pytest.raises(ValueError, match="2 matrices per block.*got 3 weights"):
+        ws.propagate(w1, x, "relu", arch="residual:branch=2")
+    with pytest.raises(ValueError, match=r"weights\[1\] must have shape \(6, 6\)"):
+        ws.propagate([w1[0], rng.standard_normal((6, 5))], x, "relu", arch="residual")
+    with pytest.raises(ValueError, match=r"weights\[0\] must have shape \(24, 6\)"):
+        ws.propagate(w1[:2], x, "relu", arch="gpt2")
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        ws.propagate(w1, x, "relu", grad_output=np.ones((3, 5)), arch="residual")
+    with pytest.raises(ValueError, match="matrix must be 0"):
+        ws.sample_weights("he_normal", 4, 4, matrix=2)
+
+
+@pytest.mark.parametrize("arch,act,init", [
+    ("residual", "relu", "he_normal"),
+    ("residual:branch=2,alpha=inv_sqrt_depth", "tanh", "xavier_normal"),
+    ("residual:norm=layernorm", "gelu", "he_normal"),
+    ("residual:branch=2,norm=rmsnorm,position=post,beta=1.5", "tanh", "xavier_normal"),
+    ("gpt2", "gelu", "xavier_normal"),
+])
+def test_simulation_matches_theory_at_width_1024(arch, act, init):
+    """Mean over trials of each q (not of log q) within 4 standard errors plus 1% of the
+    mean-field value, at every block; 24 trials, as in test_theory. Depth 10 keeps the
+    finite-width drift (O(depth / width)) well inside the 1%."""
+    import math
+    df = ws.simulate(1024, 10, activation=act, init=init, batch=16, trials=24, seed=2,
+                     bias_std=0.1, arch=arch, theory=True)
+    cols = [c[len("theory_"):] for c in df.columns if c.startswith("theory_")]
+    assert {"log10_stream_q", "log10_branch_q", "log10_stream_grad_q"} <= set(cols)
+    for col in cols:
+        q = 10 ** df[col]
+        stats = q.groupby(df.layer).agg(["mean", "std"])
+        th = 10 ** df.groupby("layer")["theory_" + col].first()
+        err = np.abs(stats["mean"] - th)
+        assert np.all(err <= 4 * stats["std"] / math.sqrt(24) + 0.01 * th), (arch, col, err / th)
+
+
+def test_sweep_with_archs(tmp_path):
+    archs = ["mlp", "residual:branch=2,norm=rmsnorm", "residual:alpha=inv_sqrt_depth", "fixup"]
+    kw = dict(trials=2, batch=4, seed=5, progress=False)
+    df = ws.sweep([16], [3, 6], ["relu"], ["he_normal"], archs=archs, out=tmp_path / "r", **kw)
+    assert list(df["arch"].cat.categories) == archs
+    assert len(df) == len(archs) * 2 * (3 + 6)
+    # the MLP's cells are those of a sweep without archs (same seeds, same bits)
+    plain = ws.sweep([16], [3, 6], ["relu"], ["he_normal"], **kw)
+    mlp = df[df.arch == "mlp"].dropna(axis=1, how="all").drop(columns="arch")
+    assert mlp.reset_index(drop=True).equals(plain.drop(columns="arch"))
+    for arch in archs[1:]:
+        seed = ws.seed_of_cell(5, 16, "relu", "he_normal", arch)
+        for d in (3, 6):
+            # depth-free archs come from one net of depth 6, the others from nets of
+            # their own depth: either way the cell is simulate's net of that depth
+            cell = df[(df.arch == arch) & (df.depth == d)].dropna(axis=1, how="all")
+            sim = ws.simulate(16, d, activation="relu", init="he_normal", batch=4, trials=2,
+                              seed=seed, arch=arch)
+            cols = list(sim.columns)
+            np.testing.assert_array_equal(cell[cols].to_numpy(), sim.to_numpy(), err_msg=arch)
+    # resumed from the directory, bit for bit
+    again = ws.sweep([16], [3, 6], ["relu"], ["he_normal"], archs=archs, out=tmp_path / "r", **kw)
+    assert again.equals(df)
+    table = ws.variance_decay_table(df, "stream", theory=True)
+    assert table.index.names == ["arch", "activation", "init", "width"]
+    assert list(table.index.get_level_values("arch")) == archs[1:]   # the MLP has no stream
+    fwd = ws.variance_decay_table(df, "forward", theory=True)
+    assert len(fwd) == len(archs) and np.isfinite(fwd["theory@6"]).all()
+    # fixup's stream does not move: its branches are zero
+    assert table.loc[("fixup", "relu", "he_normal", 16), 6] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cli_sweep_and_run_with_archs(tmp_path, capsys):
+    from winit_sim.cli import main
+    out = tmp_path / "res"
+    assert main(["sweep", "--widths", "16", "--depths", "3,6", "--activations", "tanh",
+                 "--inits", "xavier_normal", "--archs", "mlp,residual:norm=layernorm,deepnorm",
+                 "--batch", "4", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "## stream:" in text and "deepnorm" in text
+    for name in ("decay_stream.md", "decay_stream_grad.csv", "layers.png", "decay_stream.png"):
+        assert (out / name).exists(), name
+    assert main(["run", "--width", "8", "--depth", "3", "--arch", "gpt2", "--batch", "2"]) == 0
+    assert "log10_stream_q" in capsys.readouterr().out
+    assert main(["run", "--width", "8", "--depth", "3", "--arch", "residual:branch=5"]) == 2
+    assert "'branch' must be one of 1, 2" in capsys.readouterr().err
