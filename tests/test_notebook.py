@@ -8,7 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "notebooks")
-NAMES = ["seed_tour", "finite_width"]
+NAMES = ["seed_tour", "finite_width", "depth"]
 
 
 def _source(name):
@@ -46,3 +46,10 @@ def test_seed_tour_executes(monkeypatch):
 def test_finite_width_notebook_executes(monkeypatch):
     text = _execute("finite_width", monkeypatch)
     assert "every width within 3 standard errors of the exact law: True" in text
+
+
+def test_depth_notebook_executes(monkeypatch):
+    text = _execute("depth", monkeypatch)
+    assert "residual alpha=1 stream grows by about log10(2) per block: True" in text
+    assert "residual with alpha = 1 diverged at every learning rate: True" in text
+    assert "| arch | activation | init | width |" in text

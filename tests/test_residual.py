@@ -316,3 +316,54 @@ def test_cli_sweep_and_run_with_archs(tmp_path, capsys):
     assert "log10_stream_q" in capsys.readouterr().out
     assert main(["run", "--width", "8", "--depth", "3", "--arch", "residual:branch=5"]) == 2
     assert "'branch' must be one of 1, 2" in capsys.readouterr().err
+
+
+def test_train_residual_archs():
+    """Training at depth (CPU scale): the residual stream's scaling decides whether a deep
+    net learns. Depth 60, width 16, each arch at its best of three learning rates."""
+    from winit_sim.training import summarize
+    out = {}
+    for arch in ["mlp", "residual", "residual:alpha=inv_sqrt_depth", "fixup", "skipinit"]:
+        runs = []
+        for lr in (0.01, 0.03, 0.1):
+            df = ws.train(16, 60, activation="relu", init="he_normal", steps=60, lr=lr,
+                          batch=32, arch=arch, seed=1, optimizer="momentum", data="fixed")
+            s = summarize(df)
+            runs.append(np.inf if s["diverged"] else s["final_over_initial_loss"])
+            if arch == "skipinit" and lr == 0.03:
+                alpha = df.attrs["alpha"]
+        out[arch] = min(runs)
+    assert out["residual"] == np.inf                   # alpha = 1: diverges at every lr
+    for arch in ("residual:alpha=inv_sqrt_depth", "fixup", "skipinit"):
+        assert out[arch] < 0.7, (arch, out)
+    assert np.all(alpha != 0.0)                        # skipinit learned its alphas from 0
+    assert out["mlp"] > min(out["residual:alpha=inv_sqrt_depth"], out["fixup"]), out
+
+
+def test_train_starts_from_simulates_weights():
+    """train's residual net at step 0 is simulate's (sample_weights of each block's matrices,
+    times in/out_scale): its first loss equals a NumPy forward on those weights, with the
+    teacher and the input drawn from their keys."""
+    from winit_sim.kernels import rng as _rng
+    n, depth, rows, seed = 8, 3, 4, 2
+    arch = "residual:branch=2,hidden=6,norm=layernorm,out_scale=0.5"
+    df = ws.train(n, depth, activation="tanh", init="xavier_normal", steps=1, lr=0.0,
+                  batch=rows, arch=arch, seed=seed)
+    x = np.empty((rows, n))
+    _rng.fill_normal(np.uint64(_rng.stream_key(seed, 0, 0, _rng.STREAM_INPUT)), x, 1.0)
+    teacher = np.empty((n, n))
+    _rng.fill_normal(np.uint64(_rng.stream_key(seed, 0, 0, _rng.STREAM_TEACHER)), teacher,
+                     1.0 / np.sqrt(n))
+    target = np.tanh(x @ teacher.T)
+    h = x
+    for l in range(depth):
+        w = ws.sample_weights("xavier_normal", n, 6, seed=seed, layer=l + 1, matrix=0)
+        v = 0.5 * ws.sample_weights("xavier_normal", 6, n, seed=seed, layer=l + 1, matrix=1)
+        c = h - h.mean(axis=1, keepdims=True)
+        u = c / np.sqrt(np.mean(c ** 2, axis=1, keepdims=True) + 1e-5)
+        h = h + np.tanh(u @ w.T) @ v.T
+    assert df.loss.iloc[0] == pytest.approx(np.mean((h - target) ** 2), rel=1e-12)
+    with pytest.raises(ValueError, match="one stream width"):
+        ws.train(widths=[8, 8, 9], arch="residual")
+    with pytest.raises(ValueError, match="unknown arch"):
+        ws.train(8, 3, arch="resnet")

@@ -32,7 +32,7 @@ PRESETS = {
                  trials=2, batch=16),
     # how to scale a deep net's init with depth: residual branch scalings,
     # normalisation and the named presets against the plain MLP, to depth 10,000
-    "depth": dict(widths=[128], depths=[10, 100, 1000, 10000], activations=["relu", "tanh"],
+    "depth": dict(widths=[64], depths=[10, 100, 1000, 10000], activations=["relu", "tanh"],
                   inits=["he_normal", "xavier_normal"],
                   archs=["mlp", "residual", "residual:alpha=inv_sqrt_depth",
                          "residual:alpha=inv_depth", "residual:norm=layernorm",

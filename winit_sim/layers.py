@@ -65,6 +65,7 @@ _RESIDUAL_PARAMS = {
     "in_scale": Param(1.0, minimum=0.0),
     "out_scale": Param(1.0, minimum=0.0),
     "eps": Param(1e-5, minimum=0.0, positive=True),
+    "train_alpha": Param("no", choices=("no", "yes")),   # train() learns alpha per block
 }
 
 
@@ -86,11 +87,11 @@ ARCHS = Registry("arch", [
              "x_l = x_{l-1} + alpha (V phi(W N(x_{l-1}) + b) + c), W of width hidden "
              "(default the stream's); position=post: x_l = N(beta x_{l-1} + alpha F(x_{l-1})); "
              "in_scale / out_scale multiply the init's scale of the branch's first / last "
-             "matrix (0: a zero matrix)"),
+             "matrix (0: a zero matrix); train_alpha=yes: train() learns alpha per block"),
     Arch("fixup", expand=_preset(branch="2", in_scale=lambda L: L ** -0.5, out_scale=0.0),
          doc="Zhang et al. 2019 with m=2: branch=2, no norm, the branch's last matrix "
              "zero and its first scaled by L^(-1/2)"),
-    Arch("skipinit", expand=_preset(branch="2", alpha=0.0),
+    Arch("skipinit", expand=_preset(branch="2", alpha=0.0, train_alpha="yes"),
          doc="De & Smith 2020 (ReZero is the same at init): branch=2, no norm, alpha=0, "
              "a trainable scalar"),
     Arch("deepnorm", expand=_preset(branch="2", norm="layernorm", position="post",
@@ -119,6 +120,7 @@ class Blocks:
     in_scale: float
     out_scale: float
     eps: float
+    train_alpha: bool = False
 
 
 def resolve_arch(arch, depth=None, width=None):
@@ -152,7 +154,8 @@ def resolve_arch(arch, depth=None, width=None):
     alpha = ALPHA_WORDS[alpha](depth) if isinstance(alpha, str) else float(alpha)
     return Blocks(spec.canonical(), branch, int(width if hidden is None else hidden),
                   NORMS.code(p["norm"]), p["position"] == "post", alpha, float(p["beta"]),
-                  float(p["in_scale"]), float(p["out_scale"]), float(p["eps"]))
+                  float(p["in_scale"]), float(p["out_scale"]), float(p["eps"]),
+                  p["train_alpha"] == "yes")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ from .activations import kernel_data, resolve_activation
 from .checks import check_nonneg_float, check_positive_int, check_seed, resolve_widths
 from .inits import layer_sampler, resolve_init
 from .kernels import rng
-from .kernels.sgd import Model, Scratch, Step, train_step
+from .kernels.sgd import (Model, ResModel, ResScratch, Scratch, Step, residual_train_step,
+                          train_step)
 from .kernels.weights import fill_weights
+from .layers import resolve_arch
 from .theory.moments import auto_gain
 
 OPTIMIZERS = ("sgd", "momentum")
@@ -38,8 +40,8 @@ def distinct_units(w, tol=DISTINCT_TOL):
 
 def train(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
           steps=200, lr=0.01, batch=64, task="teacher", seed=0, optimizer="sgd",
-          momentum=0.9, data="fresh"):
-    """Train an MLP with the engine's kernels on a teacher-student regression.
+          momentum=0.9, data="fresh", arch="mlp"):
+    """Train a deep net with the engine's kernels on a teacher-student regression.
 
     Parameters
     ----------
@@ -62,13 +64,20 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
         A fresh keyed batch every step, or the same batch (a fixed dataset of
         ``batch`` samples) every step, which makes the loss exactly comparable
         across steps.
+    arch : str or tuple
+        ``"mlp"`` or a residual arch as in :func:`winit_sim.simulate`: its stream
+        is the input and the output (the teacher maps width to width), its
+        blocks' initial weights are those :func:`winit_sim.simulate` samples, and
+        every matrix trains; ``skipinit`` (or ``train_alpha=yes``) also trains
+        each block's alpha, from 0. Norms have no learned gain or bias.
 
     Returns
     -------
     pandas.DataFrame
         One row per step: ``step``, ``loss`` (before that step's update),
         ``log10_gnorm_<l>`` (Frobenius norm of layer l's weight gradient, -inf
-        when exactly zero), ``distinct_units_<l>`` for hidden layers (rows of
+        when exactly zero; for a residual arch block l's, its matrices
+        together), ``distinct_units_<l>`` for hidden layers of the MLP (rows of
         W_l that differ), ``diverged``. Training stops at the first step whose
         loss or weights are not finite or whose loss exceeds 1e6 times the
         initial loss; that row has ``diverged=True`` and ``df.attrs["diverged"]``
@@ -91,6 +100,12 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
     act_data = kernel_data(act)
     gain = auto_gain(init, act)
     depth = w_sizes.size - 1
+    if resolve_arch(arch) is not None:
+        if np.any(w_sizes != w_sizes[0]):
+            raise ValueError(f"arch {arch!r} has one stream width; got widths {list(w_sizes)}")
+        blocks = resolve_arch(arch, depth, int(w_sizes[0]))
+        return _train_residual(blocks, int(w_sizes[0]), depth, act, init, steps, lr, rows,
+                               seed, optimizer, momentum, data)
     w_off = np.concatenate([[0], np.cumsum(w_sizes[:-1] * w_sizes[1:])]).astype(np.int64)
     w_flat = np.empty(int(w_off[-1]))
     for l in range(depth):
@@ -107,25 +122,37 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
     xs = np.empty((rows, total))
     hs = np.empty((rows, total))
     gnorm = np.empty(depth)
-    records, first_loss, diverged = [], None, False
     model = Model(w_sizes, w_flat, w_off, velocity, teacher)
     scratch = Scratch(xs, hs, gnorm)
+
+    def step_fn(step):
+        return train_step(model, act_data.code, act_data.param,
+                          Step(np.uint64(seed), step if data == "fresh" else 0, lr, mom, rows),
+                          scratch)
+
+    def units(row):
+        for l in range(depth - 1):
+            w = w_flat[w_off[l]:w_off[l + 1]].reshape((int(w_sizes[l + 1]), int(w_sizes[l])))
+            row[f"distinct_units_{l + 1}"] = distinct_units(w)
+
+    return _run_steps(steps, step_fn, gnorm, w_flat, units)
+
+
+def _run_steps(steps, step_fn, gnorm, weights, extra=None):
+    """Run ``step_fn(step)`` (the loss before that step's update) until ``steps`` or a
+    divergence: one row per step with the gradient norms, ``extra(row)``'s columns and
+    ``diverged``."""
+    records, first_loss, diverged = [], None, False
     with engine.threads(None):
         for step in range(steps):
-            loss = train_step(model, act_data.code, act_data.param,
-                              Step(np.uint64(seed), step if data == "fresh" else 0, lr, mom,
-                                   rows), scratch)
+            loss = step_fn(step)
             first_loss = loss if first_loss is None else first_loss
             row = {"step": step, "loss": loss}
-            with np.errstate(divide="ignore"):
-                for l in range(depth):
-                    row[f"log10_gnorm_{l + 1}"] = math.log10(gnorm[l]) if gnorm[l] > 0 \
-                        else (-math.inf if gnorm[l] == 0 else math.nan)
-            for l in range(depth - 1):
-                w = w_flat[w_off[l]:w_off[l + 1]].reshape((int(w_sizes[l + 1]), int(w_sizes[l])))
-                row[f"distinct_units_{l + 1}"] = distinct_units(w)
+            _gnorm_columns(row, gnorm)
+            if extra is not None:
+                extra(row)
             bad = (not math.isfinite(loss) or loss > DIVERGE_FACTOR * max(first_loss, 1e-300)
-                   or not np.all(np.isfinite(w_flat)))
+                   or not np.all(np.isfinite(weights)))
             row["diverged"] = bad
             records.append(row)
             if bad:
@@ -134,6 +161,50 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
     df = pd.DataFrame(records)
     df.attrs["diverged"] = diverged
     return df
+
+
+def _train_residual(blocks, width, depth, act, init, steps, lr, rows, seed, optimizer, momentum,
+                    data):
+    """:func:`train` of a residual arch (arguments validated there)."""
+    net = engine.describe_blocks(blocks, width, depth, act, init)
+    shapes = engine.block_shapes(blocks.branch, width, blocks.hidden)
+    sizes = [n_out * n_in for _ in range(depth) for n_out, n_in in shapes]
+    w_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    w_flat = np.empty(int(w_off[-1]))
+    for l in range(depth):
+        for j, (n_out, n_in) in enumerate(shapes):
+            i = l * blocks.branch + j
+            stream = rng.STREAM_WEIGHT2 if j else rng.STREAM_WEIGHT
+            key = np.uint64(rng.stream_key(seed, 0, l + 1, stream))
+            fill_weights(int(net.sampler[l, j]), float(net.scale[l, j]), key,
+                         w_flat[w_off[i]:w_off[i + 1]].reshape((n_out, n_in)))
+    teacher = np.empty((width, width))
+    rng.fill_normal(np.uint64(rng.stream_key(seed, 0, 0, rng.STREAM_TEACHER)), teacher,
+                    1.0 / math.sqrt(width))
+    model = ResModel(net, w_flat, w_off, np.zeros_like(w_flat), np.full(depth, blocks.alpha),
+                     np.zeros(depth), blocks.train_alpha, teacher)
+    k = blocks.hidden if blocks.branch == 2 else width
+    scratch = ResScratch(np.empty((depth + 1, rows, width)), np.empty((depth, rows, width)),
+                         np.empty((depth, rows, k)), np.empty((depth, rows, width)),
+                         np.empty((depth, rows)), np.empty(depth))
+    mom = momentum if optimizer == "momentum" else 0.0
+    act_data = kernel_data(act)
+
+    def step_fn(step):
+        return residual_train_step(
+            model, act_data.code, act_data.param,
+            Step(np.uint64(seed), step if data == "fresh" else 0, lr, mom, rows), scratch)
+
+    df = _run_steps(steps, step_fn, scratch.gnorm, w_flat)
+    df.attrs["alpha"] = model.alpha.copy()
+    return df
+
+
+def _gnorm_columns(row, gnorm):
+    with np.errstate(divide="ignore"):
+        for l in range(gnorm.size):
+            row[f"log10_gnorm_{l + 1}"] = math.log10(gnorm[l]) if gnorm[l] > 0 \
+                else (-math.inf if gnorm[l] == 0 else math.nan)
 
 
 def summarize(df):

@@ -127,7 +127,7 @@ def torch_residual_loop(width, depth, batch, dtype, branch=2, norm=True, seed=0)
     torch.manual_seed(seed)
     tdt = torch.float32 if dtype == np.float32 else torch.float64
     std = (2.0 / width) ** 0.5
-    x = torch.randn(batch, width, dtype=tdt)
+    x = torch.randn(batch, width, dtype=tdt, requires_grad=True)   # so every block has grads
     mats = [torch.randn(width, width, dtype=tdt).mul_(std).requires_grad_()
             for _ in range(depth * branch)]
     acts, streams = [], []

@@ -20,6 +20,22 @@ Scratch = namedtuple("Scratch", ["xs", "hs", "gnorm"])
 
 
 @njit(cache=True)
+def teacher_loss(x0, teacher, out, grad):
+    """mean((out - tanh(x0 teacher^T))^2) over batch and outputs; grad = its gradient."""
+    rows, n_out = out.shape
+    target = np.empty((rows, n_out))
+    rows_dot(x0, teacher.T, target)
+    loss = 0.0
+    scale = 2.0 / (rows * n_out)
+    for r in range(rows):
+        for j in range(n_out):
+            e = out[r, j] - math.tanh(target[r, j])
+            loss += e * e
+            grad[r, j] = scale * e
+    return loss / (rows * n_out)
+
+
+@njit(cache=True)
 def train_step(model, a, p, opt, scratch):
     """One step on a fresh keyed batch: forward, loss, backward, SGD (with momentum) update.
 
@@ -55,17 +71,8 @@ def train_step(model, a, p, opt, scratch):
         hs[:, offs[l + 1]:offs[l + 2]] = h
         xs[:, offs[l + 1]:offs[l + 2]] = xn
         x = xn
-    target = np.empty((rows, n_out))
-    rows_dot(x0, teacher.T, target)
-    loss = 0.0
     delta = np.empty((rows, n_out))
-    scale = 2.0 / (rows * n_out)
-    for r in range(rows):
-        for j in range(n_out):
-            e = x[r, j] - math.tanh(target[r, j])
-            loss += e * e
-            delta[r, j] = scale * e
-    loss /= rows * n_out
+    loss = teacher_loss(x0, teacher, x, delta)
     for l in range(depth - 1, -1, -1):
         n_in, n = widths[l], widths[l + 1]
         w = w_flat[w_off[l]:w_off[l + 1]].reshape((n, n_in))
@@ -90,4 +97,164 @@ def train_step(model, a, p, opt, scratch):
             for j in range(n_in):
                 v[i, j] = momentum * v[i, j] + g[i, j]
                 w[i, j] -= lr * v[i, j]
+    return loss
+
+
+# a residual net in training: the kernels' ResNet (its shapes, norm, position and
+# beta), the weights (flat, matrix i of the forward order at w_off[i]:w_off[i+1])
+# and their momentum buffer, alpha per block with its momentum buffer, whether alpha
+# trains (skipinit), and the teacher matrix
+ResModel = namedtuple("ResModel", ["net", "w_flat", "w_off", "velocity", "alpha",
+                                   "alpha_velocity", "train_alpha", "teacher"])
+# per block: streams (depth + 1), branch inputs, pre-activations, branch outputs, and
+# each row's norm divisor before the branch (pre) or after the sum (post)
+ResScratch = namedtuple("ResScratch", ["xs", "us", "hs", "fs", "sig", "gnorm"])
+
+
+@njit(cache=True)
+def _norm_rows(centered, eps, z, u, sig):
+    """u = N(z) per row, sig[r] = sqrt(var + eps) (plain float64: training stays O(1))."""
+    rows, n = z.shape
+    for r in range(rows):
+        mu = 0.0
+        if centered:
+            for j in range(n):
+                mu += z[r, j]
+            mu /= n
+        acc = 0.0
+        for j in range(n):
+            acc += (z[r, j] - mu) * (z[r, j] - mu)
+        sig[r] = math.sqrt(acc / n + eps)
+        for j in range(n):
+            u[r, j] = (z[r, j] - mu) / sig[r]
+
+
+@njit(cache=True)
+def _norm_back(centered, u, sig, gu, out):
+    """out = dloss/dz from gu = dloss/dN(z), N(z) = u with row divisors sig."""
+    rows, n = u.shape
+    for r in range(rows):
+        mg = 0.0
+        mgu = 0.0
+        for j in range(n):
+            mg += gu[r, j]
+            mgu += gu[r, j] * u[r, j]
+        mg = mg / n if centered else 0.0
+        mgu /= n
+        for j in range(n):
+            out[r, j] = (gu[r, j] - mg - u[r, j] * mgu) / sig[r]
+
+
+@njit(cache=True)
+def _momentum_update(w, g, v, lr, momentum):
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            v[i, j] = momentum * v[i, j] + g[i, j]
+            w[i, j] -= lr * v[i, j]
+
+
+@njit(cache=True)
+def residual_train_step(model, a, p, opt, scratch):
+    """:func:`train_step` for a residual net (see :mod:`.residual` for the blocks): the
+    stream is the input and the output, the target tanh(x A^T) of the same width.
+
+    Trains every matrix, and alpha when ``model.train_alpha``. ``scratch.gnorm[l]``
+    receives the Frobenius norm of block l's weight gradient (its matrices together).
+    """
+    net, w_flat, w_off, velocity, alpha, alpha_velocity, train_alpha, teacher = model
+    seed, step, lr, momentum, rows = opt
+    xs, us, hs, fs, sig, gnorm = scratch
+    n, m, branch = net.width, net.hidden, net.branch
+    depth = alpha.size
+    beta = math.exp(net.log_beta)
+    normed = net.norm != 0
+    x0 = np.empty((rows, n))
+    rng.fill_normal(rng.stream_key(seed, step, 0, rng.STREAM_INPUT), x0, 1.0)
+    xs[0] = x0
+    for l in range(depth):
+        mats = []
+        for j in range(branch):
+            n_out, n_in = (n, n) if branch == 1 else ((m, n) if j == 0 else (n, m))
+            i = l * branch + j
+            mats.append(w_flat[w_off[i]:w_off[i + 1]].reshape((n_out, n_in)))
+        x, u = xs[l], us[l]
+        if normed and not net.post:
+            _norm_rows(net.centered, net.eps, x, u, sig[l])
+        else:
+            u[:, :] = x
+        h = hs[l]
+        if branch == 2:
+            rows_dot(u, mats[0].T, h)
+        else:
+            h[:, :] = u
+        y = np.empty((rows, h.shape[1]))
+        for r in range(rows):
+            for j in range(h.shape[1]):
+                y[r, j], _ = phi_dphi(a, p, h[r, j])
+        f = fs[l]
+        rows_dot(y, mats[-1].T, f)
+        z = xs[l + 1]
+        for r in range(rows):
+            for j in range(n):
+                z[r, j] = beta * x[r, j] + alpha[l] * f[r, j]
+        if net.post:
+            _norm_rows(net.centered, net.eps, z, z, sig[l])
+    out = xs[depth]
+    g = np.empty((rows, n))
+    loss = teacher_loss(x0, teacher, out, g)
+    gz = np.empty((rows, n))
+    gx = np.empty((rows, n))
+    for l in range(depth - 1, -1, -1):
+        mats = []
+        for j in range(branch):
+            n_out, n_in = (n, n) if branch == 1 else ((m, n) if j == 0 else (n, m))
+            i = l * branch + j
+            mats.append(w_flat[w_off[i]:w_off[i + 1]].reshape((n_out, n_in)))
+        if net.post:
+            _norm_back(net.centered, xs[l + 1], sig[l], g, gz)
+        else:
+            gz[:, :] = g
+        h, u, f = hs[l], us[l], fs[l]
+        k = h.shape[1]
+        y = np.empty((rows, k))
+        d = np.empty((rows, k))
+        dalpha = 0.0
+        for r in range(rows):
+            for j in range(k):
+                y[r, j], d[r, j] = phi_dphi(a, p, h[r, j])
+            for j in range(n):
+                dalpha += gz[r, j] * f[r, j]
+        gf = alpha[l] * gz
+        g_last = np.dot(gf.T, y)
+        delta = np.empty((rows, k))
+        rows_dot(gf, mats[-1], delta)
+        for r in range(rows):
+            for j in range(k):
+                delta[r, j] *= d[r, j]
+        acc = 0.0
+        for v in g_last.ravel():
+            acc += v * v
+        gu = delta
+        if branch == 2:
+            g_first = np.dot(delta.T, u)
+            for v in g_first.ravel():
+                acc += v * v
+            gu = np.empty((rows, n))
+            rows_dot(delta, mats[0], gu)   # with W before its update
+            _momentum_update(mats[0], g_first, velocity[w_off[l * 2]:w_off[l * 2 + 1]].reshape(
+                mats[0].shape), lr, momentum)
+        gnorm[l] = math.sqrt(acc)
+        i_last = l * branch + branch - 1
+        _momentum_update(mats[-1], g_last, velocity[w_off[i_last]:w_off[i_last + 1]].reshape(
+            mats[-1].shape), lr, momentum)
+        if normed and not net.post:
+            _norm_back(net.centered, u, sig[l], gu, gx)
+        else:
+            gx[:, :] = gu
+        for r in range(rows):
+            for j in range(n):
+                g[r, j] = beta * gz[r, j] + gx[r, j]
+        if train_alpha:
+            alpha_velocity[l] = momentum * alpha_velocity[l] + dalpha
+            alpha[l] -= lr * alpha_velocity[l]
     return loss
