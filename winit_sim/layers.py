@@ -158,6 +158,18 @@ def resolve_arch(arch, depth=None, width=None):
                   p["train_alpha"] == "yes")
 
 
+def stream_blocks(arch, widths):
+    """The resolved arch of a net of layer sizes ``widths`` (depth = len - 1), or None for
+    the plain MLP; ValueError for a bad arch, or a residual one with uneven widths."""
+    if resolve_arch(arch) is None:
+        return None
+    widths = [int(w) for w in widths]
+    if any(w != widths[0] for w in widths):
+        raise ValueError(f"arch {arch!r} has one stream width; got widths {widths} "
+                         f"(give width and depth, the number of blocks)")
+    return resolve_arch(arch, len(widths) - 1, widths[0])
+
+
 @dataclass(frozen=True)
 class Engine(Entry):
     """An exact simulation engine. ``gaussian_only``: it needs Gaussian weights."""

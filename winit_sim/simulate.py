@@ -17,7 +17,7 @@ from .kernels import rng
 from .kernels.elementwise import eval_dphi, eval_phi
 from .kernels.layer import Given
 from .kernels.weights import fill_weights
-from .layers import check_method, resolve_arch
+from .layers import check_method, resolve_arch, stream_blocks
 from .theory.meanfield import predict
 from .theory.moments import auto_gain
 
@@ -144,19 +144,6 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
     if theory:
         df = with_theory(df, widths, activation, init, bias_std, input_var, rows, arch)
     return df
-
-
-def stream_blocks(arch, widths):
-    """The resolved residual arch of a net of these widths, or None for the MLP.
-
-    Raises ValueError for a bad arch, or a residual one with uneven widths.
-    """
-    if resolve_arch(arch) is None:
-        return None
-    if np.any(widths != widths[0]):
-        raise ValueError(f"arch {arch!r} has one stream width; got widths {list(widths)} "
-                         f"(give width and depth, the number of blocks)")
-    return resolve_arch(arch, widths.size - 1, int(widths[0]))
 
 
 def with_theory(df, widths, activation, init, bias_std, input_var, batch, arch="mlp"):

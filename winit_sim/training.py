@@ -12,7 +12,7 @@ from .kernels import rng
 from .kernels.sgd import (Model, ResModel, ResScratch, Scratch, Step, residual_train_step,
                           train_step)
 from .kernels.weights import fill_weights
-from .layers import resolve_arch
+from .layers import stream_blocks
 from .theory.moments import auto_gain
 
 OPTIMIZERS = ("sgd", "momentum")
@@ -100,10 +100,8 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
     act_data = kernel_data(act)
     gain = auto_gain(init, act)
     depth = w_sizes.size - 1
-    if resolve_arch(arch) is not None:
-        if np.any(w_sizes != w_sizes[0]):
-            raise ValueError(f"arch {arch!r} has one stream width; got widths {list(w_sizes)}")
-        blocks = resolve_arch(arch, depth, int(w_sizes[0]))
+    blocks = stream_blocks(arch, w_sizes)
+    if blocks is not None:
         return _train_residual(blocks, int(w_sizes[0]), depth, act, init, steps, lr, rows,
                                seed, optimizer, momentum, data)
     w_off = np.concatenate([[0], np.cumsum(w_sizes[:-1] * w_sizes[1:])]).astype(np.int64)

@@ -15,7 +15,7 @@ import pandas as pd
 from ..activations import ACTIVATIONS, resolve_activation, torch_gain
 from ..checks import check_nonneg_float, check_positive_int, resolve_widths
 from ..inits import variance
-from ..layers import resolve_arch
+from ..layers import stream_blocks
 from .moments import (LN10, auto_gain, gain, gaussian_pair_moments, log_moments, phi0_moments,
                       safe_log, gauss_rule)
 from .residual import predict_blocks
@@ -72,11 +72,10 @@ def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_
     input_var = check_nonneg_float(input_var, "input_var")
     batch = check_positive_int(batch, "batch")
     depth = w.size - 1
-    if resolve_arch(arch) is not None:
-        if np.any(w != w[0]):
-            raise ValueError(f"arch {arch!r} has one stream width; got widths {list(w)}")
-        return predict_blocks(resolve_arch(arch, depth, int(w[0])), int(w[0]), depth,
-                              activation, init, bias_std, input_var, batch)
+    blocks = stream_blocks(arch, w)
+    if blocks is not None:
+        return predict_blocks(blocks, int(w[0]), depth, activation, init, bias_std, input_var,
+                              batch)
     log_sb2 = 2.0 * math.log(bias_std) if bias_std > 0 else -math.inf
     g = auto_gain(init, activation)
     var = [variance(init, int(w[l]), int(w[l + 1]), g) for l in range(depth)]
