@@ -21,15 +21,18 @@ def main():
     args = ap.parse_args()
     torch = load_torch()
     n, d, b = args.width, args.depth, args.batch
-    cases = {
-        "winit_sim mlp": lambda: ws.simulate(n, d, batch=b, dtype="float32", method="matrix"),
-        "winit_sim residual branch=1 pre-LN": lambda: ws.simulate(
-            n, d, batch=b, dtype="float32", arch="residual:norm=layernorm"),
-        "winit_sim residual branch=2 pre-LN": lambda: ws.simulate(
-            n, d, batch=b, dtype="float32", arch="residual:branch=2,norm=layernorm"),
-        "torch residual branch=1 pre-LN": lambda: torch_residual_loop(n, d, b, np.float32, 1),
-        "torch residual branch=2 pre-LN": lambda: torch_residual_loop(n, d, b, np.float32, 2),
-    }
+    arch = {1: "residual:norm=layernorm", 2: "residual:branch=2,norm=layernorm"}
+    cases = {}
+    for method in ("matrix", "conditional"):
+        cases[f"winit_sim {method} mlp"] = (
+            lambda m=method: ws.simulate(n, d, batch=b, dtype="float32", method=m))
+        for br in (1, 2):
+            cases[f"winit_sim {method} residual branch={br} pre-LN"] = (
+                lambda m=method, a=arch[br]: ws.simulate(n, d, batch=b, dtype="float32",
+                                                         method=m, arch=a))
+    for br in (1, 2):
+        cases[f"torch residual branch={br} pre-LN"] = (
+            lambda br=br: torch_residual_loop(n, d, b, np.float32, br))
     for fn in cases.values():
         fn()                                      # JIT and allocator warm-up, untimed
     times = {k: [] for k in cases}
@@ -40,13 +43,14 @@ def main():
     print(f"width {n}, depth {d}, batch {b}, float32, relu/he_normal, forward+backward, "
           f"medians of {args.repeat} (torch {torch.__version__}, 2 threads)")
     for k, v in med.items():
-        print(f"  {k:40s} {1e3 * v:9.1f} ms")
-    mlp = med["winit_sim mlp"]
-    for br in (1, 2):
-        ours = med[f"winit_sim residual branch={br} pre-LN"]
-        print(f"branch={br}: {ours / mlp:.2f}x the MLP's time (branch x MLP = {br}), "
-              f"{med[f'torch residual branch={br} pre-LN'] / ours:.1f}x faster than torch")
-
+        print(f"  {k:48s} {1e3 * v:9.1f} ms")
+    for method in ("matrix", "conditional"):
+        mlp = med[f"winit_sim {method} mlp"]
+        for br in (1, 2):
+            ours = med[f"winit_sim {method} residual branch={br} pre-LN"]
+            print(f"{method:11s} branch={br}: {ours / mlp:.2f}x the MLP's time (branch x MLP "
+                  f"= {br}), {med[f'torch residual branch={br} pre-LN'] / ours:.1f}x faster "
+                  f"than torch")
 
 if __name__ == "__main__":
     main()

@@ -117,7 +117,19 @@ def compute():
     sim("residual/deep", width=16, depth=3000, activation="relu", init="he_normal", batch=4,
         arch="residual")
     sim("residual/theory", width=64, depth=8, activation="tanh", init="xavier_normal", batch=8,
-        theory=True, bias_std=0.1, arch="residual:branch=2,alpha=inv_sqrt_depth")
+        theory=True, bias_std=0.1, arch="residual:branch=2,alpha=inv_sqrt_depth",
+        method="matrix")
+    # ... on the conditional engine: biases, both branch forms, norms, a zero matrix,
+    # float32, checkpoints, depth
+    for i, arch in enumerate(("residual:branch=2,hidden=40,norm=layernorm",
+                              "residual:norm=rmsnorm,position=post,alpha=0.5", "fixup")):
+        sim(f"residual/conditional/{arch}", width=48, depth=9, activation="gelu",
+            init="he_normal", batch=5, trials=2, bias_std=0.1, seed=420 + i, segment_layers=4,
+            arch=arch, method="conditional")
+    sim("residual/conditional/float32", width=300, depth=6, activation="tanh",
+        init="xavier_normal", batch=6, dtype="float32", arch="gpt2", method="conditional")
+    sim("residual/conditional/deep", width=32, depth=2000, activation="relu", init="he_normal",
+        batch=4, arch="residual", method="conditional")
 
     rng = np.random.default_rng(0)
     widths = [7, 40, 3, 25, 9]

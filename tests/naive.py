@@ -183,50 +183,119 @@ def _norm(kind, z, eps):
     return u, jac
 
 
+class GivenWeights:
+    """A residual reference's matrices as explicit weights: forward(l, j, x) = x M^T + b,
+    backward(l, j, g) = g M."""
+
+    def __init__(self, weights, biases, branch):
+        self.mats = [np.asarray(w, np.float64) for w in weights]
+        self.bs = [np.zeros(w.shape[0]) if biases is None else np.asarray(biases[i], np.float64)
+                   for i, w in enumerate(self.mats)]
+        self.branch = branch
+        self.depth = len(self.mats) // branch
+
+    def forward(self, l, j, x):
+        i = l * self.branch + j
+        return x @ self.mats[i].T + self.bs[i]
+
+    def backward(self, l, j, g):
+        return g @ self.mats[l * self.branch + j]
+
+
+class ConditionalDraws:
+    """A residual reference's matrices drawn as the conditional engine draws them, in true
+    units and with its random streams: forward H = C Z with C C^T = sw^2 X~ X~^T,
+    X~ = [X, (sb/sw) 1]; backward g M = M' + (g H^T - M'~ X~^T) pinv(X~ X~^T) X with
+    M'~ = C' Z'~, C' C'^T = sw^2 g g^T. A matrix of std 0 is zero (H its bias)."""
+
+    PRE = (_rng.STREAM_COND_PRE, _rng.STREAM_COND_PRE2)
+    REST = (_rng.STREAM_COND_REST, _rng.STREAM_COND_REST2)
+    REST_BIAS = (_rng.STREAM_COND_REST_BIAS, _rng.STREAM_COND_REST_BIAS2)
+    BIAS = (_rng.STREAM_BIAS, _rng.STREAM_BIAS2)
+
+    def __init__(self, stds, bias_std, seed, trial, depth, hidden=None):
+        self.stds, self.sb, self.seed, self.trial = list(stds), bias_std, seed, trial
+        self.branch, self.depth, self.hidden = len(self.stds), depth, hidden
+        self.seen = {}
+
+    def forward(self, l, j, x):
+        sw, sb = self.stds[j], self.sb
+        B, q = x.shape[0], self.width_out[j]
+        if sw == 0.0:
+            h = np.zeros((B, q))
+            if sb > 0:
+                h = h + sb * _normals(self.seed, self.trial, l + 1, self.BIAS[j], (1, q))
+            self.seen[l, j] = (x, None, h)
+            return h
+        xt = x if sb == 0 else np.hstack([x, np.full((B, 1), sb / sw)])
+        k = sw ** 2 * xt @ xt.T
+        h = _sqrt_factor(k, np.mean(np.diag(k))) @ _normals(self.seed, self.trial, l + 1,
+                                                            self.PRE[j], (B, q))
+        self.seen[l, j] = (x, xt, h)
+        return h
+
+    def backward(self, l, j, g):
+        x, xt, h = self.seen[l, j]
+        sw = self.stds[j]
+        B, p = x.shape
+        if sw == 0.0 or not np.any(g):
+            return np.zeros((B, p))
+        cd = sw * _sqrt_factor(g @ g.T, np.mean(g ** 2))
+        m = cd @ _normals(self.seed, self.trial, l + 1, self.REST[j], (B, p))
+        mt = m if self.sb == 0 else np.hstack(
+            [m, cd @ _normals(self.seed, self.trial, l + 1, self.REST_BIAS[j], (B, 1))])
+        r = (g @ h.T - mt @ xt.T) @ np.linalg.pinv(xt @ xt.T, rcond=B * EPS)
+        return m + r @ x
+
+
 def reference_residual(weights, x, activation, grad_output=None, biases=None, *, branch=1,
-                       norm="none", post=False, alpha=1.0, beta=1.0, eps=1e-5, sup=1.0):
+                       norm="none", post=False, alpha=1.0, beta=1.0, eps=1e-5, sup=1.0,
+                       ops=None):
     """Per-block statistics of a residual net (see winit_sim.kernels.residual), plainly.
 
-    weights in forward order (branch 2: W_1, V_1, W_2, ...); the backward builds
-    every norm's Jacobian explicitly.
+    weights in forward order (branch 2: W_1, V_1, W_2, ...); or ``ops`` (a
+    :class:`ConditionalDraws`, weights None) for matrices drawn as the
+    conditional engine draws them. The backward builds every norm's Jacobian
+    explicitly.
     """
     x = np.asarray(x, np.float64)
-    mats = [np.asarray(w, np.float64) for w in weights]
-    bs = [np.zeros(w.shape[0]) if biases is None else np.asarray(biases[i], np.float64)
-          for i, w in enumerate(mats)]
-    depth = len(mats) // branch
+    if ops is None:
+        ops = GivenWeights(weights, biases, branch)
+    else:
+        ops.width_out = [x.shape[1]] if branch == 1 else [ops.hidden, x.shape[1]]
     tape, rows = [], []
-    for l in range(depth):
-        ws_, b_ = mats[l * branch:(l + 1) * branch], bs[l * branch:(l + 1) * branch]
+    for l in range(ops.depth):
         u, jac_in = (x, None) if post else _norm(norm, x, eps)
-        a = u @ ws_[0].T + b_[0] if branch == 2 else u
+        a = ops.forward(l, 0, u) if branch == 2 else u
         y = phi(activation, a)
-        f = y @ ws_[-1].T + b_[-1]
+        f = ops.forward(l, branch - 1, y)
         z = beta * x + alpha * f
         xn, jac_out = _norm(norm, z, eps) if post else (z, None)
         row = _forward_rows([a], [u, y], activation, sup)[0]
         row["log10_stream_q"] = _log10_mean_sq(xn)
         row["log10_branch_q"] = _log10_mean_sq(alpha * f)
         rows.append(row)
-        tape.append((ws_, u, jac_in, a, y, jac_out))
+        tape.append((u, jac_in, a, y, jac_out))
         x = xn
     if grad_output is not None:
         g = np.asarray(grad_output, np.float64)
-        for l in range(depth - 1, -1, -1):
-            ws_, u, jac_in, a, y, jac_out = tape[l]
+        for l in range(ops.depth - 1, -1, -1):
+            u, jac_in, a, y, jac_out = tape[l]
             rows[l]["log10_stream_grad_q"] = _log10_mean_sq(g)
             if post:
                 g = np.einsum("ri,rik->rk", g, jac_out)
             gf = alpha * g
             rows[l]["log10_wgrad2_q" if branch == 2 else "log10_wgrad_q"] = \
                 _log10_mean_sq(gf.T @ y)
-            delta = (gf @ ws_[-1]) * dphi(activation, a)
+            delta = ops.backward(l, branch - 1, gf) * dphi(activation, a)
             rows[l]["log10_grad_q"] = _log10_mean_sq(delta)
             if branch == 2:
                 rows[l]["log10_wgrad_q"] = _log10_mean_sq(delta.T @ u)
-                gu = delta @ ws_[0]
+                gu = ops.backward(l, 0, delta) if l > 0 else None
             else:
                 gu = delta
+            if l == 0:
+                break
             if not post:
                 gu = np.einsum("ri,rik->rk", gu, jac_in)
             g = beta * g + gu

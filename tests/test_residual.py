@@ -7,7 +7,7 @@ import winit_sim as ws
 from winit_sim.activations import resolve_activation, sup_dphi
 
 import naive
-from naive import reference_residual
+from naive import ConditionalDraws, reference_residual
 
 ACTS = naive.example_specs()
 
@@ -175,14 +175,16 @@ def test_threads_do_not_change_results():
     assert ws.simulate(16, 6, threads=1, **kw).equals(ws.simulate(16, 6, threads=2, **kw))
 
 
-@pytest.mark.parametrize("arch,act,init,slope", [
-    ("residual", "relu", "he_normal", np.log10(2.0)),        # q_l = 2 q_{l-1}: 10^3010 at the top
-    ("residual:alpha=0.5", "linear", "lecun_normal", np.log10(1.25)),
-    ("residual:norm=layernorm", "tanh", "xavier_normal", None),  # grows linearly
-    ("deepnorm", "gelu", "he_normal", 0.0),                  # post-LN: q fixed
+@pytest.mark.parametrize("arch,act,init,slope,method", [
+    ("residual", "relu", "he_normal", np.log10(2.0), "matrix"),  # q_l = 2 q_{l-1}: 10^3010
+    ("residual", "relu", "he_normal", np.log10(2.0), "conditional"),
+    ("residual:alpha=0.5", "linear", "lecun_normal", np.log10(1.25), "conditional"),
+    ("residual:norm=layernorm", "tanh", "xavier_normal", None, "conditional"),  # linear growth
+    ("deepnorm", "gelu", "he_normal", 0.0, "matrix"),        # post-LN: q fixed
 ])
-def test_depth_10000_is_finite(arch, act, init, slope):
-    df = ws.simulate(32, 10_000, activation=act, init=init, batch=4, arch=arch, seed=2)
+def test_depth_10000_is_finite(arch, act, init, slope, method):
+    df = ws.simulate(32, 10_000, activation=act, init=init, batch=4, arch=arch, seed=2,
+                     method=method)
     logs = [c for c in df.columns if c.startswith("log10_")]
     assert np.isfinite(df[logs].to_numpy()).all()
     q = df["log10_stream_q"].to_numpy()
@@ -220,7 +222,9 @@ def test_zero_branches_leave_the_stream_alone():
     (dict(arch="residual:norm=batchnorm"), "'norm' must be one of none, layernorm, rmsnorm"),
     (dict(arch="residual:hidden=8"), "hidden is the inner width of branch=2"),
     (dict(arch="residual", widths=[8, 8, 9]), "one stream width"),
-    (dict(arch="residual", method="conditional"), "does not run residual archs yet"),
+    (dict(arch="residual", method="conditional", init="he_uniform"),
+     "method='conditional' needs Gaussian weights"),
+    (dict(arch="fixup", method="conditional", init="orthogonal"), "needs Gaussian weights"),
 ])
 def test_bad_input(kwargs, match):
     kw = dict(width=8, depth=3)
@@ -367,3 +371,217 @@ def test_train_starts_from_simulates_weights():
         ws.train(widths=[8, 8, 9], arch="residual")
     with pytest.raises(ValueError, match="unknown arch"):
         ws.train(8, 3, arch="resnet")
+
+
+@pytest.mark.parametrize("arch", ["residual:branch=2,hidden=6,norm=layernorm,out_scale=0.5",
+                                  "residual:norm=rmsnorm,position=post,beta=1.3",
+                                  "skipinit", "deepnorm"])
+def test_train_steps_match_torch_autograd(arch):
+    """Two SGD steps on a fixed batch against the same net in PyTorch (autograd, every
+    matrix, each norm's gain and LayerNorm's shift, skipinit's alpha): the second loss,
+    the gains and shifts, and alpha agree to 1e-10."""
+    torch = pytest.importorskip("torch")
+    from torch.nn import functional as F
+    from winit_sim.kernels import rng as _rng
+    n, depth, rows, seed, lr = 8, 3, 4, 2, 0.05
+    blocks = ws.layers.resolve_arch(arch, depth, n)
+    df = ws.train(n, depth, activation="tanh", init="xavier_normal", steps=2, lr=lr,
+                  batch=rows, arch=arch, seed=seed, data="fixed")
+    t = lambda a: torch.tensor(np.asarray(a, np.float64), requires_grad=True)
+    shapes = [(n, n)] if blocks.branch == 1 else [(blocks.hidden, n), (n, blocks.hidden)]
+    mult = [blocks.out_scale] if blocks.branch == 1 else [blocks.in_scale, blocks.out_scale]
+    mats = [[t(mult[j] * ws.sample_weights("xavier_normal", n_in, n_out, seed=seed,
+                                           layer=l + 1, matrix=j))
+             for j, (n_out, n_in) in enumerate(shapes)] for l in range(depth)]
+    norm = ws.layers.NORMS.names()[blocks.norm]
+    gains = [t(np.ones(n)) for _ in range(depth)]
+    shifts = [t(np.zeros(n)) for _ in range(depth)]
+    alphas = [t(blocks.alpha) for _ in range(depth)]
+    x = np.empty((rows, n))
+    _rng.fill_normal(np.uint64(_rng.stream_key(seed, 0, 0, _rng.STREAM_INPUT)), x, 1.0)
+    teacher = np.empty((n, n))
+    _rng.fill_normal(np.uint64(_rng.stream_key(seed, 0, 0, _rng.STREAM_TEACHER)), teacher,
+                     1.0 / np.sqrt(n))
+    target = torch.tanh(torch.tensor(x @ teacher.T))
+
+    def N(z, l):
+        if norm == "layernorm":
+            return F.layer_norm(z, (n,), gains[l], shifts[l], eps=blocks.eps)
+        return F.rms_norm(z, (n,), gains[l], eps=blocks.eps) if norm == "rmsnorm" else z
+
+    def loss_fn():
+        h = torch.tensor(x)
+        for l in range(depth):
+            u = h if blocks.post else N(h, l)
+            a = u @ mats[l][0].T if blocks.branch == 2 else u
+            z = blocks.beta * h + alphas[l] * (torch.tanh(a) @ mats[l][-1].T)
+            h = N(z, l) if blocks.post else z
+        return torch.mean((h - target) ** 2)
+
+    params = [w for m in mats for w in m] + (gains if norm != "none" else []) \
+        + (shifts if norm == "layernorm" else [])
+    params += alphas if blocks.train_alpha else []
+    loss0 = loss_fn()
+    loss0.backward()
+    with torch.no_grad():
+        for q in params:
+            q -= lr * q.grad
+    assert df.loss.iloc[0] == pytest.approx(loss0.item(), rel=1e-12)
+    assert df.loss.iloc[1] == pytest.approx(loss_fn().item(), rel=1e-10)
+    # after the run's last (second) step: take it in torch too
+    for q in params:
+        q.grad = None
+    loss_fn().backward()
+    with torch.no_grad():
+        for q in params:
+            q -= lr * q.grad
+    np.testing.assert_allclose(df.attrs["alpha"], [a.item() for a in alphas], rtol=1e-10,
+                               atol=1e-14)
+    if norm != "none":
+        np.testing.assert_allclose(df.attrs["norm_gain"],
+                                   np.stack([g.detach().numpy() for g in gains]), rtol=1e-10)
+    if norm == "layernorm":
+        np.testing.assert_allclose(df.attrs["norm_shift"],
+                                   np.stack([b.detach().numpy() for b in shifts]), rtol=1e-10,
+                                   atol=1e-14)
+
+
+# ---- the conditional engine -------------------------------------------------------------
+
+def _conditional_reference(arch, act, init, width, depth, batch, bias_std, seed, trial):
+    """reference_residual with matrices drawn as the conditional engine draws them (the
+    arch's numbers from its resolved form, the inputs from the engine's streams)."""
+    from winit_sim import engine
+    from winit_sim.kernels import rng as _rng
+    blocks = ws.layers.resolve_arch(arch, depth, width)
+    stds = engine.describe_blocks(blocks, width, depth, act, init, bias_std).scale[0]
+    x = naive._normals(seed, trial, 0, _rng.STREAM_INPUT, (batch, width))
+    g = naive._normals(seed, trial, 0, _rng.STREAM_GRAD, (batch, width))
+    ops = ConditionalDraws(stds, bias_std, seed, trial, depth, blocks.hidden)
+    return reference_residual(None, x, act, g, ops=ops, sup=sup_dphi(resolve_activation(act)),
+                              branch=blocks.branch, norm=ws.layers.NORMS.names()[blocks.norm],
+                              post=blocks.post, alpha=blocks.alpha, beta=blocks.beta,
+                              eps=blocks.eps)
+
+
+# ARCHS, and the presets with a zero matrix (fixup), alpha 0 (skipinit), hidden = 4
+# width (gpt2) and post-LN with beta (deepnorm)
+COND_ARCHS = [a for a, _ in ARCHS] + ["fixup", "skipinit", "gpt2", "deepnorm"]
+
+
+@pytest.mark.parametrize("arch", COND_ARCHS)
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
+@pytest.mark.parametrize("bias_std", [0.0, 0.2])
+def test_conditional_matches_reference(arch, act, bias_std):
+    """Every block's columns against the NumPy reference on the same random streams, to
+    1e-9 relative (pseudo-inverses of B x B Grams cost a few digits)."""
+    width, depth, batch, seed = 12, 4, 5, 7
+    sim = ws.simulate(width, depth, activation=act, init="he_normal", batch=batch, seed=seed,
+                      trials=2, bias_std=bias_std, arch=arch, method="conditional")
+    for trial in range(2):
+        ref = _conditional_reference(arch, act, "he_normal", width, depth, batch, bias_std,
+                                     seed, trial)
+        _compare(sim[sim.trial == trial].reset_index(drop=True), ref,
+                 f"conditional {arch} {act} trial {trial}", rtol=1e-9)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_conditional_matches_reference_every_activation(act):
+    """Branch 2 with pre-LN and biases, blocks wider than one column block (512) of the
+    kernels' sums, a partial last block, and batch above nothing."""
+    arch = "residual:branch=2,hidden=530,norm=layernorm"
+    sim = ws.simulate(520, 3, activation=act, init="xavier_normal", batch=3, seed=1, trials=1,
+                      bias_std=0.1, arch=arch, method="conditional")
+    _compare(sim, _conditional_reference(arch, act, "xavier_normal", 520, 3, 3, 0.1, 1, 0),
+             f"conditional {act}", rtol=1e-9)
+
+
+def test_conditional_rank_deficient_blocks_match_the_reference():
+    """Batch above the width (every Gram singular) and relu's dead samples."""
+    arch = "residual:branch=2,hidden=3"
+    sim = ws.simulate(4, 5, activation="relu", init="he_normal", batch=7, seed=3, trials=2,
+                      arch=arch, method="conditional")
+    assert np.isfinite(sim.filter(like="log10_").to_numpy()).all()
+    for trial in range(2):
+        ref = _conditional_reference(arch, "relu", "he_normal", 4, 5, 7, 0.0, 3, trial)
+        _compare(sim[sim.trial == trial].reset_index(drop=True), ref, f"trial {trial}",
+                 rtol=1e-7)
+
+
+def test_conditional_segments_threads_and_depth_prefix_are_bit_identical():
+    from winit_sim import engine
+    arch = "residual:branch=2,hidden=10,norm=rmsnorm,position=post"
+    kw = dict(activation="tanh", init="xavier_normal", batch=4, trials=2, bias_std=0.2,
+              arch=arch, method="conditional")
+    full = ws.simulate(16, 11, threads=2, **kw)
+    for seg in (1, 3, 20):
+        assert full.equals(ws.simulate(16, 11, segment_layers=seg, threads=1, **kw))
+    widths = np.full(12, 16)
+    blocks = ws.layers.resolve_arch(arch, 11, 16)
+    run = dict(rows=4, trials=2, seed=0, bias_std=0.2, input_std=1.0, dtype=np.float64,
+               method="conditional")
+    fwd, bwd = engine.simulate_arrays(widths, "tanh", "xavier_normal", tops=[3, 11],
+                                      segment=2, blocks=blocks, **run)
+    for i, d in enumerate([3, 11]):
+        f1, b1 = engine.simulate_arrays(widths[:d + 1], "tanh", "xavier_normal", tops=[d],
+                                        blocks=blocks, **run)
+        assert engine.block_frame(fwd, bwd, blocks, 16, depth=d, top_index=i).equals(
+            engine.block_frame(f1, b1, blocks, 16))
+
+
+def test_conditional_zero_branches_and_float32():
+    fix = ws.simulate(16, 5, activation="relu", init="he_normal", batch=4, arch="fixup",
+                      method="conditional")
+    assert np.all(fix["log10_branch_q"] == -np.inf) and np.ptp(fix["log10_stream_q"]) < 1e-12
+    assert np.isfinite(fix["log10_wgrad2_q"]).all() and np.all(fix["log10_wgrad_q"] == -np.inf)
+    kw = dict(activation="gelu", init="he_normal", batch=4, trials=2, bias_std=0.1,
+              arch="residual:branch=2,norm=layernorm", method="conditional")
+    f64 = ws.simulate(600, 30, dtype="float64", **kw)
+    f32 = ws.simulate(600, 30, dtype="float32", **kw)
+    logs = [c for c in f64.columns if c.startswith("log10_")]
+    np.testing.assert_allclose(f32[logs], f64[logs], rtol=0, atol=1e-3)
+
+
+def test_auto_takes_the_conditional_engine_where_it_fits():
+    from winit_sim import engine
+    def chosen(width, batch, arch, init="he_normal"):
+        blocks = ws.layers.resolve_arch(arch, 4, width)
+        net = engine.describe_blocks(blocks, width, 4, "relu", init)
+        return engine.plan(net, init, batch, np.float64, "auto").engine
+    assert chosen(256, 32, "residual") == "conditional"
+    assert chosen(256, 64, "residual") == "matrix"              # 8 x batch > width
+    assert chosen(256, 16, "residual:branch=2,hidden=64") == "matrix"   # the narrow side
+    assert chosen(256, 16, "fixup") == "conditional"            # zero matrices are exact
+    assert chosen(256, 16, "residual", "he_uniform") == "matrix"
+
+
+@pytest.mark.parametrize("arch,act,init,bias_std", [
+    ("residual:branch=2,norm=layernorm", "relu", "he_normal", 0.0),
+    ("residual:norm=rmsnorm,position=post,alpha=0.8", "tanh", "xavier_normal", 0.1),
+])
+def test_conditional_has_the_matrix_engines_distribution(arch, act, init, bias_std):
+    """Two-sample tests per column at blocks 1, 4 and 8 of width-64 nets, 800 nets per
+    engine (different seeds). Means: Welch's t-test; spreads: Brown-Forsythe. Every
+    p-value must exceed 0.01 / (number of tests): a false alarm in at most 1% of runs
+    (Bonferroni). With 800 nets each, a shift of 0.25 between-net standard deviations
+    is detected with probability 0.9."""
+    from scipy import stats
+    kw = dict(activation=act, init=init, batch=4, trials=800, bias_std=bias_std, arch=arch)
+    a = ws.simulate(64, 8, method="matrix", seed=1, **kw)
+    b = ws.simulate(64, 8, method="conditional", seed=2, **kw)
+    cols = ["log10_pre_q", "log10_post_q", "log10_stream_q", "log10_branch_q", "log10_grad_q",
+            "log10_wgrad_q", "log10_stream_grad_q"] + (["log10_wgrad2_q"] if "branch=2" in arch
+                                                        else [])
+    tests = []
+    for layer in (1, 4, 8):
+        for col in cols:
+            u = a.loc[a.layer == layer, col].to_numpy()
+            v = b.loc[b.layer == layer, col].to_numpy()
+            if np.ptp(u) == 0 and np.ptp(v) == 0:   # post-norm: the stream's q is fixed
+                assert np.allclose(u, v)
+                continue
+            tests.append((layer, col, stats.ttest_ind(u, v, equal_var=False).pvalue,
+                          stats.levene(u, v, center="median").pvalue))
+    alarm = 0.01 / (2 * len(tests))
+    for layer, col, p_mean, p_spread in tests:
+        assert p_mean > alarm and p_spread > alarm, (layer, col, p_mean, p_spread)

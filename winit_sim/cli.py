@@ -325,6 +325,16 @@ TRAIN_PRESETS = {
 }
 
 
+def _learning_rate(text):
+    """--lr: a number or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or auto, got {text!r}") from None
+
+
 def cmd_train(args):
     from .report.plots import plot_loss_curves
     from .training import summarize, train, train_grid
@@ -427,7 +437,9 @@ def build_parser():
     tr.add_argument("--activation", default="relu", help=ACT_HELP)
     tr.add_argument("--init", default="he_normal", help=INIT_HELP)
     tr.add_argument("--steps", type=int, default=200)
-    tr.add_argument("--lr", type=float, default=0.1)
+    tr.add_argument("--lr", type=_learning_rate, default="auto",
+                    help="a number, or auto (default): each run at the best rate of a short "
+                         "search")
     tr.add_argument("--batch", type=int, default=64)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--optimizer", default="sgd")

@@ -21,7 +21,7 @@ from threadpoolctl import ThreadpoolController
 from .activations import kernel_data
 from .checks import check_positive_int
 from .inits import GAUSSIAN_INITS, SAMPLINGS, is_gaussian, layer_sampler
-from .kernels import conditional, driver, matrix, residual
+from .kernels import conditional, driver, matrix, residual, residual_conditional
 from .kernels.layer import BACKWARD_COLUMNS, DENSE, FORWARD_COLUMNS, Draws, Net
 from .kernels.residual import (BLOCK_BACKWARD_COLUMNS, BLOCK_FORWARD_EXTRA, ResNet)
 from .layers import AUTO, ENGINES, NORMS
@@ -96,10 +96,16 @@ def describe_blocks(blocks, width, depth, activation, init, bias_std=0.0, input_
 
 
 def choose_method(method, init, net, rows):
-    """The engine that runs: 'matrix' or 'conditional' (see :func:`winit_sim.simulate`)."""
-    kinds = [int(k) for k in np.unique(net.sampler)]
+    """The engine that runs: 'matrix' or 'conditional' (see :func:`winit_sim.simulate`).
+
+    A residual net's zero matrices (fixup's) are exact on either engine, so only
+    its other matrices must be Gaussian.
+    """
+    blocks = isinstance(net, ResNet)
+    live = net.scale > 0.0 if blocks else np.ones(net.scale.shape, bool)
+    kinds = [int(k) for k in np.unique(net.sampler[live])]
     gaussian_kinds = all(is_gaussian(k) for k in kinds)
-    gaussian = gaussian_kinds and bool(np.all(net.scale > 0.0))
+    gaussian = gaussian_kinds and bool(np.all(net.scale[live] > 0.0))
     if method != AUTO and ENGINES[method].gaussian_only and not gaussian:
         why = ("has a weight std of 0" if gaussian_kinds else
                "samples non-Gaussian weights (" + ", ".join(SAMPLINGS.names()[k] for k in kinds)
@@ -109,7 +115,8 @@ def choose_method(method, init, net, rows):
             f"std > 0); init {init!r} {why}, so its units are not Gaussian given the "
             f"layer input: use method='matrix' (or 'auto')")
     if method == AUTO:
-        fits = rows * CONDITIONAL_MAX_BATCH_FRACTION <= int(net.widths.min())
+        narrowest = min(net.width, net.hidden) if blocks else int(net.widths.min())
+        fits = rows * CONDITIONAL_MAX_BATCH_FRACTION <= narrowest
         return "conditional" if gaussian and fits else "matrix"
     return method
 
@@ -160,15 +167,21 @@ def check_bytes(need, advice):
             f"machine's {total / 2**30:.1f} GiB: {advice}")
 
 
-def block_bytes(net, rows, given, seg_len, itemsize):
-    """Buffers of a residual run (see :func:`winit_sim.kernels.residual.new_state`)."""
+def block_bytes(net, rows, given, seg_len, itemsize, cond=False):
+    """Buffers of a residual run (see :func:`winit_sim.kernels.residual.new_state`; with
+    ``cond``, also :func:`winit_sim.kernels.residual_conditional.new_state`)."""
     depth, n, m = net.sampler.shape[0], net.width, net.hidden
     seg_len = min(seg_len, depth)
     n_seg = -(-depth // seg_len)
-    entries = (int(residual.weight_buffer_size(net, rows, given))
+    entries = (int(residual.weight_buffer_size(net, rows, given, cond))
                + seg_len * rows * (2 * n + 2 * m + n * net.post)
                + rows * (5 * n + 3 * m) + n_seg * rows * n)
-    return entries * itemsize + 8 * rows * (2 * m + seg_len + 8)
+    need = entries * itemsize + 8 * rows * (2 * m + seg_len + 8)
+    if cond:
+        blocks = -(-max(n, m) // conditional.BLOCK)
+        need += (rows * max(n, m) * itemsize
+                 + 8 * (seg_len * net.branch * (2 * rows * rows + 4) + (2 * blocks + 6) * rows * rows))
+    return need
 
 
 def block_segment(requested, net, rows, itemsize):
@@ -183,17 +196,16 @@ def plan(net, init, rows, dtype, method="matrix", segment=None, given=None):
     """Pick the engine of a run and refuse it, before any allocation, if it cannot fit.
 
     ``init`` None (with ``given``) means weights given by the caller: matrix engine.
-    A residual net (:data:`ResNet`) runs on the matrix engine.
+    A residual net (:data:`ResNet`) checkpoints its stream in segments on either engine.
     """
     dt = np.dtype(dtype)
     if isinstance(net, ResNet):
-        if method == "conditional":
-            raise ValueError("method='conditional' does not run residual archs yet: use "
-                             "method='matrix' (or 'auto')")
+        name = "matrix" if init is None else choose_method(method, init, net, rows)
         seg_len = block_segment(segment, net, rows, dt.itemsize)
-        check_bytes(block_bytes(net, rows, given, seg_len, dt.itemsize),
+        check_bytes(block_bytes(net, rows, given, seg_len, dt.itemsize,
+                                name == "conditional"),
                     "reduce width, hidden or batch, or set segment_layers")
-        return Plan("matrix", net, dt, rows, seg_len, False)
+        return Plan(name, net, dt, rows, seg_len, False)
     seg_len = segment_layers(segment, rows, net.widths, dt.itemsize)
     if init is not None and choose_method(method, init, net, rows) == "conditional":
         check_bytes(conditional_bytes(net.widths, rows, dt.itemsize), "reduce width or batch")
@@ -211,8 +223,15 @@ def execute(run_plan, activation, seed, trials, tops, given=None):
     draws = Draws(np.uint64(seed), trials, rows)
     tops = np.asarray(tops, dtype=np.int64)
     if isinstance(net, ResNet):
-        return driver.run_blocks(residual.new_state(net, rows, run_plan.seg_len, given, proto),
-                                 net, kernel_data(activation), draws, tops, given)
+        cond_state = None
+        if run_plan.engine == "conditional":
+            cond_state = residual_conditional.new_state(
+                min(run_plan.seg_len, net.sampler.shape[0]), net.branch, rows,
+                max(net.width, net.hidden), proto)
+        residual_state = residual.new_state(net, rows, run_plan.seg_len, given, proto,
+                                            cond_state is not None)
+        return driver.run_blocks(residual_state, cond_state, net, kernel_data(activation), draws,
+                                 tops, given)
     matrix_state = conditional_state = None
     if run_plan.engine == "conditional":
         conditional_state = conditional.new_state(net, rows, run_plan.keep, proto)

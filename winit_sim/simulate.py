@@ -81,7 +81,10 @@ def simulate(width=None, depth=None, *, widths=None, activation="relu", init="he
         ``"conditional"`` for Gaussian inits when 8 x batch <= the narrowest
         layer (the measured crossover), else ``"matrix"``. ``segment_layers``
         applies to ``"matrix"`` only: the conditional engine keeps
-        O(batch x width + depth x batch^2) memory at any depth.
+        O(batch x width + depth x batch^2) memory at any depth. Residual archs
+        run on both: the conditional engine draws each branch matrix given its
+        input (a zero matrix, as fixup's last, is exact on either), and both
+        checkpoint the stream per ``segment_layers`` blocks.
     arch : str or tuple
         ``"mlp"`` (default) or a residual architecture: ``"residual:branch=2,
         norm=layernorm,position=pre,alpha=inv_sqrt_depth"`` or a preset

@@ -12,13 +12,16 @@ from .kernels import rng
 from .kernels.sgd import (Model, ResModel, ResScratch, Scratch, Step, residual_train_step,
                           train_step)
 from .kernels.weights import fill_weights
-from .layers import stream_blocks
+from .layers import NO_NORM, NORMS, stream_blocks
 from .theory.moments import auto_gain
 
 OPTIMIZERS = ("sgd", "momentum")
 TASKS = ("teacher",)
 DIVERGE_FACTOR = 1e6   # loss above this times the initial loss: diverged
 DISTINCT_TOL = 1e-9    # rows of W closer than this (relative RMS) count as one unit
+AUTO_LR = "auto"
+LR_GRID = tuple(10.0 ** (k / 2) for k in range(-8, 2))   # 1e-4 ... 3.16 in half decades
+LR_SEARCH_STEPS = 30   # steps per candidate of lr="auto" (fewer if the run is shorter)
 
 
 def distinct_units(w, tol=DISTINCT_TOL):
@@ -39,7 +42,7 @@ def distinct_units(w, tol=DISTINCT_TOL):
 
 
 def train(width=None, depth=None, *, widths=None, activation="relu", init="he_normal",
-          steps=200, lr=0.01, batch=64, task="teacher", seed=0, optimizer="sgd",
+          steps=200, lr=AUTO_LR, batch=64, task="teacher", seed=0, optimizer="sgd",
           momentum=0.9, data="fresh", arch="mlp"):
     """Train a deep net with the engine's kernels on a teacher-student regression.
 
@@ -51,8 +54,15 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
     activation, init
         Specs as in :func:`winit_sim.simulate`; the initial weights are exactly
         those :func:`winit_sim.simulate` samples for trial 0 with this seed.
-    steps, lr, batch : int, float, int
-        SGD steps, learning rate and batch size.
+    steps, lr, batch : int, float or "auto", int
+        SGD steps, learning rate and batch size. ``lr="auto"`` (default) runs
+        each learning rate of :data:`LR_GRID` (1e-4 to 10^0.5 in half decades) for
+        ``min(steps, 30)`` steps from the same weights and batches, scores it by
+        its mean loss over the last quarter of those steps over the initial loss
+        (diverged: infinite), and trains at the best; if that full run diverges,
+        at the next best (if every rate diverged, at the smallest). ``df.attrs["lr"]`` is the rate used and
+        ``df.attrs["lr_search"]`` the search (``lr``, ``score``, ``diverged``),
+        so every init is judged at a rate that suits it.
     task : {"teacher"}
         Targets y = tanh(x A^T) with a fixed random A ~ N(0, 1/n_0) of shape
         (n_L, n_0), inputs x ~ N(0, I); a fresh keyed batch every step.
@@ -69,7 +79,10 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
         is the input and the output (the teacher maps width to width), its
         blocks' initial weights are those :func:`winit_sim.simulate` samples, and
         every matrix trains; ``skipinit`` (or ``train_alpha=yes``) also trains
-        each block's alpha, from 0. Norms have no learned gain or bias.
+        each block's alpha, from 0. Each norm trains a gain per unit from 1
+        and, LayerNorm, a shift from 0 (RMSNorm has no shift), as in Ba et al.
+        2016 and Zhang & Sennrich 2019; ``df.attrs["norm_gain"]`` and
+        ``["norm_shift"]`` hold them after training (blocks x width).
 
     Returns
     -------
@@ -87,7 +100,11 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
     steps = check_positive_int(steps, "steps")
     rows = check_positive_int(batch, "batch")
     seed = check_seed(seed)
-    lr = check_nonneg_float(lr, "lr")
+    if isinstance(lr, str):
+        if lr != AUTO_LR:
+            raise ValueError(f"lr must be a number >= 0 or {AUTO_LR!r}, got {lr!r}")
+    else:
+        lr = check_nonneg_float(lr, "lr")
     momentum = check_nonneg_float(momentum, "momentum")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
@@ -97,13 +114,50 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
         raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     act = resolve_activation(activation)
     resolve_init(init)
+    blocks = stream_blocks(arch, w_sizes)
+    mom = momentum if optimizer == "momentum" else 0.0
+    if blocks is not None:
+        run = _residual_runner(blocks, int(w_sizes[0]), w_sizes.size - 1, act, init, rows, seed,
+                               mom, data)
+    else:
+        run = _mlp_runner(w_sizes, act, init, rows, seed, mom, data)
+    if lr != AUTO_LR:
+        df = run(lr, steps)
+        df.attrs["lr"] = lr
+        return df
+    return _train_auto_lr(run, steps)
+
+
+def _train_auto_lr(run, steps):
+    """lr="auto" of :func:`train`: the short search over LR_GRID, then the full run."""
+    short = min(steps, LR_SEARCH_STEPS)
+    tail = max(1, short // 4)
+    search = []
+    for lr in LR_GRID:
+        df = run(lr, short)
+        loss = df.loss.to_numpy()
+        diverged = bool(df.attrs["diverged"])
+        score = math.inf if diverged or not loss[0] > 0 else float(np.mean(loss[-tail:]) / loss[0])
+        search.append({"lr": lr, "score": score, "diverged": diverged})
+    table = pd.DataFrame(search)
+    live = table[~table.diverged].sort_values(["score", "lr"], ascending=[True, False],
+                                              kind="stable")
+    # best first; if every rate diverged, the smallest shows how
+    candidates = list(live.lr) if len(live) else [min(LR_GRID)]
+    for lr in candidates:
+        df = run(float(lr), steps)
+        if not df.attrs["diverged"]:
+            break
+    df.attrs["lr"] = float(lr)
+    df.attrs["lr_search"] = table
+    return df
+
+
+def _mlp_runner(w_sizes, act, init, rows, seed, mom, data):
+    """run(lr, steps): a fresh MLP from its initial weights, trained (see :func:`train`)."""
     act_data = kernel_data(act)
     gain = auto_gain(init, act)
     depth = w_sizes.size - 1
-    blocks = stream_blocks(arch, w_sizes)
-    if blocks is not None:
-        return _train_residual(blocks, int(w_sizes[0]), depth, act, init, steps, lr, rows,
-                               seed, optimizer, momentum, data)
     w_off = np.concatenate([[0], np.cumsum(w_sizes[:-1] * w_sizes[1:])]).astype(np.int64)
     w_flat = np.empty(int(w_off[-1]))
     for l in range(depth):
@@ -111,29 +165,36 @@ def train(width=None, depth=None, *, widths=None, activation="relu", init="he_no
         key = np.uint64(rng.stream_key(seed, 0, l + 1, rng.STREAM_WEIGHT))
         fill_weights(kind, scale, key, w_flat[w_off[l]:w_off[l + 1]].reshape(
             (int(w_sizes[l + 1]), int(w_sizes[l]))))
-    teacher = np.empty((int(w_sizes[-1]), int(w_sizes[0])))
-    rng.fill_normal(np.uint64(rng.stream_key(seed, 0, 0, rng.STREAM_TEACHER)), teacher,
-                    1.0 / math.sqrt(w_sizes[0]))
-    velocity = np.zeros_like(w_flat)
-    mom = momentum if optimizer == "momentum" else 0.0
+    teacher = _teacher(seed, int(w_sizes[-1]), int(w_sizes[0]))
     total = int(w_sizes.sum())
-    xs = np.empty((rows, total))
-    hs = np.empty((rows, total))
-    gnorm = np.empty(depth)
-    model = Model(w_sizes, w_flat, w_off, velocity, teacher)
-    scratch = Scratch(xs, hs, gnorm)
+    scratch = Scratch(np.empty((rows, total)), np.empty((rows, total)), np.empty(depth))
 
-    def step_fn(step):
-        return train_step(model, act_data.code, act_data.param,
-                          Step(np.uint64(seed), step if data == "fresh" else 0, lr, mom, rows),
-                          scratch)
+    def run(lr, steps):
+        weights = w_flat.copy()
+        model = Model(w_sizes, weights, w_off, np.zeros_like(weights), teacher)
 
-    def units(row):
-        for l in range(depth - 1):
-            w = w_flat[w_off[l]:w_off[l + 1]].reshape((int(w_sizes[l + 1]), int(w_sizes[l])))
-            row[f"distinct_units_{l + 1}"] = distinct_units(w)
+        def step_fn(step):
+            return train_step(model, act_data.code, act_data.param,
+                              Step(np.uint64(seed), step if data == "fresh" else 0, lr, mom,
+                                   rows), scratch)
 
-    return _run_steps(steps, step_fn, gnorm, w_flat, units)
+        def units(row):
+            for l in range(depth - 1):
+                w = weights[w_off[l]:w_off[l + 1]].reshape((int(w_sizes[l + 1]),
+                                                            int(w_sizes[l])))
+                row[f"distinct_units_{l + 1}"] = distinct_units(w)
+
+        return _run_steps(steps, step_fn, scratch.gnorm, weights, units)
+
+    return run
+
+
+def _teacher(seed, n_out, n_in):
+    """The teacher matrix A ~ N(0, 1 / n_in) of a seed."""
+    teacher = np.empty((n_out, n_in))
+    rng.fill_normal(np.uint64(rng.stream_key(seed, 0, 0, rng.STREAM_TEACHER)), teacher,
+                    1.0 / math.sqrt(n_in))
+    return teacher
 
 
 def _run_steps(steps, step_fn, gnorm, weights, extra=None):
@@ -161,9 +222,8 @@ def _run_steps(steps, step_fn, gnorm, weights, extra=None):
     return df
 
 
-def _train_residual(blocks, width, depth, act, init, steps, lr, rows, seed, optimizer, momentum,
-                    data):
-    """:func:`train` of a residual arch (arguments validated there)."""
+def _residual_runner(blocks, width, depth, act, init, rows, seed, mom, data):
+    """run(lr, steps) of a residual arch (arguments validated in :func:`train`)."""
     net = engine.describe_blocks(blocks, width, depth, act, init)
     shapes = engine.block_shapes(blocks.branch, width, blocks.hidden)
     sizes = [n_out * n_in for _ in range(depth) for n_out, n_in in shapes]
@@ -176,26 +236,36 @@ def _train_residual(blocks, width, depth, act, init, steps, lr, rows, seed, opti
             key = np.uint64(rng.stream_key(seed, 0, l + 1, stream))
             fill_weights(int(net.sampler[l, j]), float(net.scale[l, j]), key,
                          w_flat[w_off[i]:w_off[i + 1]].reshape((n_out, n_in)))
-    teacher = np.empty((width, width))
-    rng.fill_normal(np.uint64(rng.stream_key(seed, 0, 0, rng.STREAM_TEACHER)), teacher,
-                    1.0 / math.sqrt(width))
-    model = ResModel(net, w_flat, w_off, np.zeros_like(w_flat), np.full(depth, blocks.alpha),
-                     np.zeros(depth), blocks.train_alpha, teacher)
+    teacher = _teacher(seed, width, width)
     k = blocks.hidden if blocks.branch == 2 else width
     scratch = ResScratch(np.empty((depth + 1, rows, width)), np.empty((depth, rows, width)),
                          np.empty((depth, rows, k)), np.empty((depth, rows, width)),
-                         np.empty((depth, rows)), np.empty(depth))
-    mom = momentum if optimizer == "momentum" else 0.0
+                         np.empty((depth, rows)), np.empty((depth, rows, width)),
+                         np.empty(depth))
     act_data = kernel_data(act)
 
-    def step_fn(step):
-        return residual_train_step(
-            model, act_data.code, act_data.param,
-            Step(np.uint64(seed), step if data == "fresh" else 0, lr, mom, rows), scratch)
+    def run(lr, steps):
+        weights = w_flat.copy()
+        affine = np.zeros((depth, 2, width))
+        affine[:, 0] = 1.0   # every norm starts as the identity map: gain 1, shift 0
+        model = ResModel(net, weights, w_off, np.zeros_like(weights),
+                         np.full(depth, blocks.alpha), np.zeros(depth), blocks.train_alpha,
+                         affine, np.zeros_like(affine), teacher)
 
-    df = _run_steps(steps, step_fn, scratch.gnorm, w_flat)
-    df.attrs["alpha"] = model.alpha.copy()
-    return df
+        def step_fn(step):
+            return residual_train_step(
+                model, act_data.code, act_data.param,
+                Step(np.uint64(seed), step if data == "fresh" else 0, lr, mom, rows), scratch)
+
+        df = _run_steps(steps, step_fn, scratch.gnorm, weights)
+        df.attrs["alpha"] = model.alpha.copy()
+        if blocks.norm != NO_NORM:
+            df.attrs["norm_gain"] = affine[:, 0].copy()
+            if list(NORMS)[blocks.norm].centered:
+                df.attrs["norm_shift"] = affine[:, 1].copy()
+        return df
+
+    return run
 
 
 def _gnorm_columns(row, gnorm):
@@ -223,15 +293,20 @@ def summarize(df):
     }
 
 
-def train_grid(activations, inits, *, width=128, depths=(10, 30), steps=200, lr=0.1, batch=64,
-               seed=0, optimizer="sgd", data="fresh"):
-    """Train every (activation, init, depth) and return (summary table, per-step curves)."""
+def train_grid(activations, inits, *, width=128, depths=(10, 30), steps=200, lr=AUTO_LR,
+               batch=64, seed=0, optimizer="sgd", data="fresh"):
+    """Train every (activation, init, depth) and return (summary table, per-step curves).
+
+    With ``lr="auto"`` (default) each run trains at its own best learning rate (see
+    :func:`train`), so inits are compared fairly; the table's ``lr`` column says which.
+    """
     rows, curves = [], []
     for depth in depths:
         for act in activations:
             for init in inits:
                 df = train(width, depth, activation=act, init=init, steps=steps, lr=lr,
                            batch=batch, seed=seed, optimizer=optimizer, data=data)
-                rows.append({"activation": act, "init": init, "depth": depth, **summarize(df)})
+                rows.append({"activation": act, "init": init, "depth": depth,
+                             "lr": df.attrs["lr"], **summarize(df)})
                 curves.append(df[["step", "loss"]].assign(activation=act, init=init, depth=depth))
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)

@@ -8,7 +8,9 @@ users or builds DataFrames, and nothing here imports from above ``kernels/``
 * :mod:`.layer`        the network description and the per-layer pieces both engines share
 * :mod:`.matrix`       the matrix engine (weight matrices, checkpointed backward)
 * :mod:`.conditional`  the conditional engine (Gaussian layers without weight matrices)
-* :mod:`.driver`       the one driver skeleton both engines run under
+* :mod:`.residual`     residual blocks around a stream (either engine's products)
+* :mod:`.residual_conditional`  a block's matrices drawn given their inputs
+* :mod:`.driver`       the one driver skeleton every engine runs under
 * :mod:`.sgd`          one SGD step with explicit weights (the training probe)
 """
 

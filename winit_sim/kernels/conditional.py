@@ -69,7 +69,7 @@ CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instea
 
 
 @njit(cache=True)
-def _blocks(n):
+def column_blocks(n):
     """Column blocks of a width-n layer (the last may be partial)."""
     return (n + BLOCK - 1) // BLOCK
 
@@ -105,11 +105,11 @@ def _dot2x2(a0, a1, b0, b1):
 
 
 @njit(cache=True, fastmath=FAST)
-def _gram_block(a, a0, b, b0, m, out, upper):
+def gram_block(a, a0, b, b0, m, out, upper):
     """out[i, k] = a[i, a0:a0+m] . b[k, b0:b0+m] in the inputs' dtype, in 2 x 2 blocks.
 
     With ``upper`` only k >= i is needed: entries just below the diagonal are
-    written as well and must be ignored (as _sum_blocks does).
+    written as well and must be ignored (as sum_blocks does).
     """
     ra = a.shape[0]
     rb = b.shape[0]
@@ -174,7 +174,7 @@ def _mix_row(out, coef, src, s0):
 
 
 @njit(inline="always")
-def _sum_blocks(part, out, upper):
+def sum_blocks(part, out, upper):
     """out = sum over blocks of part, in block order (only i <= k when ``upper``)."""
     out[:, :] = 0.0
     for c in range(part.shape[0]):
@@ -188,7 +188,7 @@ def _sum_blocks(part, out, upper):
 
 
 @njit(inline="always")
-def _draw_row_block(key, i, n, j0, row, bits, rejected):
+def draw_row_block(key, i, n, j0, row, bits, rejected):
     """row = standard normals at counters i * n + j0 + (0, 1, ...), as fill_normal draws them."""
     rng.fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), row, 1.0, bits,
                           rejected, rng.ZIG_X, rng.ZIG_XS, rng.ZIG_XNEXT, rng.ZIG_F)
@@ -206,13 +206,13 @@ def cross_gram(a, b, out):
     ra, n = a.shape
     rb = b.shape[0]
     same = a.shape == b.shape and a.ctypes.data == b.ctypes.data
-    nch = _blocks(n)
+    nch = column_blocks(n)
     part = np.zeros((nch, ra, rb))
     for c in prange(nch):
         j0 = c * BLOCK
         j1 = min(n, j0 + BLOCK)
-        _gram_block(a, j0, b, j0, j1 - j0, part[c], same)
-    _sum_blocks(part, out, same)
+        gram_block(a, j0, b, j0, j1 - j0, part[c], same)
+    sum_blocks(part, out, same)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
@@ -225,7 +225,7 @@ def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
     cache.
     """
     rows, n = out.shape
-    nch = _blocks(n)
+    nch = column_blocks(n)
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
@@ -248,7 +248,7 @@ State = namedtuple("State", [
 
 
 @njit(cache=True, fastmath=FAST)
-def _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
+def draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
     """h[:, j0:j1] = cf @ Z[:, j0:j1], Z[k, j] ~ N(0, 1) at counter k * n + j of ``key``
     (as fill_normal draws it), drawn into the block tile; 0 without ``signal``."""
     rows, n = h.shape
@@ -257,7 +257,7 @@ def _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
             h[i, j0:j1] = 0.0
         return
     for k in range(rows):
-        _draw_row_block(key, k, n, j0, tile[k], bits, rejected)
+        draw_row_block(key, k, n, j0, tile[k], bits, rejected)
     for i in range(rows):
         hi = h[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
         hi[:] = 0.0
@@ -268,7 +268,7 @@ def _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
 def forward_pass(pre, act, h, part_rs, part_g):
     """A layer's forward in one pass over column blocks, each block while it is in cache.
 
-    h = C Z (see _draw_mix); y = phi(h_true) and d = phi'(h_true) exist only as
+    h = C Z (see draw_mix); y = phi(h_true) and d = phi'(h_true) exist only as
     block tiles (see activate_block). Per block c: the row sums of block_sums
     into part_rs[c] and the upper triangle of y y^T into part_g[c] (formed in
     the compute dtype from y scaled by a power of two, so float32 neither
@@ -276,7 +276,7 @@ def forward_pass(pre, act, h, part_rs, part_g):
     The next layer needs only y y^T, so its input x is never written.
     """
     rows, n = h.shape
-    nch = _blocks(n)
+    nch = column_blocks(n)
     key, cf, signal, t, regime = pre
     sat_thr = act.sat_thr
     for ch in prange(nch):
@@ -288,7 +288,7 @@ def forward_pass(pre, act, h, part_rs, part_g):
         d = np.empty(m, h.dtype)
         bits = np.empty(rng.CHUNK, np.uint64)
         rejected = np.empty(rng.CHUNK, np.int32)
-        _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
+        draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
         ysq = 0.0
         for i in range(rows):
             hi = h[i, j0:j1]
@@ -305,7 +305,7 @@ def forward_pass(pre, act, h, part_rs, part_g):
             ti = tile[i]
             for j in range(m):
                 ti[j] = yi[j] * sc
-        _gram_block(tile, 0, tile, 0, m, part_g[ch], True)
+        gram_block(tile, 0, tile, 0, m, part_g[ch], True)
         back = math.ldexp(1.0, 2 * e)
         for i in range(rows):
             for k in range(i, rows):
@@ -323,7 +323,7 @@ def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
     the products z x^T into part_z[c], in the compute dtype as cross_gram.
     """
     rows, n = h.shape
-    nch = _blocks(n)
+    nch = column_blocks(n)
     key, cf, signal, t, regime = pre
     for ch in prange(nch):
         j0 = ch * BLOCK
@@ -334,7 +334,7 @@ def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
         bits = np.empty(rng.CHUNK, np.uint64)
         rejected = np.empty(rng.CHUNK, np.int32)
         if regen:
-            _draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
+            draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
         for i in range(rows):
             activate_block(act, h[i, j0:j1], t, regime, y, d[i, j0:j1])
             xi = x[i, j0:j1]
@@ -342,8 +342,8 @@ def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
                 xi[j] = xs * y[j]
         if rest:
             for i in range(rows):
-                _draw_row_block(rest_key, i, n, j0, z[i, j0:j1], bits, rejected)
-            _gram_block(z, j0, x, j0, m, part_z[ch], False)
+                draw_row_block(rest_key, i, n, j0, z[i, j0:j1], bits, rejected)
+            gram_block(z, j0, x, j0, m, part_z[ch], False)
 
 
 @njit(cache=True, fastmath=FAST)
@@ -359,8 +359,8 @@ def _delta_block(grad, d, h, j0, j1, pd, ph):
         ti = tile[i]
         for j in range(m):
             ti[j] = gi[j] * di[j]
-    _gram_block(tile, 0, tile, 0, m, pd, True)
-    _gram_block(tile, 0, h, j0, m, ph, False)
+    gram_block(tile, 0, tile, 0, m, pd, True)
+    gram_block(tile, 0, h, j0, m, ph, False)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
@@ -368,7 +368,7 @@ def delta_grams(grad, d, h, part_d, part_h):
     """Per block c of delta = grad * d: part_d[c] = delta delta^T, part_h[c] = delta h^T
     (added up by :func:`delta_sums`)."""
     n = grad.shape[1]
-    for c in prange(_blocks(n)):
+    for c in prange(column_blocks(n)):
         _delta_block(grad, d, h, c * BLOCK, min(n, (c + 1) * BLOCK), part_d[c], part_h[c])
 
 
@@ -376,9 +376,9 @@ def delta_grams(grad, d, h, part_d, part_h):
 def delta_sums(part_d, part_h, n, gd, dh):
     """gd = delta delta^T, dh = delta h^T from the block sums of a width-n layer, in
     block order; returns sum delta^2."""
-    nch = _blocks(n)
-    _sum_blocks(part_d[:nch], gd, True)
-    _sum_blocks(part_h[:nch], dh, False)
+    nch = column_blocks(n)
+    sum_blocks(part_d[:nch], gd, True)
+    sum_blocks(part_h[:nch], dh, False)
     sq = 0.0
     for i in range(gd.shape[0]):
         sq += gd[i, i]
@@ -478,7 +478,7 @@ def pinv_from_factor(f, chol, out):
 def _combine_row_sums(part_rs, n, rs):
     """Per-row sums of block_sums from per-block ones, in block order; the M2 column
     about each row's mean (Chan et al.: exact)."""
-    nch = _blocks(n)
+    nch = column_blocks(n)
     rs[:, :] = 0.0
     for i in range(rs.shape[0]):
         for c in range(nch):
@@ -537,7 +537,7 @@ def new_state(net, rows, keep, proto):
     maxn = max_width(widths)
     dt = proto.dtype
     B = rows
-    nch = _blocks(maxn)
+    nch = column_blocks(maxn)
     n_kept = depth if keep else 0
     return State(
         keep=keep,
@@ -589,7 +589,7 @@ def forward_trial(state, net, act, draws, trial, given, stats):
         rms = layer_statistics(state.rs, n_out, t, v, stats[l])
         inv = 1.0 / rms if rms > 0.0 else 0.0
         gram_next = state.grams[l + 1]
-        _sum_blocks(state.part_g[:_blocks(n_out)], gram_next, True)
+        sum_blocks(state.part_g[:column_blocks(n_out)], gram_next, True)
         for i in range(B):
             for k in range(B):
                 gram_next[i, k] *= inv * inv
@@ -634,7 +634,7 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
         zx = state.buf_z[:B * n_in].reshape((B, n_in))
         activation_pass(_pre(state, seed, trial, l - 1), not state.keep, act, state.xs_l[l], hb,
                         xl, db, True, key(seed, trial, l, rng.STREAM_COND_REST), zx, state.part_g)
-        _sum_blocks(state.part_g[:_blocks(n_in)], state.pz, False)
+        sum_blocks(state.part_g[:column_blocks(n_in)], state.pz, False)
         _conditioned_mix(state, l, seed, trial)
         # grad <- delta_l W_l, and layer l-1's delta sums in the same pass
         mix_rows(state.cd, zx, state.rmat, xl, state.grad[:B * n_in].reshape((B, n_in)), True,
@@ -646,13 +646,9 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
 
 
 @njit(cache=True)
-def _layer_factor(state, l, sw, sb):
-    """Factor of the covariance of layer l's units given its input x (x_true = e^s x),
-    from grams[l] = x x^T."""
-    gram = state.grams[l]
-    s = state.log_s[l]
-    g = state.g
-    cf = state.cfs[l]
+def scaled_gram(gram, s, sw, sb, g):
+    """g = Gs = Xs Xs^T for Xs = [a x, c 1] = e^-u X~ (X~ = [e^s x, (sb/sw) 1], gram = x x^T):
+    returns (a, c, u, m = mean(diag Gs)); a, c <= 1, so nothing overflows."""
     B = gram.shape[0]
     aa, cc, u = 1.0, 0.0, s
     if sb > 0.0:
@@ -666,7 +662,17 @@ def _layer_factor(state, l, sw, sb):
     m = 0.0
     for i in range(B):
         m += g[i, i]
-    m /= B
+    return aa, cc, u, m / B
+
+
+@njit(cache=True)
+def _layer_factor(state, l, sw, sb):
+    """Factor of the covariance of layer l's units given its input x (x_true = e^s x),
+    from grams[l] = x x^T."""
+    g = state.g
+    cf = state.cfs[l]
+    B = g.shape[0]
+    aa, cc, u, m = scaled_gram(state.grams[l], state.log_s[l], sw, sb, g)
     state.a_l[l] = aa
     state.c_l[l] = cc
     state.m_l[l] = m

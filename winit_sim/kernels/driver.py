@@ -56,16 +56,19 @@ def run(matrix_state, conditional_state, net, act, draws, tops, given):
 
 
 @njit(cache=True)
-def run_blocks(residual_state, net, act, draws, tops, given):
+def run_blocks(residual_state, cond_state, net, act, draws, tops, given):
     """:func:`run` for residual networks (:mod:`.residual`): per block the statistics
-    of ``residual.N_BLOCK_FORWARD`` forward and ``N_BLOCK_BACKWARD`` backward columns."""
+    of ``residual.N_BLOCK_FORWARD`` forward and ``N_BLOCK_BACKWARD`` backward columns.
+    ``cond_state`` (:mod:`.residual_conditional`) or None: the conditional engine or
+    the matrix engine."""
     check_code(act.code)
     depth = net.sampler.shape[0]
     stats = np.full((draws.trials, depth, residual.N_BLOCK_FORWARD), np.nan)
     grads = np.full((draws.trials, tops.size, depth, residual.N_BLOCK_BACKWARD), np.nan)
     for trial in range(draws.trials):
-        residual.forward_trial(residual_state, net, act, draws, trial, given, stats[trial])
+        residual.forward_trial(residual_state, cond_state, net, act, draws, trial, given,
+                               stats[trial])
         for ti in range(tops.size - 1, -1, -1):
-            residual.backward_from(residual_state, net, act, draws, trial, given, tops[ti],
-                                   grads[trial, ti])
+            residual.backward_from(residual_state, cond_state, net, act, draws, trial, given,
+                                   tops[ti], grads[trial, ti])
     return stats, grads

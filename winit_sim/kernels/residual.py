@@ -20,6 +20,11 @@ RMS with their log-scale, so alpha = 1 at depth 10,000 (growth 2^L) and tiny
 alphas stay finite. N takes its true input ``e^s x``: its divisor
 ``sqrt(var_true + eps)`` is formed in logs per row.
 
+On the conditional engine (``cond`` not None) a block's matrices are drawn
+given their inputs by :mod:`.residual_conditional` instead of formed or
+sampled; everything else is the same code. With ``cond`` None, Numba prunes
+those branches when it compiles, so a matrix run never compiles them.
+
 Memory and recomputation as in :mod:`.matrix`: each block of the segment being
 differentiated keeps its stream input, branch input, phi' and phi, and (post)
 its output; one stream checkpoint per segment; weights are regenerated.
@@ -31,7 +36,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import rng
+from . import residual_conditional, rng
 from .layer import N_FORWARD, N_RS, key, log10_mean_sq, ordered_sum
 from .matrix import (activate_layer, add_bias, load_input, load_top_gradient, product_rows,
                      row_sumsq, rows_dot, scale_into, use_fused, wgrad_sumsq)
@@ -76,9 +81,12 @@ def shape(net, j):
 
 
 @njit(cache=True)
-def weight_buffer_size(net, rows, given):
-    """Entries of the one weight buffer a run needs (see matrix.weight_buffer_size)."""
+def weight_buffer_size(net, rows, given, conditional):
+    """Entries of the one weight buffer a run needs (see matrix.weight_buffer_size); none
+    on the conditional engine."""
     need = 0
+    if conditional:
+        return need
     for l in range(net.sampler.shape[0]):
         for j in range(net.branch):
             n_out, n_in = shape(net, j)
@@ -89,8 +97,9 @@ def weight_buffer_size(net, rows, given):
 
 
 @njit(cache=True)
-def new_state(net, rows, seg_len, given, proto):
-    """Buffers of a run in the compute dtype of ``proto`` (an empty array)."""
+def new_state(net, rows, seg_len, given, proto, conditional):
+    """Buffers of a run in the compute dtype of ``proto`` (an empty array); ``conditional``:
+    the run's matrices are drawn by :mod:`.residual_conditional`."""
     depth = net.sampler.shape[0]
     n, m = net.width, net.hidden
     dt = proto.dtype
@@ -100,7 +109,7 @@ def new_state(net, rows, seg_len, given, proto):
     n_post = rows * n if net.post else 0
     return State(
         seg_len=seg_len,
-        wbuf=np.empty(weight_buffer_size(net, rows, given), dt),
+        wbuf=np.empty(weight_buffer_size(net, rows, given, conditional), dt),
         bbuf=np.empty(big, np.float64),
         hbuf=np.empty(rows * m, dt),
         ybuf=np.empty(rows * m, np.float64),
@@ -265,6 +274,12 @@ def _stream(j, first, second):
     return first if j == 0 else second
 
 
+@njit(inline="always")
+def _weight_key(seed, trial, l, j):
+    """The key matrix j of block l is sampled from."""
+    return key(seed, trial, l, _stream(j, rng.STREAM_WEIGHT, rng.STREAM_WEIGHT2))
+
+
 @njit(cache=True)
 def _weights(state, net, seed, trial, given, l, j):
     n_out, n_in = shape(net, j)
@@ -272,8 +287,7 @@ def _weights(state, net, seed, trial, given, l, j):
         i = l * net.branch + j
         return given.weights[given.w_off[i]:given.w_off[i + 1]].reshape((n_out, n_in))
     w = state.wbuf[:n_out * n_in].reshape((n_out, n_in))
-    fill_weights(net.sampler[l, j], net.scale[l, j],
-                 key(seed, trial, l, _stream(j, rng.STREAM_WEIGHT, rng.STREAM_WEIGHT2)), w)
+    fill_weights(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), w)
     return w
 
 
@@ -281,9 +295,8 @@ def _weights(state, net, seed, trial, given, l, j):
 def _times_t(state, net, seed, trial, given, l, j, x, out):
     """out = x @ M^T for matrix j of block l."""
     if use_fused(x.shape[0], net.sampler[l, j], given):
-        times_weights_t(net.sampler[l, j], net.scale[l, j],
-                        key(seed, trial, l, _stream(j, rng.STREAM_WEIGHT, rng.STREAM_WEIGHT2)),
-                        x, out)
+        times_weights_t(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), x,
+                        out)
     else:
         rows_dot(x, _weights(state, net, seed, trial, given, l, j).T, out)
 
@@ -292,9 +305,8 @@ def _times_t(state, net, seed, trial, given, l, j, x, out):
 def _times(state, net, seed, trial, given, l, j, g, out):
     """out = g @ M for matrix j of block l."""
     if use_fused(g.shape[0], net.sampler[l, j], given):
-        times_weights(net.sampler[l, j], net.scale[l, j],
-                      key(seed, trial, l, _stream(j, rng.STREAM_WEIGHT, rng.STREAM_WEIGHT2)),
-                      g, out)
+        times_weights(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), g,
+                      out)
     else:
         rows_dot(g, _weights(state, net, seed, trial, given, l, j), out)
 
@@ -319,7 +331,33 @@ def _add_bias(state, net, seed, trial, given, l, j, h, s):
 
 
 @njit(cache=True)
-def _forward_block(state, net, act, seed, trial, given, l, k, out):
+def _affine(state, cond, net, seed, trial, given, l, j, k, x, s, out):
+    """out at the returned log-scale t: e^t out = e^s x M^T + bias, for matrix j of block l
+    (on the conditional engine, drawn given x and recorded in slot k)."""
+    if cond is not None:
+        if net.scale[l, j] > 0.0:
+            return residual_conditional.affine(cond, net, seed, trial, l, j, k, x, s, out)
+        residual_conditional.keep_gram(cond, k, j, x)   # a zero matrix: out is its bias
+        scale_into(out, 0.0, out)
+    else:
+        _times_t(state, net, seed, trial, given, l, j, x, out)
+    return _add_bias(state, net, seed, trial, given, l, j, out, s)
+
+
+@njit(cache=True)
+def _backprop(state, cond, net, seed, trial, given, l, j, k, g, x, out):
+    """out = g @ M for matrix j of block l (x: its input in the forward; skipped when out
+    is empty). Returns the weight gradient's sum of squares, sum((g^T x)^2)."""
+    if cond is not None:
+        return residual_conditional.backprop(cond, net, seed, trial, l, j, k, g, x, out)
+    wsq = wgrad_sumsq(g, x, state.wbuf)
+    if out.size > 0:
+        _times(state, net, seed, trial, given, l, j, g, out)
+    return wsq
+
+
+@njit(cache=True)
+def _forward_block(state, cond, net, act, seed, trial, given, l, k, out):
     """Block l from the stream in xcur (log-scale log_s[l]) into xcur; kept in slot k.
 
     Writes the block's forward statistics into ``out``; returns x_l's log-scale.
@@ -341,8 +379,7 @@ def _forward_block(state, net, act, seed, trial, given, l, k, out):
     sc[SC_U] = s_u
     a = state.hbuf[:rows * m].reshape((rows, m))
     if net.branch == 2:
-        _times_t(state, net, seed, trial, given, l, 0, u, a)
-        t = _add_bias(state, net, seed, trial, given, l, 0, a, s_u)
+        t = _affine(state, cond, net, seed, trial, given, l, 0, k, u, s_u, a)
     else:
         a[:, :] = u
         t = s_u
@@ -351,8 +388,7 @@ def _forward_block(state, net, act, seed, trial, given, l, k, out):
                               out)
     last = net.branch - 1
     f = state.fbuf[:count].reshape((rows, n))
-    _times_t(state, net, seed, trial, given, l, last, y, f)
-    t_f = _add_bias(state, net, seed, trial, given, l, last, f, sc[SC_Y])
+    t_f = _affine(state, cond, net, seed, trial, given, l, last, k, y, sc[SC_Y], f)
     row_sumsq(f, state.rowsq)
     out[LOG10_BRANCH_Q] = log10_mean_sq(ordered_sum(state.rowsq), count, t_f + net.log_alpha)
     xn = state.xcur[:count].reshape((rows, n))
@@ -368,7 +404,7 @@ def _forward_block(state, net, act, seed, trial, given, l, k, out):
 
 
 @njit(inline="always")
-def forward_trial(state, net, act, draws, trial, given, stats):
+def forward_trial(state, cond, net, act, draws, trial, given, stats):
     """The forward pass of one trial: every block's statistics into ``stats``, a
     stream checkpoint per segment, the last segment's records kept."""
     rows = draws.rows
@@ -382,24 +418,24 @@ def forward_trial(state, net, act, draws, trial, given, stats):
         first = seg * seg_len
         state.ckpt[seg, :] = state.xcur[:rows * n]
         for l in range(first, min(depth, first + seg_len)):
-            state.log_s[l + 1] = _forward_block(state, net, act, draws.seed, trial, given, l,
-                                                l - first, stats[l])
+            state.log_s[l + 1] = _forward_block(state, cond, net, act, draws.seed, trial, given,
+                                                l, l - first, stats[l])
     state.loaded[0] = n_seg - 1
 
 
 @njit(cache=True)
-def _recompute_segment(state, net, act, seed, trial, given, seg):
+def _recompute_segment(state, cond, net, act, seed, trial, given, seg):
     """Re-run one segment from its checkpoint (same keys, same arithmetic: bit-identical)."""
     depth = net.sampler.shape[0]
     first = seg * state.seg_len
     state.xcur[:] = state.ckpt[seg, :]
     for l in range(first, min(depth, first + state.seg_len)):
-        _forward_block(state, net, act, seed, trial, given, l, l - first, state.scratch)
+        _forward_block(state, cond, net, act, seed, trial, given, l, l - first, state.scratch)
     state.loaded[0] = seg
 
 
 @njit(cache=True)
-def _backward_block(state, net, seed, trial, given, l, k, lg, out):
+def _backward_block(state, cond, net, seed, trial, given, l, k, lg, out):
     """dloss/dx_l (in grad, log-scale lg) -> dloss/dx_{l-1}; the block's gradient
     statistics into ``out``. Returns the new log-scale."""
     rows = state.rs.shape[0]
@@ -417,22 +453,24 @@ def _backward_block(state, net, seed, trial, given, l, k, lg, out):
     lb = lg + net.log_alpha       # dloss/dF = alpha g
     last = net.branch - 1
     y = state.rec_y[k, :rows * m].reshape((rows, m))
-    out[B_WGRAD + last] = log10_mean_sq(wgrad_sumsq(g, y, state.wbuf), n * m, lb + sc[SC_Y])
     delta = state.gy[:rows * m].reshape((rows, m))
-    _times(state, net, seed, trial, given, l, last, g, delta)
+    out[B_WGRAD + last] = log10_mean_sq(
+        _backprop(state, cond, net, seed, trial, given, l, last, k, g, y, delta), n * m,
+        lb + sc[SC_Y])
     product_rows(delta, state.rec_d[k, :rows * m].reshape((rows, m)), delta, state.rowsq)
     sq = ordered_sum(state.rowsq)
     out[B_GRAD] = log10_mean_sq(sq, rows * m, lb)
     ld, _ = renormalise(delta, lb, state.rowsq)
     u = state.rec_u[k, :count].reshape((rows, n))
+    below = n if l > 0 else 0   # the gradient below block 1 is not needed
+    gu = state.gu[:rows * below].reshape((rows, below))
     if net.branch == 2:
-        out[B_WGRAD] = log10_mean_sq(wgrad_sumsq(delta, u, state.wbuf), n * m, ld + sc[SC_U])
+        out[B_WGRAD] = log10_mean_sq(
+            _backprop(state, cond, net, seed, trial, given, l, 0, k, delta, u, gu), n * m,
+            ld + sc[SC_U])
     if l == 0:
         return lg
-    gu = state.gu[:count].reshape((rows, n))
-    if net.branch == 2:
-        _times(state, net, seed, trial, given, l, 0, delta, gu)
-    else:
+    if net.branch == 1:
         gu[:, :] = delta
     if not net.post and net.norm != NO_NORM:
         ld = norm_backward(net.centered, u, sc[SC_U], ls, gu, ld, gu)
@@ -442,7 +480,7 @@ def _backward_block(state, net, seed, trial, given, l, k, lg, out):
 
 
 @njit(inline="always")
-def backward_from(state, net, act, draws, trial, given, top, grads):
+def backward_from(state, cond, net, act, draws, trial, given, top, grads):
     """The backward pass of the depth-``top`` net (gradient injected at x_top): per
     block the statistics of :data:`BLOCK_BACKWARD_COLUMNS` into ``grads``."""
     rows = draws.rows
@@ -452,8 +490,8 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
     seg_len = state.seg_len
     for seg in range((top - 1) // seg_len, -1, -1):
         if seg != state.loaded[0]:
-            _recompute_segment(state, net, act, draws.seed, trial, given, seg)
+            _recompute_segment(state, cond, net, act, draws.seed, trial, given, seg)
         first = seg * seg_len
         for l in range(min(top, first + seg_len) - 1, first - 1, -1):
-            log_g = _backward_block(state, net, draws.seed, trial, given, l, l - first, log_g,
-                                    grads[l])
+            log_g = _backward_block(state, cond, net, draws.seed, trial, given, l, l - first,
+                                    log_g, grads[l])

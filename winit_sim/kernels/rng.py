@@ -34,6 +34,9 @@ STREAM_TEACHER = 99   # the training probe's teacher matrix
 STREAM_COND_PRE = 5      # standard normals Z of H = C Z (forward)
 STREAM_COND_REST = 6     # Z' of the part of W the forward did not see (backward)
 STREAM_COND_REST_BIAS = 7  # the same for the bias column
+STREAM_COND_PRE2 = 10     # ... for a residual block's second matrix
+STREAM_COND_REST2 = 11
+STREAM_COND_REST_BIAS2 = 12
 
 CHUNK = 512  # elements hashed per vectorised batch
 

@@ -103,12 +103,15 @@ def train_step(model, a, p, opt, scratch):
 # a residual net in training: the kernels' ResNet (its shapes, norm, position and
 # beta), the weights (flat, matrix i of the forward order at w_off[i]:w_off[i+1])
 # and their momentum buffer, alpha per block with its momentum buffer, whether alpha
-# trains (skipinit), and the teacher matrix
+# trains (skipinit), each block's norm gain and shift (depth x 2 x width; RMSNorm
+# trains the gain only) with their momentum buffer, and the teacher matrix
 ResModel = namedtuple("ResModel", ["net", "w_flat", "w_off", "velocity", "alpha",
-                                   "alpha_velocity", "train_alpha", "teacher"])
-# per block: streams (depth + 1), branch inputs, pre-activations, branch outputs, and
-# each row's norm divisor before the branch (pre) or after the sum (post)
-ResScratch = namedtuple("ResScratch", ["xs", "us", "hs", "fs", "sig", "gnorm"])
+                                   "alpha_velocity", "train_alpha", "affine",
+                                   "affine_velocity", "teacher"])
+# per block: streams (depth + 1), branch inputs, pre-activations, branch outputs, each
+# row's norm divisor before the branch (pre) or after the sum (post), and the norm's
+# output before its gain and shift
+ResScratch = namedtuple("ResScratch", ["xs", "us", "hs", "fs", "sig", "ns", "gnorm"])
 
 
 @njit(cache=True)
@@ -154,17 +157,59 @@ def _momentum_update(w, g, v, lr, momentum):
 
 
 @njit(cache=True)
+def _block_matrices(net, w_flat, w_off, l):
+    """(first, last) matrix of block l as views of w_flat (the same one for branch 1)."""
+    n, m = net.width, net.hidden
+    if net.branch == 1:
+        w = w_flat[w_off[l]:w_off[l + 1]].reshape((n, n))
+        return w, w
+    i = 2 * l
+    return (w_flat[w_off[i]:w_off[i + 1]].reshape((m, n)),
+            w_flat[w_off[i + 1]:w_off[i + 2]].reshape((n, m)))
+
+
+@njit(cache=True)
+def _apply_affine(nz, gain, shift, out):
+    rows, n = nz.shape
+    for r in range(rows):
+        for j in range(n):
+            out[r, j] = gain[j] * nz[r, j] + shift[j]
+
+
+@njit(cache=True)
+def _affine_backward(nz, g, model, l, lr, momentum, out):
+    """out = dloss/dN(z) from g = dloss/d(gain N(z) + shift); then the gain (and, for
+    LayerNorm, the shift) take their momentum step."""
+    rows, n = nz.shape
+    gain, vel = model.affine[l], model.affine_velocity[l]
+    for j in range(n):
+        dg = 0.0
+        ds = 0.0
+        for r in range(rows):
+            dg += g[r, j] * nz[r, j]
+            ds += g[r, j]
+            out[r, j] = g[r, j] * gain[0, j]
+        vel[0, j] = momentum * vel[0, j] + dg
+        gain[0, j] -= lr * vel[0, j]
+        if model.net.centered:
+            vel[1, j] = momentum * vel[1, j] + ds
+            gain[1, j] -= lr * vel[1, j]
+
+
+@njit(cache=True)
 def residual_train_step(model, a, p, opt, scratch):
     """:func:`train_step` for a residual net (see :mod:`.residual` for the blocks): the
     stream is the input and the output, the target tanh(x A^T) of the same width.
 
-    Trains every matrix, and alpha when ``model.train_alpha``. ``scratch.gnorm[l]``
-    receives the Frobenius norm of block l's weight gradient (its matrices together).
+    Trains every matrix, each norm's gain (and LayerNorm's shift), and alpha when
+    ``model.train_alpha``. ``scratch.gnorm[l]`` receives the Frobenius norm of block
+    l's weight gradient (its matrices together).
     """
-    net, w_flat, w_off, velocity, alpha, alpha_velocity, train_alpha, teacher = model
+    net, w_flat, w_off, velocity, alpha, alpha_velocity, train_alpha = model[:7]
+    teacher = model.teacher
     seed, step, lr, momentum, rows = opt
-    xs, us, hs, fs, sig, gnorm = scratch
-    n, m, branch = net.width, net.hidden, net.branch
+    xs, us, hs, fs, sig, ns, gnorm = scratch
+    n, branch = net.width, net.branch
     depth = alpha.size
     beta = math.exp(net.log_beta)
     normed = net.norm != 0
@@ -172,19 +217,16 @@ def residual_train_step(model, a, p, opt, scratch):
     rng.fill_normal(rng.stream_key(seed, step, 0, rng.STREAM_INPUT), x0, 1.0)
     xs[0] = x0
     for l in range(depth):
-        mats = []
-        for j in range(branch):
-            n_out, n_in = (n, n) if branch == 1 else ((m, n) if j == 0 else (n, m))
-            i = l * branch + j
-            mats.append(w_flat[w_off[i]:w_off[i + 1]].reshape((n_out, n_in)))
+        first, last = _block_matrices(net, w_flat, w_off, l)
         x, u = xs[l], us[l]
         if normed and not net.post:
-            _norm_rows(net.centered, net.eps, x, u, sig[l])
+            _norm_rows(net.centered, net.eps, x, ns[l], sig[l])
+            _apply_affine(ns[l], model.affine[l, 0], model.affine[l, 1], u)
         else:
             u[:, :] = x
         h = hs[l]
         if branch == 2:
-            rows_dot(u, mats[0].T, h)
+            rows_dot(u, first.T, h)
         else:
             h[:, :] = u
         y = np.empty((rows, h.shape[1]))
@@ -192,26 +234,25 @@ def residual_train_step(model, a, p, opt, scratch):
             for j in range(h.shape[1]):
                 y[r, j], _ = phi_dphi(a, p, h[r, j])
         f = fs[l]
-        rows_dot(y, mats[-1].T, f)
+        rows_dot(y, last.T, f)
         z = xs[l + 1]
         for r in range(rows):
             for j in range(n):
                 z[r, j] = beta * x[r, j] + alpha[l] * f[r, j]
         if net.post:
-            _norm_rows(net.centered, net.eps, z, z, sig[l])
+            _norm_rows(net.centered, net.eps, z, ns[l], sig[l])
+            _apply_affine(ns[l], model.affine[l, 0], model.affine[l, 1], z)
     out = xs[depth]
     g = np.empty((rows, n))
     loss = teacher_loss(x0, teacher, out, g)
     gz = np.empty((rows, n))
     gx = np.empty((rows, n))
+    gn = np.empty((rows, n))
     for l in range(depth - 1, -1, -1):
-        mats = []
-        for j in range(branch):
-            n_out, n_in = (n, n) if branch == 1 else ((m, n) if j == 0 else (n, m))
-            i = l * branch + j
-            mats.append(w_flat[w_off[i]:w_off[i + 1]].reshape((n_out, n_in)))
+        first, last = _block_matrices(net, w_flat, w_off, l)
         if net.post:
-            _norm_back(net.centered, xs[l + 1], sig[l], g, gz)
+            _affine_backward(ns[l], g, model, l, lr, momentum, gn)
+            _norm_back(net.centered, ns[l], sig[l], gn, gz)
         else:
             gz[:, :] = g
         h, u, f = hs[l], us[l], fs[l]
@@ -227,7 +268,7 @@ def residual_train_step(model, a, p, opt, scratch):
         gf = alpha[l] * gz
         g_last = np.dot(gf.T, y)
         delta = np.empty((rows, k))
-        rows_dot(gf, mats[-1], delta)
+        rows_dot(gf, last, delta)
         for r in range(rows):
             for j in range(k):
                 delta[r, j] *= d[r, j]
@@ -240,15 +281,16 @@ def residual_train_step(model, a, p, opt, scratch):
             for v in g_first.ravel():
                 acc += v * v
             gu = np.empty((rows, n))
-            rows_dot(delta, mats[0], gu)   # with W before its update
-            _momentum_update(mats[0], g_first, velocity[w_off[l * 2]:w_off[l * 2 + 1]].reshape(
-                mats[0].shape), lr, momentum)
+            rows_dot(delta, first, gu)   # with W before its update
+            _momentum_update(first, g_first, velocity[w_off[l * 2]:w_off[l * 2 + 1]].reshape(
+                first.shape), lr, momentum)
         gnorm[l] = math.sqrt(acc)
         i_last = l * branch + branch - 1
-        _momentum_update(mats[-1], g_last, velocity[w_off[i_last]:w_off[i_last + 1]].reshape(
-            mats[-1].shape), lr, momentum)
+        _momentum_update(last, g_last, velocity[w_off[i_last]:w_off[i_last + 1]].reshape(
+            last.shape), lr, momentum)
         if normed and not net.post:
-            _norm_back(net.centered, u, sig[l], gu, gx)
+            _affine_backward(ns[l], gu, model, l, lr, momentum, gn)
+            _norm_back(net.centered, ns[l], sig[l], gn, gx)
         else:
             gx[:, :] = gu
         for r in range(rows):
