@@ -1,50 +1,18 @@
 """Same seed, same bits: across thread counts, processes, and depth prefixes."""
-import os
-import subprocess
-import sys
-
 import pytest
 
 import winit_sim as ws
 
-SCRIPT = """
-import hashlib, winit_sim as ws
-parts = []
-for kw in (dict(width=96, depth=12, activation="tanh", init="xavier_uniform", bias_std=0.1),
-           dict(widths=[40, 300, 17, 64], activation="relu", init="orthogonal", dtype="float32"),
-           dict(width=512, depth=3, activation="gelu", init="he_normal", batch=64),
-           dict(width=3000, depth=5, activation="tanh", init="xavier_normal", batch=8,
-                bias_std=0.1, method="conditional"),
-           dict(widths=[20, 5, 300, 7], activation="relu", init="he_normal", batch=9,
-                dtype="float32", method="conditional"),
-           dict(width=24, depth=9, activation="gelu", init="he_normal", batch=70, bias_std=0.1,
-                arch="residual:branch=2,hidden=40,norm=layernorm"),
-           dict(width=16, depth=7, activation="tanh", init="xavier_uniform", batch=5,
-                dtype="float32", arch="deepnorm"),
-           dict(width=600, depth=6, activation="gelu", init="he_normal", batch=4, bias_std=0.1,
-                arch="residual:branch=2,norm=rmsnorm", method="conditional")):
-    df = ws.simulate(**{"segment_layers": 5, **kw}, trials=2, seed=11)
-    parts.append(df.to_numpy().tobytes())
-print(hashlib.sha256(b"".join(parts)).hexdigest())
-"""
+import determinism_runs
 
 
-def _digest(threads, cache_dir=None):
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               OMP_NUM_THREADS=str(threads))
-    if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = str(cache_dir)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                         check=True)
-    return out.stdout.strip()
-
-
-def test_bit_identical_for_1_and_2_threads_and_a_first_uncached_run(tmp_path):
+def test_bit_identical_for_1_and_2_threads_and_a_first_uncached_run(uncached_digest):
     """One thread with an empty Numba cache (every kernel compiled with its callers in
-    view) against two threads with the kernels cached (each compiled on its own): a
-    reassociated sum that the compiler vectorised differently in the two would show
-    here (it did, once, in the residual norm's backward)."""
-    assert _digest(1, tmp_path / "numba-cache") == _digest(2)
+    view; started in the background by conftest.py) against two threads with the kernels
+    cached (each compiled on its own): a reassociated sum that the compiler vectorised
+    differently in the two would show here (it did, once, in the residual norm's
+    backward)."""
+    assert uncached_digest == determinism_runs.digest(determinism_runs.start(2))
 
 
 @pytest.mark.parametrize("init, method", [("lecun_uniform", "matrix"),

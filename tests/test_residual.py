@@ -274,6 +274,43 @@ def test_simulation_matches_theory_at_width_1024(arch, act, init):
         assert np.all(err <= 4 * stats["std"] / math.sqrt(24) + 0.01 * th), (arch, col, err / th)
 
 
+@pytest.mark.parametrize("arch,kw,act,std,bias_std", [
+    ("residual", dict(), "relu", lambda n_in, n_out: np.sqrt(2.0 / n_in), 0.0),
+    ("residual:branch=2,hidden=384,norm=layernorm,alpha=0.6", dict(branch=2, norm="layernorm",
+                                                                    alpha=0.6),
+     "tanh", lambda n_in, n_out: np.sqrt(2.0 / (n_in + n_out)), 0.1),
+    ("residual:norm=rmsnorm,position=post,beta=1.4", dict(norm="rmsnorm", post=True, beta=1.4),
+     "gelu", lambda n_in, n_out: np.sqrt(2.0 / n_in), 0.1),
+])
+def test_theory_matches_a_numpy_monte_carlo(arch, kw, act, std, bias_std):
+    """The recursions against nets drawn by NumPy's own generator and run by the plain
+    reference (no kernel): mean over 12 nets of each q within 4 standard errors plus 2%
+    of theory.predict, width 256, 5 blocks (finite-width drift O(depth / width))."""
+    import math
+    from winit_sim import theory
+    width, depth, batch, trials = 256, 5, 8, 12
+    rng = np.random.default_rng(11)
+    branch = kw.get("branch", 1)
+    shapes = [(width, width)] if branch == 1 else [(384, width), (width, 384)]
+    init = "he_normal" if act != "tanh" else "xavier_normal"
+    runs = []
+    for _ in range(trials):
+        w = [rng.standard_normal(s_) * std(s_[1], s_[0]) for _ in range(depth) for s_ in shapes]
+        b = [bias_std * rng.standard_normal(s_[0]) for _ in range(depth) for s_ in shapes]
+        runs.append(reference_residual(w, rng.standard_normal((batch, width)), act,
+                                       rng.standard_normal((batch, width)), b, **kw))
+    th = theory.predict(width, depth, activation=act, init=init, bias_std=bias_std, arch=arch,
+                        batch=batch).set_index("layer")
+    for col in ("log10_pre_q", "log10_post_q", "log10_stream_q", "log10_branch_q",
+                "log10_grad_q", "log10_stream_grad_q"):
+        for l in range(depth):
+            q = np.array([10 ** r[l][col] for r in runs])
+            want = 10 ** th["theory_" + col].iloc[l]
+            err = abs(q.mean() - want)
+            assert err <= 4 * q.std(ddof=1) / math.sqrt(trials) + 0.02 * want, \
+                (arch, col, l + 1, q.mean(), want)
+
+
 def test_sweep_with_archs(tmp_path):
     archs = ["mlp", "residual:branch=2,norm=rmsnorm", "residual:alpha=inv_sqrt_depth", "fixup"]
     kw = dict(trials=2, batch=4, seed=5, progress=False)
@@ -527,6 +564,17 @@ def test_conditional_segments_threads_and_depth_prefix_are_bit_identical():
                                         blocks=blocks, **run)
         assert engine.block_frame(fwd, bwd, blocks, 16, depth=d, top_index=i).equals(
             engine.block_frame(f1, b1, blocks, 16))
+
+
+def test_conditional_zero_matrices_are_exact_zeros():
+    """fixup's zero matrices on the conditional engine write zeros, never 0 x whatever
+    their buffer held (which was once inf, and a NaN stream)."""
+    for seed in range(4):
+        for backward in (False, True):
+            df = ws.simulate(64, 300, activation="tanh", init="xavier_normal", batch=8,
+                             arch="fixup", method="conditional", seed=seed, backward=backward)
+            assert not df.filter(like="log10_").isna().any().any(), (seed, backward)
+            assert np.ptp(df["log10_stream_q"]) < 1e-12
 
 
 def test_conditional_zero_branches_and_float32():

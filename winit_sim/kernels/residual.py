@@ -338,7 +338,7 @@ def _affine(state, cond, net, seed, trial, given, l, j, k, x, s, out):
         if net.scale[l, j] > 0.0:
             return residual_conditional.affine(cond, net, seed, trial, l, j, k, x, s, out)
         residual_conditional.keep_gram(cond, k, j, x)   # a zero matrix: out is its bias
-        scale_into(out, 0.0, out)
+        out[:, :] = 0.0   # (not 0 * out: the buffer may hold anything, inf included)
     else:
         _times_t(state, net, seed, trial, given, l, j, x, out)
     return _add_bias(state, net, seed, trial, given, l, j, out, s)
