@@ -1,7 +1,7 @@
 """Build notebooks/NAME.ipynb from its paired jupytext source notebooks/NAME.py, executed.
 
     python notebooks/build.py                  # every notebook, full sizes (several minutes)
-    python notebooks/build.py seed_tour        # or finite_width, depth
+    python notebooks/build.py seed_tour        # or finite_width, depth, dynamical_isometry
     WINIT_TOUR_QUICK=1 python notebooks/build.py seed_tour   # small sizes (what the test runs)
 
 NAME.py (jupytext "percent" format) is the source to edit; NAME.ipynb is generated from it and
@@ -15,7 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NAMES = ("seed_tour", "finite_width", "depth")
+NAMES = ("seed_tour", "finite_width", "depth", "dynamical_isometry")
 
 
 def build(name, timeout=1800):

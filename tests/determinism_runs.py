@@ -23,7 +23,9 @@ for kw in (dict(width=96, depth=12, activation="tanh", init="xavier_uniform", bi
            dict(width=16, depth=7, activation="tanh", init="xavier_uniform", batch=5,
                 dtype="float32", arch="deepnorm"),
            dict(width=600, depth=6, activation="gelu", init="he_normal", batch=4, bias_std=0.1,
-                arch="residual:branch=2,norm=rmsnorm", method="conditional")):
+                arch="residual:branch=2,norm=rmsnorm", method="conditional"),
+           dict(widths=[64, 96, 48, 700], activation="tanh", init="orthogonal:gain=1.2",
+                batch=4, bias_std=0.1, method="conditional")):
     df = ws.simulate(**{"segment_layers": 5, **kw}, trials=2, seed=11)
     parts.append(df.to_numpy().tobytes())
 print(hashlib.sha256(b"".join(parts)).hexdigest())

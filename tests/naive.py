@@ -168,6 +168,65 @@ def reference_conditional(widths, activation, stds, bias_std, seed, trial, batch
     return rows
 
 
+def _frame(z):
+    """The orthonormal rows L^-1 Z (L L^T = Z Z^T, Cholesky), explicitly."""
+    return np.linalg.solve(np.linalg.cholesky(z @ z.T), z)
+
+
+def reference_orthogonal(widths, activation, gains, bias_std, seed, trial, batch, sup=1.0):
+    """The conditional engine's Haar orthogonal layers in true units, with explicit
+    N-dimensional frames and projections (N = max(fan_in, fan_out)) on the engine's streams.
+
+    Forward: H = g F V + b with F F^T = X X^T (Cholesky) and V the first fan_out columns
+    of the frame of Z = [Z_a, Z_b]. Backward: with U_X = F^-1 X, delta_full = [delta, 0],
+    delta_full O = (delta_full V_full^T) U_X + L_perp U, where delta_perp = delta_full minus
+    its projection on the frame, L_perp L_perp^T = delta_perp delta_perp^T and U the frame
+    of Z' projected off span(U_X); the gradient below is g (delta_full O)[:, :fan_in].
+    """
+    B = batch
+    x = _normals(seed, trial, 0, _rng.STREAM_INPUT, (B, widths[0]))
+    xs, hs, frames = [x], [], []
+    for l, gain in enumerate(gains):
+        n_in, n_out = widths[l], widths[l + 1]
+        big = max(n_in, n_out)
+        z = _normals(seed, trial, l + 1, _rng.STREAM_COND_PRE, (B, n_out))
+        if big > n_out:
+            z = np.hstack([z, _normals(seed, trial, l + 1, _rng.STREAM_COND_PRE_EXTRA,
+                                       (B, big - n_out))])
+        v_full = _frame(z)
+        f = np.linalg.cholesky(xs[-1] @ xs[-1].T)
+        h = gain * f @ v_full[:, :n_out]
+        if bias_std:
+            h = h + bias_std * _normals(seed, trial, l + 1, _rng.STREAM_BIAS, (1, n_out))
+        hs.append(h)
+        frames.append((v_full, f))
+        xs.append(phi(activation, h))
+    rows = _forward_rows(hs, xs, activation, sup)
+    g = _normals(seed, trial, 0, _rng.STREAM_GRAD, (B, widths[-1]))
+    for l in range(len(gains) - 1, -1, -1):
+        delta = g * dphi(activation, hs[l])
+        rows[l]["log10_grad_q"] = _log10_mean_sq(delta)
+        rows[l]["log10_wgrad_q"] = _log10_mean_sq(delta.T @ xs[l])
+        if l == 0:
+            break
+        n_in, n_out = widths[l], widths[l + 1]
+        big = max(n_in, n_out)
+        v_full, f = frames[l]
+        u_x = np.zeros((B, big))
+        u_x[:, :n_in] = np.linalg.solve(f, xs[l])
+        d_full = np.zeros((B, big))
+        d_full[:, :n_out] = delta
+        k = d_full @ v_full.T
+        d_perp = d_full - k @ v_full
+        zp = _normals(seed, trial, l + 1, _rng.STREAM_COND_REST, (B, n_in))
+        if big > n_in:
+            zp = np.hstack([zp, _normals(seed, trial, l + 1, _rng.STREAM_COND_REST_EXTRA,
+                                         (B, big - n_in))])
+        u = _frame(zp - (zp @ u_x.T) @ u_x)
+        g = gains[l] * (k @ u_x + np.linalg.cholesky(d_perp @ d_perp.T) @ u)[:, :n_in]
+    return rows
+
+
 def _norm(kind, z, eps):
     """N(z) per row and, per row, its Jacobian dN/dz (n x n), from the definitions."""
     n = z.shape[1]

@@ -18,7 +18,7 @@ LAYERS = [
     ("kernels", ["kernels"]),
     ("theory", ["theory"]),
     ("engine", ["engine"]),
-    ("api", ["simulate", "training"]),
+    ("api", ["simulate", "training", "spectrum"]),
     ("sweeps", ["sweep"]),
     ("reports", ["report"]),
     ("command line", ["cli", "__main__"]),

@@ -140,3 +140,27 @@ def test_resume_after_kill(tmp_path):
     a = pd.read_parquet(os.path.join(killed, "results.parquet"))
     b = pd.read_parquet(os.path.join(clean, "results.parquet"))
     assert a.equals(b)
+
+
+def test_spectrum_writes_table_csvs_and_figure(tmp_path, capsys):
+    out = str(tmp_path / "s")
+    assert main(["spectrum", "--width", "32", "--depths", "2,8", "--activation", "tanh",
+                 "--init", "orthogonal", "--trials", "2", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "theory_nvar" in printed and "frac_isometric" in printed
+    for name in ("spectrum.csv", "spectrum_summary.csv", "spectrum_summary.md", "spectrum.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    summary = pd.read_csv(os.path.join(out, "spectrum_summary.csv"))
+    assert sorted(summary.depth.unique()) == [2, 8] and len(summary) == 4
+    spectrum = pd.read_csv(os.path.join(out, "spectrum.csv"))
+    assert len(spectrum) == 2 * 2 * 32
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--width", "8", "--depths", "0,3"], "depths entry"),
+    (["--width", "8", "--depth", "3", "--depths", "5"], r"1\.\.3"),
+    (["--width", "8", "--depth", "3", "--init", "nope"], "init"),
+])
+def test_spectrum_bad_input_exits_2(tmp_path, capsys, args, match):
+    assert main(["spectrum", *args, "--out", str(tmp_path / "s")]) == 2
+    assert pytest.importorskip("re").search(match, capsys.readouterr().err)

@@ -176,11 +176,17 @@ def test_auto_picks_conditional_only_where_it_is_exact_and_faster():
     assert got.equals(ref)
 
 
-@pytest.mark.parametrize("init", ["he_uniform", "orthogonal", "constant", "zeros",
-                                  "normal:std=0"])
-def test_conditional_refuses_non_gaussian_schemes(init):
-    with pytest.raises(ValueError, match="method='conditional' needs Gaussian weights"):
+@pytest.mark.parametrize("init", ["he_uniform", "constant", "zeros", "normal:std=0",
+                                  "orthogonal:gain=0"])
+def test_conditional_refuses_other_schemes(init):
+    with pytest.raises(ValueError, match="method='conditional' needs Gaussian or orthogonal "
+                                         "weights"):
         ws.simulate(64, 3, init=init, batch=4, method="conditional")
+
+
+def test_conditional_orthogonal_needs_a_wide_enough_frame():
+    with pytest.raises(ValueError, match="2 x batch <= the narrowest layer"):
+        ws.simulate(widths=[64, 64, 12, 64], init="orthogonal", batch=8, method="conditional")
 
 
 def test_bad_method_is_named():

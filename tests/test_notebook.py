@@ -8,7 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "notebooks")
-NAMES = ["seed_tour", "finite_width", "depth"]
+NAMES = ["seed_tour", "finite_width", "depth", "dynamical_isometry"]
 
 
 def _source(name):
@@ -53,3 +53,10 @@ def test_depth_notebook_executes(monkeypatch):
     assert "residual alpha=1 stream grows by about log10(2) per block: True" in text
     assert "residual with alpha = 1 diverged at every learning rate: True" in text
     assert "| arch | activation | init | width |" in text
+
+
+def test_dynamical_isometry_notebook_executes(monkeypatch):
+    text = _execute("dynamical_isometry", monkeypatch)
+    assert "orthogonal tanh (q* small) stays near isometric at depth 16 : True" in text
+    assert "relu's spread grows linearly with depth either way: True" in text
+    assert "tanh, q* small  gaussian" in text

@@ -5,6 +5,8 @@ Public API
 simulate, propagate            run networks, get per-layer statistics
 sweep, variance_decay_table    grids of networks and their variance-decay tables
 train                          does an init let a deep MLP learn? (training probe)
+jacobian_spectrum              every singular value of the input-output Jacobian, any depth
+spectrum_summary               its moments (mean, normalized variance, isometry), theory beside
 sample_weights, weight_variance the init schemes, exactly as simulated
 phi, dphi                      the activations, exactly as simulated
 INITS, ACTIVATIONS             registries (``.names()``, ``.choices()``)
@@ -12,7 +14,7 @@ theory                         mean-field theory beside the simulation
 
 Layers (each imports only from those above it in this list; see docs/architecture.md):
 registry, checks, cache -> activations, inits, layers -> kernels/ -> theory/ -> engine
--> simulate, training -> sweep/ -> report/ -> cli.
+-> simulate, training -> spectrum -> sweep/ -> report/ -> cli.
 """
 from .cache import SOURCE_DIGEST, VERSION, configure_numba_cache
 
@@ -23,11 +25,12 @@ from .inits import INITS  # noqa: E402
 from .layers import ARCHS  # noqa: E402
 from . import theory  # noqa: E402
 from .simulate import dphi, phi, propagate, sample_weights, simulate, weight_variance  # noqa: E402
+from .spectrum import jacobian_spectrum, spectrum_summary  # noqa: E402
 from .sweep import seed_of_cell, sweep  # noqa: E402
 from .report import variance_decay_table  # noqa: E402
 from .training import train  # noqa: E402
 
 __all__ = ["simulate", "propagate", "sweep", "variance_decay_table", "seed_of_cell", "train",
            "sample_weights", "weight_variance", "INITS", "ACTIVATIONS", "ARCHS", "phi", "dphi", "theory",
-           "SOURCE_DIGEST"]
+           "jacobian_spectrum", "spectrum_summary", "SOURCE_DIGEST"]
 __version__ = VERSION

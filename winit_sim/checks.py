@@ -62,3 +62,17 @@ def resolve_widths(width=None, depth=None, widths=None):
     width = check_positive_int(width, "width")
     depth = check_positive_int(depth, "depth")
     return np.full(depth + 1, width, dtype=np.int64)
+
+
+def check_depths(depths, depth):
+    """Sorted distinct depths in 1..depth at which to report (default [depth])."""
+    if depths is None:
+        return [depth]
+    if isinstance(depths, (str, bytes)) or not hasattr(depths, "__iter__"):
+        raise TypeError(f"depths must be a list of depths in 1..{depth}, got {depths!r}")
+    out = sorted({check_positive_int(d, "depths entry") for d in depths})
+    if not out:
+        raise ValueError(f"depths must list at least one depth in 1..{depth}")
+    if out[-1] > depth:
+        raise ValueError(f"depths must lie in 1..{depth} (the net's depth), got {out[-1]}")
+    return out

@@ -318,6 +318,66 @@ def cmd_phase(args):
     return 0
 
 
+def _spectrum_densities(args, depths):
+    """The free-probability density of log10 sigma^2 at each depth, at the q-map's fixed
+    point; {} (with a note) where the theory does not apply."""
+    from . import theory
+    from .inits import resolve_init
+    from .simulate import weight_variance
+    sampling = resolve_init(args.init).entry.sampling
+    if sampling == "constant":
+        print("no theory density: constant weights are not random")
+        return {}
+    sw2 = args.width * weight_variance(args.init, args.width, args.width, args.activation)
+    kind = "orthogonal" if sampling == "orthogonal" else "gaussian"
+    out = {}
+    for d in depths:
+        try:
+            out[d] = theory.jacobian_density(args.activation, sw2, args.bias_std ** 2, d,
+                                             weights=kind)
+        except ValueError as exc:   # no fixed point: say so, keep the measurement
+            print(f"no theory density at depth {d}: {exc}")
+            return {}
+    return out
+
+
+def cmd_spectrum(args):
+    from .report.plots import plot_spectrum
+    from .spectrum import jacobian_spectrum, spectrum_summary
+    depths = _split(args.depths, int, "--depths") if args.depths else [args.depth]
+    depth = args.depth if args.depth is not None else max(depths)
+    try:
+        df = jacobian_spectrum(args.width, depth, activation=args.activation, init=args.init,
+                               depths=depths, trials=args.trials, seed=args.seed,
+                               bias_std=args.bias_std)
+        summary = spectrum_summary(df, theory=_has_theory(args.init))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, "spectrum")
+    atomic_write(stem + ".csv", lambda tmp: df.to_csv(tmp, index=False))
+    atomic_write(stem + "_summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    atomic_write_text(stem + "_summary.md", to_markdown(summary.set_index(["trial", "depth"]), 4)
+                      + "\n")
+    densities = _spectrum_densities(args, sorted(set(df["depth"])))
+    title = (f"{args.activation}, {args.init}, width {args.width}: "
+             f"Jacobian singular values (trials pooled)")
+    atomic_write(stem + ".png", lambda tmp: plot_spectrum(df, tmp + ".png", densities, title)
+                 or os.replace(tmp + ".png", tmp))
+    with pd.option_context("display.width", 200):
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {stem}.csv, {stem}_summary.csv, {stem}_summary.md and {stem}.png")
+    return 0
+
+
+def _has_theory(init):
+    from .inits import resolve_init
+    try:
+        return resolve_init(init).entry.sampling != "constant"
+    except ValueError:
+        return False
+
+
 TRAIN_PRESETS = {
     "seed": dict(activations=["sigmoid", "tanh", "relu", "leaky_relu"],
                  inits=["zeros", "constant", "small", "large", "xavier_uniform", "xavier_normal",
@@ -447,6 +507,20 @@ def build_parser():
                     help="every seed-document init x activation at depths 10 and 30")
     tr.add_argument("--out", default="winit_train")
     tr.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("spectrum", help="singular values of the input-output Jacobian: "
+                        "summary table, CSVs and histograms with the theory density")
+    sp.add_argument("--width", type=int, required=True)
+    sp.add_argument("--depth", type=int, help="net depth (default: the largest of --depths)")
+    sp.add_argument("--depths", help="comma-separated depths to report, e.g. 1,10,100 "
+                    "(default: --depth)")
+    sp.add_argument("--activation", default="tanh", help=ACT_HELP)
+    sp.add_argument("--init", default="orthogonal", help=INIT_HELP)
+    sp.add_argument("--trials", type=int, default=1)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--bias-std", dest="bias_std", type=float, default=0.0)
+    sp.add_argument("--out", default="winit_spectrum")
+    sp.set_defaults(func=cmd_spectrum)
 
     th = sub.add_parser("theory", help="mean-field fixed point, chi_1 and depth scales")
     th.add_argument("--activation", default="tanh", help=ACT_HELP)

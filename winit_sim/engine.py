@@ -20,8 +20,10 @@ from threadpoolctl import ThreadpoolController
 
 from .activations import kernel_data
 from .checks import check_positive_int
-from .inits import GAUSSIAN_INITS, SAMPLINGS, is_gaussian, layer_sampler
-from .kernels import conditional, driver, matrix, residual, residual_conditional
+from .inits import (CONDITIONAL_INITS, GAUSSIAN_INITS, SAMPLINGS, is_gaussian, layer_sampler,
+                    on_conditional)
+from .kernels import conditional, driver, matrix, residual, residual_conditional, spectrum
+from .kernels.blocks import BLOCK
 from .kernels.layer import BACKWARD_COLUMNS, DENSE, FORWARD_COLUMNS, Draws, Net
 from .kernels.residual import (BLOCK_BACKWARD_COLUMNS, BLOCK_FORWARD_EXTRA, ResNet)
 from .layers import AUTO, ENGINES, NORMS
@@ -34,7 +36,8 @@ SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpoi
 # batch = 8: 0.41 at 256 / 32, 0.33 at 1024 / 128; 16: 0.23 at 256 / 16, 0.20 at
 # 1024 / 64, 0.22 at 4096 / 256; but 1.11 at 256 / 64)
 CONDITIONAL_MAX_BATCH_FRACTION = 8
-CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activations up to this
+CONDITIONAL_KEEP_BYTES = 32 * 2**20
+ORTHOGONAL_CODE = SAMPLINGS.code("orthogonal")   # the conditional engine keeps pre-activations up to this
 
 # a planned run: the engine's name, the kernels' Net, the compute dtype, the batch
 # rows, and the engine's memory choice (matrix: layers per segment; conditional:
@@ -98,26 +101,35 @@ def describe_blocks(blocks, width, depth, activation, init, bias_std=0.0, input_
 def choose_method(method, init, net, rows):
     """The engine that runs: 'matrix' or 'conditional' (see :func:`winit_sim.simulate`).
 
-    A residual net's zero matrices (fixup's) are exact on either engine, so only
-    its other matrices must be Gaussian.
+    The conditional engine draws Gaussian layers, and Haar orthogonal ones in an MLP
+    when 2 x batch <= the narrowest layer (its backward needs a frame of that many
+    directions). A residual net's zero matrices (fixup's) are exact on either engine, so
+    only its other matrices must be Gaussian.
     """
     blocks = isinstance(net, ResNet)
     live = net.scale > 0.0 if blocks else np.ones(net.scale.shape, bool)
     kinds = [int(k) for k in np.unique(net.sampler[live])]
-    gaussian_kinds = all(is_gaussian(k) for k in kinds)
-    gaussian = gaussian_kinds and bool(np.all(net.scale[live] > 0.0))
-    if method != AUTO and ENGINES[method].gaussian_only and not gaussian:
-        why = ("has a weight std of 0" if gaussian_kinds else
-               "samples non-Gaussian weights (" + ", ".join(SAMPLINGS.names()[k] for k in kinds)
-               + ")")
-        raise ValueError(
-            f"method={method!r} needs Gaussian weights ({', '.join(GAUSSIAN_INITS)} with "
-            f"std > 0); init {init!r} {why}, so its units are not Gaussian given the "
-            f"layer input: use method='matrix' (or 'auto')")
+    drawn = is_gaussian if blocks else on_conditional
+    valid = GAUSSIAN_INITS if blocks else CONDITIONAL_INITS
+    exact_kinds = all(drawn(k) for k in kinds)
+    exact = exact_kinds and bool(np.all(net.scale[live] > 0.0))
+    narrowest = min(net.width, net.hidden) if blocks else int(net.widths.min())
+    if method != AUTO and ENGINES[method].conditional_only:
+        if not exact:
+            why = ("has a weight scale of 0" if exact_kinds else
+                   "samples " + ", ".join(SAMPLINGS.names()[k] for k in kinds) + " weights")
+            raise ValueError(
+                f"method={method!r} needs {'Gaussian' if blocks else 'Gaussian or orthogonal'} "
+                f"weights ({', '.join(valid)} with scale > 0); init {init!r} {why}, so its "
+                f"units cannot be drawn given the layer input: use method='matrix' (or 'auto')")
+        if ORTHOGONAL_CODE in kinds and 2 * rows > narrowest:
+            raise ValueError(
+                f"method={method!r} with orthogonal weights needs 2 x batch <= the narrowest "
+                f"layer; got batch {rows} and a layer of width {narrowest}: use a smaller "
+                f"batch or method='matrix'")
     if method == AUTO:
-        narrowest = min(net.width, net.hidden) if blocks else int(net.widths.min())
         fits = rows * CONDITIONAL_MAX_BATCH_FRACTION <= narrowest
-        return "conditional" if gaussian and fits else "matrix"
+        return "conditional" if exact and fits else "matrix"
     return method
 
 
@@ -150,7 +162,7 @@ def conditional_bytes(widths, rows, itemsize):
     two batch x batch matrices, and the kept pre-activations of small nets."""
     depth, maxn = widths.size - 1, int(widths.max())
     kept = depth * rows * maxn * itemsize if conditional_keeps(widths, rows, itemsize) else 0
-    blocks = -(-maxn // conditional.BLOCK)
+    blocks = -(-maxn // BLOCK)
     return (7 * rows * maxn * itemsize + blocks * rows * (rows + 6) * 8
             + (depth + 1) * (2 * rows * rows + 6) * 8 + kept)
 
@@ -178,7 +190,7 @@ def block_bytes(net, rows, given, seg_len, itemsize, cond=False):
                + rows * (5 * n + 3 * m) + n_seg * rows * n)
     need = entries * itemsize + 8 * rows * (2 * m + seg_len + 8)
     if cond:
-        blocks = -(-max(n, m) // conditional.BLOCK)
+        blocks = -(-max(n, m) // BLOCK)
         need += (rows * max(n, m) * itemsize
                  + 8 * (seg_len * net.branch * (2 * rows * rows + 4) + (2 * blocks + 6) * rows * rows))
     return need
@@ -255,6 +267,52 @@ def simulate_arrays(widths, activation, init, *, rows, trials, seed, bias_std, i
                               bias_std, input_std)
     return execute(plan(net, init, rows, dtype, method, segment), activation, seed, trials,
                    tops)
+
+
+def jacobian_bytes(widths):
+    """Buffers of one Jacobian spectrum: a weight matrix and about eight (width x n_0)
+    float64 matrices (U, T, their products and the QR's factors)."""
+    n0 = int(widths[0])
+    maxn = int(widths.max())
+    return 8 * (int(np.max(widths[:-1] * widths[1:])) + 8 * maxn * n0)
+
+
+def jacobian_rank_caps(net, given):
+    """The rank each layer's matrix can have at most, so that exact rank loss stays exact:
+    0 for zero matrices, 1 for constant ones, min(fan_in, fan_out) for random ones, and
+    numpy's matrix_rank of given weights."""
+    widths = net.widths
+    caps = np.minimum(widths[:-1], widths[1:]).astype(np.int64)
+    constant = SAMPLINGS.code("constant")
+    for l in range(caps.size):
+        if given is not None:
+            w = given.weights[given.w_off[l]:given.w_off[l + 1]].reshape(widths[l + 1], widths[l])
+            caps[l] = np.linalg.matrix_rank(w)
+        elif net.sampler[l] == constant:
+            caps[l] = 0 if net.scale[l] == 0.0 else 1
+    return caps
+
+
+def jacobian_arrays(net, activation, seed, trials, tops, given=None):
+    """Log singular values of the input-output Jacobian of ``trials`` nets at each depth
+    of ``tops`` (see :mod:`winit_sim.kernels.spectrum`).
+
+    Returns ``(log_sv, sweeps)``: natural logs of shape (trials, len(tops), min(n_0,
+    max width)), descending, -inf for exact zeros and NaN past min(n_0, n_D), and the
+    Jacobi sweeps per (trial, top).
+    """
+    check_bytes(jacobian_bytes(net.widths), "reduce the width")
+    tops = np.asarray(tops, dtype=np.int64)
+    caps = jacobian_rank_caps(net, given)
+    count = int(min(net.widths[0], net.widths.max()))
+    log_sv = np.full((trials, tops.size, count), np.nan)
+    sweeps = np.zeros((trials, tops.size), np.int64)
+    act = kernel_data(activation)
+    fwd = matrix.new_state(net, 1, 1, given, np.empty(0))
+    for trial in range(trials):
+        spectrum.jacobian_trial(fwd, net, act, np.uint64(seed), trial, given, caps, tops,
+                                log_sv[trial], sweeps[trial])
+    return log_sv, sweeps
 
 
 def frame(forward, backward, widths, depth=None, top_index=0):

@@ -19,19 +19,22 @@ class Sampling(Entry):
     """A sampling kind the kernels implement (:mod:`winit_sim.kernels.weights`).
 
     ``variance(scale, fan_in, fan_out)`` is Var(W_ij); ``gaussian``: entries are
-    i.i.d. N(0, scale^2).
+    i.i.d. N(0, scale^2); ``conditional``: the conditional engine draws an MLP layer's
+    units given its input exactly (Gaussian and Haar orthogonal weights).
     """
     variance: object = None
     gaussian: bool = False
+    conditional: bool = False
 
 
 SAMPLINGS = Registry("sampling kind", [
     Sampling("constant", doc="every entry = scale (zeros is constant 0)",
              variance=lambda s, fi, fo: 0.0),
-    Sampling("normal", doc="N(0, scale^2)", variance=lambda s, fi, fo: s * s, gaussian=True),
+    Sampling("normal", doc="N(0, scale^2)", variance=lambda s, fi, fo: s * s, gaussian=True,
+             conditional=True),
     Sampling("uniform", doc="U[-scale, scale]", variance=lambda s, fi, fo: s * s / 3.0),
     Sampling("orthogonal", doc="scale * (semi-)orthogonal matrix, like torch's orthogonal_",
-             variance=lambda s, fi, fo: s * s / max(fi, fo)),
+             variance=lambda s, fi, fo: s * s / max(fi, fo), conditional=True),
 ])
 
 
@@ -102,6 +105,7 @@ INITS = Registry("init", [
          sampling="orthogonal", scale=lambda p, fi, fo, g: g),
 ])
 GAUSSIAN_INITS = tuple(INITS.select(lambda e: SAMPLINGS[e.sampling].gaussian))
+CONDITIONAL_INITS = tuple(INITS.select(lambda e: SAMPLINGS[e.sampling].conditional))
 
 
 def resolve_init(init):
@@ -145,3 +149,8 @@ def variance(init, fan_in, fan_out, gain=None):
 def is_gaussian(sampling_code):
     """Whether a sampling code draws i.i.d. Gaussian weights."""
     return list(SAMPLINGS)[sampling_code].gaussian
+
+
+def on_conditional(sampling_code):
+    """Whether the conditional engine draws an MLP layer of this sampling code exactly."""
+    return list(SAMPLINGS)[sampling_code].conditional

@@ -172,13 +172,14 @@ def stream_blocks(arch, widths):
 
 @dataclass(frozen=True)
 class Engine(Entry):
-    """An exact simulation engine. ``gaussian_only``: it needs Gaussian weights."""
-    gaussian_only: bool = False
+    """An exact simulation engine. ``conditional_only``: it needs weights whose units are
+    drawn given the layer input (Gaussian; Haar orthogonal in an MLP)."""
+    conditional_only: bool = False
 
 
 ENGINES = Registry("engine", [
     Engine("matrix", doc="samples every weight matrix (any init)"),
-    Engine("conditional", gaussian_only=True,
+    Engine("conditional", conditional_only=True,
            doc="samples each layer's units given its input, without weight matrices"),
 ])
 AUTO = "auto"

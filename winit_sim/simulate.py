@@ -193,47 +193,26 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, arch="ml
     pandas.DataFrame
         The columns of :func:`simulate`, trial 0.
     """
-    if isinstance(weights, np.ndarray) or not hasattr(weights, "__len__") or len(weights) == 0:
-        raise TypeError("weights must be a non-empty list of (fan_out, fan_in) arrays")
+    mats = weight_matrices(weights)
     resolve_activation(activation)
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must have shape (batch, n_0), got {x.shape}")
     dt = check_dtype(x.dtype if x.dtype.kind == "f" else "float64")
-    mats = []
-    for i, w in enumerate(weights):
-        w = np.asarray(w)
-        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-            raise ValueError(f"weights[{i}] must be a 2-D (fan_out, fan_in) array, got shape {w.shape}")
-        mats.append(w)
     blocks = None if resolve_arch(arch) is None else _given_blocks(arch, mats, x.shape[1])
     if blocks is None:
         widths = _chained_widths(mats, x.shape[1])
-    fan_out = [w.shape[0] for w in mats]
-    n_out = x.shape[1] if blocks is not None else fan_out[-1]
-    w_flat = np.concatenate([w.astype(dt).ravel() for w in mats])
-    w_off = np.concatenate([[0], np.cumsum([w.size for w in mats])]).astype(np.int64)
-    b_off = np.concatenate([[0], np.cumsum(fan_out)]).astype(np.int64)
-    b_flat = None
-    if biases is not None:
-        if len(biases) != len(mats):
-            raise ValueError(f"got {len(biases)} biases for {len(mats)} weight matrices")
-        for i, b in enumerate(biases):
-            if np.shape(b) != (fan_out[i],):
-                raise ValueError(f"biases[{i}] must have shape ({fan_out[i]},), "
-                                 f"got {np.shape(b)}")
-        b_flat = np.concatenate([np.asarray(b, np.float64) for b in biases])
+    n_out = x.shape[1] if blocks is not None else mats[-1].shape[0]
+    w_flat, w_off, b_flat, b_off = flatten_given(mats, biases, dt)
     g = None
     if grad_output is not None:
         g = np.ascontiguousarray(grad_output, dtype=dt)
         if g.shape != (x.shape[0], n_out):
             raise ValueError(f"grad_output must have shape {(x.shape[0], int(n_out))}, "
                              f"got {g.shape}")
-    for name, arr in (("x", x), ("weights", w_flat), ("biases", b_flat), ("grad_output", g)):
+    for name, arr in (("x", x), ("grad_output", g)):
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains inf or NaN")
-    if b_flat is None:   # zero biases run exactly as none (their RMS is 0)
-        b_flat = np.zeros(int(b_off[-1]))
     rows = x.shape[0]
     given = Given(w_flat, w_off, b_flat, b_off, np.ascontiguousarray(x, dtype=dt),
                   g if g is not None else np.zeros((rows, int(n_out)), dt))
@@ -250,6 +229,55 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, arch="ml
     if blocks is None:
         return engine.frame(fwd, bwd, widths)
     return engine.block_frame(fwd, bwd, blocks, x.shape[1])
+
+
+def weight_matrices(weights):
+    """Given weights as a list of 2-D arrays; TypeError / ValueError naming the misfit."""
+    if isinstance(weights, np.ndarray) or not hasattr(weights, "__len__") or len(weights) == 0:
+        raise TypeError("weights must be a non-empty list of (fan_out, fan_in) arrays")
+    mats = []
+    for i, w in enumerate(weights):
+        w = np.asarray(w)
+        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+            raise ValueError(f"weights[{i}] must be a 2-D (fan_out, fan_in) array, got shape {w.shape}")
+        mats.append(w)
+    return mats
+
+
+def flatten_given(mats, biases, dt):
+    """(w_flat, w_off, b_flat, b_off) of given weights and biases (zeros when None), as the
+    kernels' :data:`Given` takes them; ValueError for a misfit bias or inf / NaN."""
+    fan_out = [w.shape[0] for w in mats]
+    w_flat = np.concatenate([w.astype(dt).ravel() for w in mats])
+    w_off = np.concatenate([[0], np.cumsum([w.size for w in mats])]).astype(np.int64)
+    b_off = np.concatenate([[0], np.cumsum(fan_out)]).astype(np.int64)
+    b_flat = None
+    if biases is not None:
+        if isinstance(biases, np.ndarray) or not hasattr(biases, "__len__"):
+            raise TypeError("biases must be a list of 1-D arrays, one per weight matrix")
+        if len(biases) != len(mats):
+            raise ValueError(f"got {len(biases)} biases for {len(mats)} weight matrices")
+        for i, b in enumerate(biases):
+            if np.shape(b) != (fan_out[i],):
+                raise ValueError(f"biases[{i}] must have shape ({fan_out[i]},), "
+                                 f"got {np.shape(b)}")
+        b_flat = np.concatenate([np.asarray(b, np.float64) for b in biases])
+    for name, arr in (("weights", w_flat), ("biases", b_flat)):
+        if arr is not None and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains inf or NaN")
+    if b_flat is None:   # zero biases run exactly as none (their RMS is 0)
+        b_flat = np.zeros(int(b_off[-1]))
+    return w_flat, w_off, b_flat, b_off
+
+
+def given_weights(weights, x, biases, dt):
+    """Given MLP weights chained from input x (batch, n_0): (w_flat, w_off, b_flat,
+    b_off, widths), validated."""
+    mats = weight_matrices(weights)
+    widths = _chained_widths(mats, x.shape[1])
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains inf or NaN")
+    return flatten_given(mats, biases, dt) + (widths,)
 
 
 def _chained_widths(mats, n_in):

@@ -56,7 +56,9 @@ def load_torch(threads=TORCH_THREADS):
     return torch
 
 
-def torch_loop(width, depth, batch, dtype, seed=0):
+def torch_loop(width, depth, batch, dtype, seed=0, init="he_normal"):
+    """``init``: "he_normal", or "orthogonal" (``torch.nn.init.orthogonal_`` per layer,
+    gain sqrt(2))."""
     import torch
     torch.manual_seed(seed)
     tdt = torch.float32 if dtype == np.float32 else torch.float64
@@ -65,7 +67,11 @@ def torch_loop(width, depth, batch, dtype, seed=0):
         x = torch.randn(batch, width, dtype=tdt)
         ws, hs, xs, stats = [], [], [x], []
         for _ in range(depth):
-            w = torch.randn(width, width, dtype=tdt) * std
+            if init == "orthogonal":
+                w = torch.nn.init.orthogonal_(torch.empty(width, width, dtype=tdt),
+                                              gain=2.0 ** 0.5)
+            else:
+                w = torch.randn(width, width, dtype=tdt) * std
             h = xs[-1] @ w.T
             y = torch.relu(h)
             stats.append(torch.stack([h.mean(), h.var(unbiased=False), (h * h).mean(),
@@ -146,3 +152,26 @@ def torch_residual_loop(width, depth, batch, dtype, branch=2, norm=True, seed=0)
                             (s.grad * s.grad).mean()]) for a, s in zip(acts, streams)]
         out += [(m.grad * m.grad).mean() for m in mats]
     return [o.tolist() for o in out]
+
+
+def torch_jacobian_svdvals(width, depth, activation="tanh", seed=0):
+    """The singular values of a deep MLP's input-output Jacobian as PyTorch users get them:
+    stored orthogonal weights, ``torch.func.jacrev`` and ``torch.linalg.svdvals`` (float64).
+    Returns them, descending (small ones are lost below ~1e-16 of the largest)."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    ws = []
+    for _ in range(depth):
+        w = torch.empty(width, width, dtype=torch.float64)
+        torch.nn.init.orthogonal_(w, generator=gen)
+        ws.append(w)
+    act = {"tanh": torch.tanh, "relu": torch.relu, "linear": lambda v: v}[activation]
+
+    def net(x):
+        for w in ws:
+            x = act(w @ x)
+        return x
+
+    x0 = torch.randn(width, dtype=torch.float64, generator=gen)
+    jac = torch.func.jacrev(net)(x0)
+    return torch.linalg.svdvals(jac)

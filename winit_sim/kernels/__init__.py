@@ -7,7 +7,10 @@ users or builds DataFrames, and nothing here imports from above ``kernels/``
 * :mod:`.weights`      sampling kinds: weight matrices, and products sampled on the fly
 * :mod:`.layer`        the network description and the per-layer pieces both engines share
 * :mod:`.matrix`       the matrix engine (weight matrices, checkpointed backward)
+* :mod:`.blocks`       block arithmetic and B x B factors the conditional engines share
 * :mod:`.conditional`  the conditional engine (Gaussian layers without weight matrices)
+* :mod:`.orthogonal`   Haar orthogonal layers on the conditional engine
+* :mod:`.spectrum`     singular values of the input-output Jacobian (log-space product SVD)
 * :mod:`.residual`     residual blocks around a stream (either engine's products)
 * :mod:`.residual_conditional`  a block's matrices drawn given their inputs
 * :mod:`.driver`       the one driver skeleton every engine runs under

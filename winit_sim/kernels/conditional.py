@@ -56,163 +56,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import FAST, rng
+from . import FAST, orthogonal, rng
+from .blocks import (BLOCK, add_scaled, column_blocks, cross_gram, draw_row_block, factor,
+                     gram_block, mix_row, pinv_from_factor, sum_blocks)
+from .weights import ORTHOGONAL
 from .layer import (N_RS, RS_M2, RS_SUM, RS_YSQ, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
                     layer_statistics, log10_mean_sq, max_width, output_log_scale)
 
-# columns per block of every O(B^2 n) loop: a block of B rows stays in L1, and the
-# block count depends on n only, so sums never depend on the thread count
-BLOCK = 512
-_EPS = 2.220446049250313e-16
-CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instead of Cholesky
-
-
-@njit(cache=True)
-def column_blocks(n):
-    """Column blocks of a width-n layer (the last may be partial)."""
-    return (n + BLOCK - 1) // BLOCK
-
-
-@njit(inline="always", fastmath=FAST)
-def _dot(a, b):
-    """Dot product of two 1-D blocks in their dtype (see cross_gram)."""
-    acc = a.dtype.type(0.0)
-    for j in range(a.size):
-        acc += a[j] * b[j]
-    return acc
-
-
-@njit(inline="always", fastmath=FAST)
-def _dot2x2(a0, a1, b0, b1):
-    """The four dot products of rows a0, a1 with rows b0, b1, in their dtype: each load
-    feeds two multiply-adds (about 1.7x the rate of _dot, measured)."""
-    z = a0.dtype.type(0.0)
-    s00 = z
-    s01 = z
-    s10 = z
-    s11 = z
-    for j in range(a0.size):
-        u = a0[j]
-        v = a1[j]
-        p = b0[j]
-        q = b1[j]
-        s00 += u * p
-        s01 += u * q
-        s10 += v * p
-        s11 += v * q
-    return s00, s01, s10, s11
-
-
-@njit(cache=True, fastmath=FAST)
-def gram_block(a, a0, b, b0, m, out, upper):
-    """out[i, k] = a[i, a0:a0+m] . b[k, b0:b0+m] in the inputs' dtype, in 2 x 2 blocks.
-
-    With ``upper`` only k >= i is needed: entries just below the diagonal are
-    written as well and must be ignored (as sum_blocks does).
-    """
-    ra = a.shape[0]
-    rb = b.shape[0]
-    a1 = a0 + m
-    b1 = b0 + m
-    i = 0
-    while i + 1 < ra:
-        k = i if upper else 0
-        while k + 1 < rb:
-            out[i, k], out[i, k + 1], out[i + 1, k], out[i + 1, k + 1] = _dot2x2(
-                a[i, a0:a1], a[i + 1, a0:a1], b[k, b0:b1], b[k + 1, b0:b1])
-            k += 2
-        if k < rb:
-            out[i, k] = _dot(a[i, a0:a1], b[k, b0:b1])
-            out[i + 1, k] = _dot(a[i + 1, a0:a1], b[k, b0:b1])
-        i += 2
-    if i < ra:
-        for k in range(i if upper else 0, rb):
-            out[i, k] = _dot(a[i, a0:a1], b[k, b0:b1])
-
-
-@njit(inline="always", fastmath=FAST)
-def _add_scaled(out, coef, src):
-    """out += coef * src for 1-D blocks, in out's dtype; a zero coef (the upper half of a
-    Cholesky factor) is skipped."""
-    if coef == 0.0:
-        return
-    c = out.dtype.type(coef)
-    for j in range(out.size):
-        out[j] += c * src[j]
-
-
-@njit(cache=True, fastmath=FAST)
-def _mix_row(out, coef, src, s0):
-    """out += coef . src[:, s0:s0+m] (m = out.size) in out's dtype.
-
-    Four source rows per pass over out (a quarter of the loads and stores of
-    one row at a time: 1.4x the rate, measured); groups of four zero
-    coefficients (the upper half of a Cholesky factor, dead samples) skipped.
-    """
-    rows = src.shape[0]
-    m = out.size
-    s1 = s0 + m
-    k = 0
-    while k + 3 < rows:
-        c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
-        if c0 != 0.0 or c1 != 0.0 or c2 != 0.0 or c3 != 0.0:
-            a0 = out.dtype.type(c0)
-            a1 = out.dtype.type(c1)
-            a2 = out.dtype.type(c2)
-            a3 = out.dtype.type(c3)
-            r0 = src[k, s0:s1]
-            r1 = src[k + 1, s0:s1]
-            r2 = src[k + 2, s0:s1]
-            r3 = src[k + 3, s0:s1]
-            for j in range(m):
-                out[j] += a0 * r0[j] + a1 * r1[j] + a2 * r2[j] + a3 * r3[j]
-        k += 4
-    while k < rows:
-        _add_scaled(out, coef[k], src[k, s0:s1])
-        k += 1
-
-
-@njit(inline="always")
-def sum_blocks(part, out, upper):
-    """out = sum over blocks of part, in block order (only i <= k when ``upper``)."""
-    out[:, :] = 0.0
-    for c in range(part.shape[0]):
-        for i in range(part.shape[1]):
-            for k in range(i if upper else 0, part.shape[2]):
-                out[i, k] += part[c, i, k]
-    if upper:
-        for i in range(out.shape[0]):
-            for k in range(i):
-                out[i, k] = out[k, i]
-
-
-@njit(inline="always")
-def draw_row_block(key, i, n, j0, row, bits, rejected):
-    """row = standard normals at counters i * n + j0 + (0, 1, ...), as fill_normal draws them."""
-    rng.fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), row, 1.0, bits,
-                          rejected, rng.ZIG_X, rng.ZIG_XS, rng.ZIG_XNEXT, rng.ZIG_F)
-
-
-@njit(parallel=True, cache=True, fastmath=FAST)
-def cross_gram(a, b, out):
-    """out = a @ b.T (rows x rows), column blocks summed in float64 in a fixed order.
-
-    Within a block of BLOCK columns the dot products run in the inputs' dtype
-    (float32 runs: twice the SIMD lanes; relative error ~1e-6, below what
-    float32 storage of the signal already costs). 1-D row slices let LLVM
-    vectorise them.
-    """
-    ra, n = a.shape
-    rb = b.shape[0]
-    same = a.shape == b.shape and a.ctypes.data == b.ctypes.data
-    nch = column_blocks(n)
-    part = np.zeros((nch, ra, rb))
-    for c in prange(nch):
-        j0 = c * BLOCK
-        j1 = min(n, j0 + BLOCK)
-        gram_block(a, j0, b, j0, j1 - j0, part[c], same)
-    sum_blocks(part, out, same)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
@@ -232,19 +83,21 @@ def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
         for i in range(rows):
             oi = out[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
             oi[:] = 0.0
-            _mix_row(oi, c[i], z, j0)
-            _mix_row(oi, r[i], x, j0)
+            mix_row(oi, c[i], z, j0)
+            mix_row(oi, r[i], x, j0)
         if below:
             _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch])
 
 
-# how layer j's pre-activations are drawn (H = C Z, Z from ``key``) and activated
-Pre = namedtuple("Pre", ["key", "factor", "signal", "t", "regime"])
+# how layer j's pre-activations are drawn (H = C Z, Z from ``key``, plus bias_coef times
+# the standard normal row of ``bias_key`` for orthogonal layers) and activated
+Pre = namedtuple("Pre", ["key", "factor", "signal", "t", "regime", "bias_key", "bias_coef"])
 # what a run keeps per layer from the forward, and its buffers: see new_state
 State = namedtuple("State", [
-    "keep", "grams", "kept_h", "cfs", "chol", "t_l", "m_l", "a_l", "c_l", "regimes", "log_s",
+    "keep", "grams", "kept_h", "cfs", "chol", "t_l", "m_l", "a_l", "c_l", "beta_l", "regimes",
+    "log_s",
     "xs_l", "buf_x", "buf_h", "buf_h2", "buf_d", "buf_d2", "buf_z", "grad", "part_rs", "part_g",
-    "part_h", "rs", "g", "gp", "gd", "cd", "dh", "pz", "rmat", "zb"])
+    "part_h", "rs", "g", "gp", "gd", "cd", "dh", "pz", "rmat", "zb", "zz", "bz"])
 
 
 @njit(cache=True, fastmath=FAST)
@@ -261,7 +114,19 @@ def draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
     for i in range(rows):
         hi = h[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
         hi[:] = 0.0
-        _mix_row(hi, cf[i], tile, 0)
+        mix_row(hi, cf[i], tile, 0)
+
+
+@njit(inline="always")
+def _draw_pre(pre, j0, j1, tile, bits, rejected, h):
+    """Block j0:j1 of a layer's pre-activations as ``pre`` says (draw_mix, then the
+    orthogonal layers' bias row; the tile is scratch)."""
+    draw_mix(pre.key, pre.factor, pre.signal, j0, j1, tile, bits, rejected, h)
+    if pre.bias_coef != 0.0 and pre.signal:
+        row = tile[0, :j1 - j0]
+        draw_row_block(pre.bias_key, 0, h.shape[1], j0, row, bits, rejected)
+        for i in range(h.shape[0]):
+            add_scaled(h[i, j0:j1], pre.bias_coef, row)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
@@ -277,7 +142,7 @@ def forward_pass(pre, act, h, part_rs, part_g):
     """
     rows, n = h.shape
     nch = column_blocks(n)
-    key, cf, signal, t, regime = pre
+    t, regime = pre.t, pre.regime
     sat_thr = act.sat_thr
     for ch in prange(nch):
         j0 = ch * BLOCK
@@ -288,7 +153,7 @@ def forward_pass(pre, act, h, part_rs, part_g):
         d = np.empty(m, h.dtype)
         bits = np.empty(rng.CHUNK, np.uint64)
         rejected = np.empty(rng.CHUNK, np.int32)
-        draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
+        _draw_pre(pre, j0, j1, tile, bits, rejected, h)
         ysq = 0.0
         for i in range(rows):
             hi = h[i, j0:j1]
@@ -324,7 +189,7 @@ def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
     """
     rows, n = h.shape
     nch = column_blocks(n)
-    key, cf, signal, t, regime = pre
+    t, regime = pre.t, pre.regime
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
@@ -334,7 +199,7 @@ def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
         bits = np.empty(rng.CHUNK, np.uint64)
         rejected = np.empty(rng.CHUNK, np.int32)
         if regen:
-            draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h)
+            _draw_pre(pre, j0, j1, tile, bits, rejected, h)
         for i in range(rows):
             activate_block(act, h[i, j0:j1], t, regime, y, d[i, j0:j1])
             xi = x[i, j0:j1]
@@ -386,95 +251,6 @@ def delta_sums(part_d, part_h, n, gd, dh):
 
 
 @njit(cache=True)
-def _cholesky(g, f):
-    """Lower-triangular f with f f^T = g; False (f unusable) if a pivot is below CHOL_PIVOT."""
-    B = g.shape[0]
-    top = 0.0
-    for i in range(B):
-        top = max(top, g[i, i])
-    f[:, :] = 0.0
-    for j in range(B):
-        s = g[j, j]
-        for k in range(j):
-            s -= f[j, k] * f[j, k]
-        if not s > CHOL_PIVOT * top:
-            return False
-        f[j, j] = math.sqrt(s)
-        for i in range(j + 1, B):
-            v = g[i, j]
-            for k in range(j):
-                v -= f[i, k] * f[j, k]
-            f[i, j] = v / f[j, j]
-    return True
-
-
-@njit(cache=True)
-def factor(g, f):
-    """f with f f^T = g (symmetric PSD); returns True for a Cholesky factor.
-
-    Well-conditioned g (every Cholesky pivot above CHOL_PIVOT x the largest
-    diagonal entry) gets its Cholesky factor, which is cheap. Otherwise
-    f = V sqrt(L) from the eigendecomposition, eigenvalues below
-    ``batch * eps * largest`` set to 0, each eigenvector's sign fixed (largest
-    entry positive) so the factor does not depend on the LAPACK build, and rows
-    with a zero diagonal (samples with no signal) exactly 0.
-    """
-    if _cholesky(g, f):
-        return True
-    lam, v = np.linalg.eigh(g)
-    top = lam.max()
-    tol = g.shape[0] * _EPS * top
-    for k in range(lam.size):
-        root = math.sqrt(lam[k]) if top > 0.0 and lam[k] > tol else 0.0
-        big = 0
-        for i in range(lam.size):
-            if abs(v[i, k]) > abs(v[big, k]):
-                big = i
-        if v[big, k] < 0.0:
-            root = -root
-        for i in range(lam.size):
-            f[i, k] = v[i, k] * root
-    for i in range(lam.size):   # (f f^T)_ii = 0 forces row i of f to 0: drop eigh's rounding
-        if g[i, i] == 0.0:
-            f[i, :] = 0.0
-    return False
-
-
-@njit(cache=True)
-def pinv_from_factor(f, chol, out):
-    """out = (f f^T)^+ for f from :func:`factor` (``chol``: f is its Cholesky factor).
-
-    The B x B products go to BLAS (pinned to one thread by the caller; 30x the
-    loops' speed at batch 128).
-    """
-    rows = f.shape[0]
-    if chol:   # (L L^T)^-1 = L^-T L^-1; L^-1 row by row (forward substitution)
-        inv = np.zeros((rows, rows))
-        for i in range(rows):
-            inv[i, i] = 1.0
-            for k in range(i):
-                c = f[i, k]
-                if c != 0.0:
-                    for j in range(k + 1):   # row k of L^-1 is 0 beyond k
-                        inv[i, j] -= c * inv[k, j]
-            for j in range(i + 1):
-                inv[i, j] /= f[i, i]
-        np.dot(inv.T, inv, out)
-        return
-    scaled = np.zeros((rows, f.shape[1]))   # eigen factor: columns v_k sqrt(lam_k)
-    for k in range(f.shape[1]):
-        lam = 0.0
-        for i in range(rows):
-            lam += f[i, k] * f[i, k]
-        if lam > 0.0:
-            for i in range(rows):
-                scaled[i, k] = f[i, k] / lam
-    np.dot(scaled, scaled.T, out)
-
-
-
-
-@njit(cache=True)
 def _combine_row_sums(part_rs, n, rs):
     """Per-row sums of block_sums from per-block ones, in block order; the M2 column
     about each row's mean (Chan et al.: exact)."""
@@ -496,7 +272,8 @@ def _combine_row_sums(part_rs, n, rs):
 def _pre(state, seed, trial, j):
     """How layer j's pre-activations were drawn in the forward (see Pre)."""
     return Pre(key(seed, trial, j, rng.STREAM_COND_PRE), state.cfs[j], state.t_l[j] != -np.inf,
-               state.t_l[j], state.regimes[j])
+               state.t_l[j], state.regimes[j], key(seed, trial, j, rng.STREAM_BIAS),
+               state.beta_l[j])
 
 
 @njit(cache=True)
@@ -515,14 +292,16 @@ def _forward_layer(state, act, seed, trial, l, h):
     t = state.t_l[l]
     regime = activation_regime(act.homogeneous, t)
     k = key(seed, trial, l, rng.STREAM_COND_PRE)
-    forward_pass(Pre(k, state.cfs[l], t != -np.inf, t, regime), act, h, state.part_rs,
+    kb = key(seed, trial, l, rng.STREAM_BIAS)
+    beta = state.beta_l[l]
+    forward_pass(Pre(k, state.cfs[l], t != -np.inf, t, regime, kb, beta), act, h, state.part_rs,
                  state.part_g)
     _combine_row_sums(state.part_rs, n, state.rs)
     fallback = bounded_fallback(regime, state.rs)
     if fallback != regime:
         regime = fallback
-        forward_pass(Pre(k, state.cfs[l], t != -np.inf, t, regime), act, h, state.part_rs,
-                     state.part_g)
+        forward_pass(Pre(k, state.cfs[l], t != -np.inf, t, regime, kb, beta), act, h,
+                     state.part_rs, state.part_g)
         _combine_row_sums(state.part_rs, n, state.rs)
     return regime, output_log_scale(t, regime, act.phi0)
 
@@ -551,6 +330,7 @@ def new_state(net, rows, keep, proto):
         m_l=np.zeros(depth),
         a_l=np.ones(depth),
         c_l=np.zeros(depth),
+        beta_l=np.zeros(depth),            # orthogonal layers: the bias row's weight in h
         regimes=np.zeros(depth, np.int64),
         log_s=np.zeros(depth + 1),
         xs_l=np.ones(depth + 1),
@@ -567,7 +347,7 @@ def new_state(net, rows, keep, proto):
         rs=np.zeros((B, N_RS)),
         g=np.empty((B, B)), gp=np.empty((B, B)), gd=np.empty((B, B)), cd=np.empty((B, B)),
         dh=np.empty((B, B)), pz=np.empty((B, B)), rmat=np.empty((B, B)),
-        zb=np.empty((B, 1), dt))
+        zb=np.empty((B, 1), dt), zz=np.empty((B, B)), bz=np.empty(B))
 
 
 @njit(inline="always")
@@ -582,7 +362,11 @@ def forward_trial(state, net, act, draws, trial, given, stats):
     for l in range(widths.size - 1):
         check_layer_kind(net, l)
         n_out = widths[l + 1]
-        _layer_factor(state, l, net.scale[l], net.bias_std)
+        if net.sampler[l] == ORTHOGONAL:
+            orthogonal.layer_factor(state, seed, trial, l, widths[l], n_out, net.scale[l],
+                                    net.bias_std)
+        else:
+            _layer_factor(state, l, net.scale[l], net.bias_std)
         h = _pre_activations(state, l, state.buf_h, n_out)
         t = state.t_l[l]
         state.regimes[l], v = _forward_layer(state, act, seed, trial, l, h)
@@ -635,7 +419,12 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
         activation_pass(_pre(state, seed, trial, l - 1), not state.keep, act, state.xs_l[l], hb,
                         xl, db, True, key(seed, trial, l, rng.STREAM_COND_REST), zx, state.part_g)
         sum_blocks(state.part_g[:column_blocks(n_in)], state.pz, False)
-        _conditioned_mix(state, l, seed, trial)
+        if net.sampler[l] == ORTHOGONAL:
+            orthogonal.conditioned_mix(state, seed, trial, l, n_in, n_out, net.scale[l], zx,
+                                       state.grad[:B * n_out].reshape((B, n_out)),
+                                       d_cur[:B * n_out].reshape((B, n_out)), sq)
+        else:
+            _conditioned_mix(state, l, seed, trial)
         # grad <- delta_l W_l, and layer l-1's delta sums in the same pass
         mix_rows(state.cd, zx, state.rmat, xl, state.grad[:B * n_in].reshape((B, n_in)), True,
                  db, hb, state.part_g, state.part_h)

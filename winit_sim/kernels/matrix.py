@@ -158,20 +158,21 @@ def new_state(net, rows, seg_len, given, proto):
 
 
 @njit(cache=True)
-def _layer_weights(state, net, seed, trial, given, l):
+def layer_weights(wbuf, net, seed, trial, given, l):
+    """W_l (fan_out, fan_in): a view of the given weights, or sampled into ``wbuf``."""
     n_in, n_out = net.widths[l], net.widths[l + 1]
     if given is not None:
         return given.weights[given.w_off[l]:given.w_off[l + 1]].reshape((n_out, n_in))
-    w = state.wbuf[:n_out * n_in].reshape((n_out, n_in))
+    w = wbuf[:n_out * n_in].reshape((n_out, n_in))
     fill_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT), w)
     return w
 
 
 @njit(cache=True)
-def _layer_bias(state, net, seed, trial, given, l):
-    """Bias of layer l (float64) and its RMS (0 when the net has no biases)."""
+def layer_bias(bbuf, net, seed, trial, given, l):
+    """Bias of layer l (float64, in ``bbuf``) and its RMS (0 when the net has no biases)."""
     n_out = net.widths[l + 1]
-    b = state.bbuf[:n_out].reshape((1, n_out))
+    b = bbuf[:n_out].reshape((1, n_out))
     if given is not None:
         b[0, :] = given.biases[given.b_off[l]:given.b_off[l + 1]]
     elif net.bias_std > 0.0:
@@ -198,8 +199,8 @@ def _forward_layer(state, net, act, seed, trial, given, l, x, s, xnext, d, out):
         times_weights_t(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT),
                         x, h)
     else:
-        rows_dot(x, _layer_weights(state, net, seed, trial, given, l).T, h)
-    bias, brms = _layer_bias(state, net, seed, trial, given, l)
+        rows_dot(x, layer_weights(state.wbuf, net, seed, trial, given, l).T, h)
+    bias, brms = layer_bias(state.bbuf, net, seed, trial, given, l)
     return activate_layer(state, act, h, add_bias(h, s, bias, brms), xnext, d, out)
 
 
@@ -377,5 +378,5 @@ def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
             times_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT),
                           dl, gin)
         else:
-            rows_dot(dl, _layer_weights(state, net, seed, trial, given, l), gin)
+            rows_dot(dl, layer_weights(state.wbuf, net, seed, trial, given, l), gin)
     return log_g

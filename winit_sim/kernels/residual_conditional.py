@@ -31,8 +31,9 @@ import numpy as np
 from numba import njit, prange
 
 from . import rng
-from .conditional import (BLOCK, column_blocks, cross_gram, draw_mix, draw_row_block, factor,
-                          gram_block, mix_rows, pinv_from_factor, scaled_gram, sum_blocks)
+from .blocks import (BLOCK, column_blocks, cross_gram, draw_row_block, factor, gram_block,
+                     pinv_from_factor, sum_blocks)
+from .conditional import draw_mix, mix_rows, scaled_gram
 from .layer import key
 
 # per matrix of each block of a segment: its input's x x^T, the factor C of Gs / m,

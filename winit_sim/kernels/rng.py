@@ -37,6 +37,8 @@ STREAM_COND_REST_BIAS = 7  # the same for the bias column
 STREAM_COND_PRE2 = 10     # ... for a residual block's second matrix
 STREAM_COND_REST2 = 11
 STREAM_COND_REST_BIAS2 = 12
+STREAM_COND_PRE_EXTRA = 13   # orthogonal layers: the frame's columns beyond n_out (forward)
+STREAM_COND_REST_EXTRA = 14  # ... and beyond n_in (backward)
 
 CHUNK = 512  # elements hashed per vectorised batch
 

@@ -199,3 +199,52 @@ def plot_loss_curves(curves, path):
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def spectrum_panel(ax, log10_sv, density=None, title=""):
+    """One histogram of log10 sigma^2 (the nonzero values; exact zeros counted in the title)
+    with a predicted density of log10 sigma^2 (DataFrame with ``log10_sq_sv`` and
+    ``density``, scaled to integrate to 1 like the histogram) drawn over it."""
+    y = 2.0 * np.asarray(log10_sv, dtype=float)
+    finite = y[np.isfinite(y)]
+    zeros = y.size - finite.size
+    if finite.size:
+        lo, hi = finite.min(), finite.max()
+        pad = max(0.05 * (hi - lo), 0.05)
+        ax.hist(finite, bins=min(60, max(10, finite.size // 8)), range=(lo - pad, hi + pad),
+                density=True, color="0.6", label="simulated")
+        if density is not None:
+            x, p = density["log10_sq_sv"].to_numpy(), density["density"].to_numpy()
+            mass = float(np.sum(0.5 * (p[1:] + p[:-1]) * np.diff(x)))
+            if mass > 0:
+                ax.plot(x, p / mass, color="C3", lw=1.6, label="free probability")
+    extra = f", {zeros} of {y.size} exactly 0" if zeros else ""
+    ax.set_title(f"{title}{extra}", fontsize=9)
+    ax.set_xlabel("log10 sigma^2")
+    ax.grid(alpha=0.3)
+
+
+def plot_spectrum(df, path, densities=None, title=None):
+    """Histograms of log10 sigma^2 of a :func:`winit_sim.jacobian_spectrum` frame, one panel
+    per depth (trials pooled), with a predicted density beside each (:func:`spectrum_panel`).
+
+    ``densities``: optional {depth: DataFrame with ``log10_sq_sv`` and ``density``} (the
+    continuous part, as :func:`winit_sim.theory.jacobian_density` gives it).
+    """
+    plt = _pyplot()
+    depths = sorted(df["depth"].unique())
+    cols = min(4, len(depths))
+    nrows = -(-len(depths) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
+    for k, d in enumerate(depths):
+        ax = axes[k // cols, k % cols]
+        spectrum_panel(ax, df.loc[df.depth == d, "log10_sv"],
+                       None if densities is None else densities.get(d), f"depth {d}")
+        if k == 0:
+            ax.legend(fontsize=8)
+    for k in range(len(depths), nrows * cols):
+        axes[k // cols, k % cols].axis("off")
+    fig.suptitle(title or "Singular values of the input-output Jacobian")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -21,7 +21,7 @@ from ..inits import needs_gain, resolve_init
 from ..kernels.elementwise import eval_limits, eval_phi_dphi, pair_moments
 
 LN10 = math.log(10.0)
-_LOG_Q_SAFE = 400.0  # natural log of q beyond which the limit forms are used
+LOG_Q_SAFE = 400.0  # natural log of q beyond which the limit forms are used
 
 
 def gauss_rule(points, smallest_power, z_max):
@@ -66,7 +66,7 @@ def log_moments(activation, log_q):
     if data.homogeneous:
         phi, dphi = phi_dphi_at(code, param, Z)
         return math.log(WZ @ phi ** 2) + log_q, math.log(WZ @ dphi ** 2)
-    if abs(log_q) <= _LOG_Q_SAFE:
+    if abs(log_q) <= LOG_Q_SAFE:
         phi, dphi = phi_dphi_at(code, param, math.exp(0.5 * log_q) * Z)
         return safe_log(WZ @ phi ** 2), safe_log(WZ @ dphi ** 2)
     large = np.empty((Z.size, 3))

@@ -1,0 +1,263 @@
+"""Block arithmetic of the conditional engines: B x n matrices in column blocks, B x B factors.
+
+Every O(B^2 n) loop of :mod:`.conditional`, :mod:`.residual_conditional` and
+:mod:`.orthogonal` runs over blocks of BLOCK columns; the block count depends on
+n only and per-block sums are added in block order, so no result depends on the
+thread count. The B x B factors (:func:`factor`, :func:`pinv_from_factor`) are
+what conditioning on a layer's input needs.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import FAST, rng
+
+# columns per block of every O(B^2 n) loop: a block of B rows stays in L1, and the
+# block count depends on n only, so sums never depend on the thread count
+BLOCK = 512
+_EPS = 2.220446049250313e-16
+CHOL_PIVOT = 1e-9   # relative pivot below which a factor comes from eigh instead of Cholesky
+
+
+@njit(cache=True)
+def column_blocks(n):
+    """Column blocks of a width-n layer (the last may be partial)."""
+    return (n + BLOCK - 1) // BLOCK
+
+
+@njit(inline="always", fastmath=FAST)
+def _dot(a, b):
+    """Dot product of two 1-D blocks in their dtype (see cross_gram)."""
+    acc = a.dtype.type(0.0)
+    for j in range(a.size):
+        acc += a[j] * b[j]
+    return acc
+
+
+@njit(inline="always", fastmath=FAST)
+def _dot2x2(a0, a1, b0, b1):
+    """The four dot products of rows a0, a1 with rows b0, b1, in their dtype: each load
+    feeds two multiply-adds (about 1.7x the rate of _dot, measured)."""
+    z = a0.dtype.type(0.0)
+    s00 = z
+    s01 = z
+    s10 = z
+    s11 = z
+    for j in range(a0.size):
+        u = a0[j]
+        v = a1[j]
+        p = b0[j]
+        q = b1[j]
+        s00 += u * p
+        s01 += u * q
+        s10 += v * p
+        s11 += v * q
+    return s00, s01, s10, s11
+
+
+@njit(cache=True, fastmath=FAST)
+def gram_block(a, a0, b, b0, m, out, upper):
+    """out[i, k] = a[i, a0:a0+m] . b[k, b0:b0+m] in the inputs' dtype, in 2 x 2 blocks.
+
+    With ``upper`` only k >= i is needed: entries just below the diagonal are
+    written as well and must be ignored (as sum_blocks does).
+    """
+    ra = a.shape[0]
+    rb = b.shape[0]
+    a1 = a0 + m
+    b1 = b0 + m
+    i = 0
+    while i + 1 < ra:
+        k = i if upper else 0
+        while k + 1 < rb:
+            out[i, k], out[i, k + 1], out[i + 1, k], out[i + 1, k + 1] = _dot2x2(
+                a[i, a0:a1], a[i + 1, a0:a1], b[k, b0:b1], b[k + 1, b0:b1])
+            k += 2
+        if k < rb:
+            out[i, k] = _dot(a[i, a0:a1], b[k, b0:b1])
+            out[i + 1, k] = _dot(a[i + 1, a0:a1], b[k, b0:b1])
+        i += 2
+    if i < ra:
+        for k in range(i if upper else 0, rb):
+            out[i, k] = _dot(a[i, a0:a1], b[k, b0:b1])
+
+
+@njit(inline="always", fastmath=FAST)
+def add_scaled(out, coef, src):
+    """out += coef * src for 1-D blocks, in out's dtype; a zero coef (the upper half of a
+    Cholesky factor) is skipped."""
+    if coef == 0.0:
+        return
+    c = out.dtype.type(coef)
+    for j in range(out.size):
+        out[j] += c * src[j]
+
+
+@njit(cache=True, fastmath=FAST)
+def mix_row(out, coef, src, s0):
+    """out += coef . src[:, s0:s0+m] (m = out.size) in out's dtype.
+
+    Four source rows per pass over out (a quarter of the loads and stores of
+    one row at a time: 1.4x the rate, measured); groups of four zero
+    coefficients (the upper half of a Cholesky factor, dead samples) skipped.
+    """
+    rows = src.shape[0]
+    m = out.size
+    s1 = s0 + m
+    k = 0
+    while k + 3 < rows:
+        c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
+        if c0 != 0.0 or c1 != 0.0 or c2 != 0.0 or c3 != 0.0:
+            a0 = out.dtype.type(c0)
+            a1 = out.dtype.type(c1)
+            a2 = out.dtype.type(c2)
+            a3 = out.dtype.type(c3)
+            r0 = src[k, s0:s1]
+            r1 = src[k + 1, s0:s1]
+            r2 = src[k + 2, s0:s1]
+            r3 = src[k + 3, s0:s1]
+            for j in range(m):
+                out[j] += a0 * r0[j] + a1 * r1[j] + a2 * r2[j] + a3 * r3[j]
+        k += 4
+    while k < rows:
+        add_scaled(out, coef[k], src[k, s0:s1])
+        k += 1
+
+
+@njit(inline="always")
+def sum_blocks(part, out, upper):
+    """out = sum over blocks of part, in block order (only i <= k when ``upper``)."""
+    out[:, :] = 0.0
+    for c in range(part.shape[0]):
+        for i in range(part.shape[1]):
+            for k in range(i if upper else 0, part.shape[2]):
+                out[i, k] += part[c, i, k]
+    if upper:
+        for i in range(out.shape[0]):
+            for k in range(i):
+                out[i, k] = out[k, i]
+
+
+@njit(inline="always")
+def draw_row_block(key, i, n, j0, row, bits, rejected):
+    """row = standard normals at counters i * n + j0 + (0, 1, ...), as fill_normal draws them."""
+    rng.fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), row, 1.0, bits,
+                          rejected, rng.ZIG_X, rng.ZIG_XS, rng.ZIG_XNEXT, rng.ZIG_F)
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def cross_gram(a, b, out):
+    """out = a @ b.T (rows x rows), column blocks summed in float64 in a fixed order.
+
+    Within a block of BLOCK columns the dot products run in the inputs' dtype
+    (float32 runs: twice the SIMD lanes; relative error ~1e-6, below what
+    float32 storage of the signal already costs). 1-D row slices let LLVM
+    vectorise them.
+    """
+    ra, n = a.shape
+    rb = b.shape[0]
+    same = a.shape == b.shape and a.ctypes.data == b.ctypes.data
+    nch = column_blocks(n)
+    part = np.zeros((nch, ra, rb))
+    for c in prange(nch):
+        j0 = c * BLOCK
+        j1 = min(n, j0 + BLOCK)
+        gram_block(a, j0, b, j0, j1 - j0, part[c], same)
+    sum_blocks(part, out, same)
+
+
+@njit(cache=True)
+def _cholesky(g, f):
+    """Lower-triangular f with f f^T = g; False (f unusable) if a pivot is below CHOL_PIVOT."""
+    B = g.shape[0]
+    top = 0.0
+    for i in range(B):
+        top = max(top, g[i, i])
+    f[:, :] = 0.0
+    for j in range(B):
+        s = g[j, j]
+        for k in range(j):
+            s -= f[j, k] * f[j, k]
+        if not s > CHOL_PIVOT * top:
+            return False
+        f[j, j] = math.sqrt(s)
+        for i in range(j + 1, B):
+            v = g[i, j]
+            for k in range(j):
+                v -= f[i, k] * f[j, k]
+            f[i, j] = v / f[j, j]
+    return True
+
+
+@njit(cache=True)
+def factor(g, f):
+    """f with f f^T = g (symmetric PSD); returns True for a Cholesky factor.
+
+    Well-conditioned g (every Cholesky pivot above CHOL_PIVOT x the largest
+    diagonal entry) gets its Cholesky factor, which is cheap. Otherwise
+    f = V sqrt(L) from the eigendecomposition, eigenvalues below
+    ``batch * eps * largest`` set to 0, each eigenvector's sign fixed (largest
+    entry positive) so the factor does not depend on the LAPACK build, and rows
+    with a zero diagonal (samples with no signal) exactly 0.
+    """
+    if _cholesky(g, f):
+        return True
+    lam, v = np.linalg.eigh(g)
+    top = lam.max()
+    tol = g.shape[0] * _EPS * top
+    for k in range(lam.size):
+        root = math.sqrt(lam[k]) if top > 0.0 and lam[k] > tol else 0.0
+        big = 0
+        for i in range(lam.size):
+            if abs(v[i, k]) > abs(v[big, k]):
+                big = i
+        if v[big, k] < 0.0:
+            root = -root
+        for i in range(lam.size):
+            f[i, k] = v[i, k] * root
+    for i in range(lam.size):   # (f f^T)_ii = 0 forces row i of f to 0: drop eigh's rounding
+        if g[i, i] == 0.0:
+            f[i, :] = 0.0
+    return False
+
+
+@njit(cache=True)
+def lower_inverse(f):
+    """The inverse of a lower-triangular f with a nonzero diagonal, row by row (forward
+    substitution)."""
+    rows = f.shape[0]
+    inv = np.zeros((rows, rows))
+    for i in range(rows):
+        inv[i, i] = 1.0
+        for k in range(i):
+            c = f[i, k]
+            if c != 0.0:
+                for j in range(k + 1):   # row k of L^-1 is 0 beyond k
+                    inv[i, j] -= c * inv[k, j]
+        for j in range(i + 1):
+            inv[i, j] /= f[i, i]
+    return inv
+
+
+@njit(cache=True)
+def pinv_from_factor(f, chol, out):
+    """out = (f f^T)^+ for f from :func:`factor` (``chol``: f is its Cholesky factor).
+
+    The B x B products go to BLAS (pinned to one thread by the caller; 30x the
+    loops' speed at batch 128).
+    """
+    rows = f.shape[0]
+    if chol:   # (L L^T)^-1 = L^-T L^-1
+        inv = lower_inverse(f)
+        np.dot(inv.T, inv, out)
+        return
+    scaled = np.zeros((rows, f.shape[1]))   # eigen factor: columns v_k sqrt(lam_k)
+    for k in range(f.shape[1]):
+        lam = 0.0
+        for i in range(rows):
+            lam += f[i, k] * f[i, k]
+        if lam > 0.0:
+            for i in range(rows):
+                scaled[i, k] = f[i, k] / lam
+    np.dot(scaled, scaled.T, out)
