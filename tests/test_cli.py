@@ -65,7 +65,8 @@ def test_corrupt_cell_is_recomputed(tmp_path):
     (["run", "--width", "8", "--depth", "2", "--init", "bogus"], "unknown init"),
     (["table", "/nonexistent/dir"], "no results.parquet"),
     (["sweep", "--widths", "300000", "--depths", "2", "--activations", "relu", "--inits",
-      "orthogonal", "--out", "/nonexistent/never-created"], "GiB of buffers"),
+      "orthogonal", "--method", "matrix", "--out", "/nonexistent/never-created"],
+     "GiB of buffers"),
 ])
 def test_bad_usage_exits_2(argv, message, capsys):
     assert main(argv) == 2
