@@ -1,39 +1,41 @@
-"""Session hooks: the determinism check's first uncached run (determinism_runs) starts in
-the background when collection finishes, if that test was collected, so its cold compile
-overlaps the other tests."""
+"""Session hooks: the corpus run (corpus.py) starts in the background when collection
+finishes, if its tests were collected, so its cold compile (minutes, on one core)
+overlaps the other tests. It computes the corpus under its CPU-independent settings
+(corpus.canonical_env) with one thread and an empty Numba cache, to be compared with a
+record made with two threads and every kernel cached.
+"""
 import shutil
 import tempfile
 
 import pytest
 
-import determinism_runs
+import corpus
 
-UNCACHED_TEST = "test_bit_identical_for_1_and_2_threads_and_a_first_uncached_run"
+CORPUS_MODULE = "test_corpus.py"
 _RUN = {}
 
 
 def _launch():
-    _RUN["dir"] = tempfile.mkdtemp(prefix="winit-uncached-")
-    _RUN["proc"] = determinism_runs.start(1, _RUN["dir"] + "/numba-cache")
+    tmp = tempfile.mkdtemp(prefix="winit-corpus-")
+    _RUN["corpus"] = (corpus.start(tmp, threads=1, cache_dir=tmp + "/numba-cache"), tmp)
+    return _RUN["corpus"]
 
 
 def pytest_collection_finish(session):
-    if any(item.name == UNCACHED_TEST for item in session.items):
+    if any(item.path.name == CORPUS_MODULE for item in session.items):
         _launch()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    proc = _RUN.get("proc")
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.communicate()
-    if "dir" in _RUN:
-        shutil.rmtree(_RUN["dir"], ignore_errors=True)
+    for proc, tmp in _RUN.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture
-def uncached_digest():
-    """The digest of the one-thread run with an empty Numba cache."""
-    if "proc" not in _RUN:
-        _launch()
-    return determinism_runs.digest(_RUN["proc"])
+@pytest.fixture(scope="session")
+def canonical_corpus():
+    """(entries, machine) of the corpus computed under corpus.canonical_env."""
+    proc, tmp = _RUN.get("corpus") or _launch()
+    return corpus.load(proc, tmp)

@@ -6,11 +6,19 @@ any refactor of the internals must reproduce it exactly. ``tests/test_corpus.py`
 compares; re-record only for a deliberate change of results, and say so:
 
     python tests/corpus.py --record
+
+The corpus is computed in a subprocess under :func:`canonical_env`, where the bits
+depend on the library versions only, not on the CPU: LLVM compiles for generic
+x86-64 (SSE2 vectors, no FMA), OpenBLAS runs one fixed kernel set on one thread,
+NumPy its baseline loops, and glibc's libm its non-FMA paths. Any x86-64 machine
+with the recorded versions must reproduce every entry bit for bit.
 """
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -26,14 +34,50 @@ INITS = ["zeros", "constant:value=0.05", "normal:std=0.1", "uniform:bound=0.2", 
          "lecun_uniform", "lecun_normal", "orthogonal:gain=1.3"]
 
 
+def canonical_env(threads=2, cache_dir=None):
+    """os.environ with the settings that make the corpus's bits CPU-independent, with
+    ``threads`` Numba threads (and an empty Numba cache in ``cache_dir``, if given)."""
+    from numpy._core import _multiarray_umath
+    env = {"NUMBA_CACHE_DIR": str(cache_dir)} if cache_dir is not None else {}
+    return dict(os.environ, **env,
+                NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="", NUMBA_NUM_THREADS=str(threads),
+                OPENBLAS_CORETYPE="Prescott", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                NPY_DISABLE_CPU_FEATURES=" ".join(_multiarray_umath.__cpu_dispatch__),
+                GLIBC_TUNABLES="glibc.cpu.hwcaps=-AVX,-AVX2,-FMA,-FMA4,-AVX512F")
+
+
 def machine():
-    """What a bit-for-bit comparison depends on: the CPU LLVM compiles for, and BLAS."""
-    import llvmlite.binding as llvm
+    """What the corpus's bits depend on under canonical_env: the architecture and the
+    versions of everything that computes."""
+    import llvmlite
     import numba
-    return {"cpu": llvm.get_host_cpu_name(), "features": llvm.get_host_cpu_features().flatten(),
-            "numba": numba.__version__, "numpy": np.__version__,
-            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
-            "python": platform.python_version()}
+    import scipy
+    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, which numba calls)
+    from threadpoolctl import threadpool_info
+    return {"arch": platform.machine(), "glibc": platform.libc_ver()[1],
+            "python": platform.python_version(), "numba": numba.__version__,
+            "llvmlite": llvmlite.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "blas": sorted({f"{i['internal_api']} {i['version']} {i.get('architecture')}"
+                            for i in threadpool_info() if i["user_api"] == "blas"})}
+
+
+def start(out_dir, threads=2, cache_dir=None):
+    """Compute the corpus under canonical_env in a subprocess writing into ``out_dir``
+    (see :func:`load`)."""
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--compute", out_dir],
+                            env=canonical_env(threads, cache_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def load(proc, out_dir):
+    """(entries, machine) that the subprocess from :func:`start` computed (waits for it)."""
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the corpus run failed ({proc.returncode}):\n{err}")
+    with np.load(os.path.join(out_dir, "corpus.npz")) as data:
+        entries = {k: data[k] for k in data.files}
+    with open(os.path.join(out_dir, "machine.json"), encoding="utf-8") as fh:
+        return entries, json.load(fh)
 
 
 def _frame(df):
@@ -131,6 +175,21 @@ def compute():
     sim("residual/conditional/deep", width=32, depth=2000, activation="relu", init="he_normal",
         batch=4, arch="residual", method="conditional")
 
+    # orthogonal layers on the conditional engine: rectangular frames, biases
+    sim("conditional/orthogonal", widths=[64, 96, 48, 700], activation="tanh",
+        init="orthogonal:gain=1.2", batch=4, trials=2, bias_std=0.1, method="conditional")
+    sim("matrix/orthogonal_wide", widths=[70, 40, 100, 33], activation="relu",
+        init="orthogonal:gain=1.4", batch=20, trials=2, bias_std=0.1, method="matrix")
+    # Jacobian spectra: every depth from one pass, ReLU's exact zeros, theory beside
+    for i, (act, init) in enumerate((("tanh", "orthogonal"), ("relu", "he_normal"),
+                                     ("linear", "xavier_uniform"))):
+        spec = ws.jacobian_spectrum(24, 5, activation=act, init=init,
+                                    depths=[1, 3, 5], trials=2, seed=500 + i, bias_std=0.1)
+        out[f"spectrum/{act}"] = _frame(spec)
+        out[f"spectrum_summary/{act}"] = _frame(ws.spectrum_summary(spec, theory=True))
+    out["spectrum/deep"] = _frame(ws.jacobian_spectrum(8, 400, activation="tanh",
+                                                       init="xavier_normal", depths=[400]))
+
     rng = np.random.default_rng(0)
     widths = [7, 40, 3, 25, 9]
     w = [rng.standard_normal((widths[i + 1], widths[i])) / np.sqrt(widths[i])
@@ -177,6 +236,11 @@ def compute():
             widths=[30, 50, 40, 60], activation=act, init="he_normal", bias_std=0.1, batch=8))
         out[f"theory/log_moments/{act}"] = np.array(
             [theory.log_moments(act, lq) for lq in (-900.0, -3.0, 0.0, 2.5, 900.0)])
+    for weights in ("gaussian", "orthogonal"):
+        out[f"theory/jacobian_density/{weights}"] = _frame(theory.jacobian_density(
+            "tanh", 1.2, 0.05, depth=4, weights=weights))
+    out["theory/jacobian_moments"] = _frame(theory.jacobian_moments(
+        64, 30, activation="tanh", init="orthogonal", depths=[1, 10, 30], bias_std=0.1))
     out["theory/predict_deep"] = _frame(theory.predict(64, 2000, activation="tanh",
                                                        init="large"))
     out["theory/gain_table"] = _frame(theory.gain_table(
@@ -194,16 +258,31 @@ def compute():
     return out
 
 
+def _compute_into(out_dir):
+    np.savez_compressed(os.path.join(out_dir, "corpus.npz"), **compute())
+    with open(os.path.join(out_dir, "machine.json"), "w", encoding="utf-8") as fh:
+        json.dump(machine(), fh, indent=1, sort_keys=True)
+
+
 def record():
+    """Record with two threads and every kernel cached; the tests compare a run with one
+    thread and an empty cache (kernels compiled with their callers in view) to it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data, info = load(start(tmp, threads=2), tmp)
+        again, _ = load(start(tmp, threads=2), tmp)
+    if any(data[k].tobytes() != again[k].tobytes() for k in data):
+        sys.exit("two runs of the corpus differ: not recorded")
     os.makedirs(os.path.dirname(CORPUS), exist_ok=True)
-    data = compute()
     np.savez_compressed(CORPUS, **data)
     with open(MACHINE, "w", encoding="utf-8") as fh:
-        json.dump(machine(), fh, indent=1, sort_keys=True)
+        json.dump(info, fh, indent=1, sort_keys=True)
     print(f"recorded {len(data)} entries into {CORPUS}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
+    if sys.argv[1:] == ["--record"]:
+        record()
+    elif len(sys.argv) == 3 and sys.argv[1] == "--compute":
+        _compute_into(sys.argv[2])
+    else:
         sys.exit(__doc__)
-    record()

@@ -10,6 +10,7 @@ from winit_sim.activations import resolve_activation, sup_dphi
 
 import naive
 from naive import reference_conditional
+from stats_checks import assert_rows_match
 
 ACTS = naive.example_specs()   # one per registry entry, parameters off their defaults
 
@@ -18,14 +19,9 @@ def _compare(widths, act, init, bias_std, batch, seed=4, rtol=1e-9, atol=1e-12):
     sim = ws.simulate(widths=widths, activation=act, init=init, batch=batch, bias_std=bias_std,
                       seed=seed, trials=2, method="conditional")
     stds = list(engine.describe(np.array(widths), act, init).scale)
-    for trial in range(2):
-        ref = reference_conditional(widths, act, stds, bias_std, seed, trial, batch,
-                                    sup_dphi(resolve_activation(act)))
-        got = sim[sim.trial == trial].reset_index(drop=True)
-        for l, row in enumerate(ref):
-            for col, want in row.items():
-                np.testing.assert_allclose(got[col].iloc[l], want, rtol=rtol, atol=atol,
-                                           err_msg=f"{act} trial {trial} layer {l + 1} {col}")
+    sup = sup_dphi(resolve_activation(act))
+    assert_rows_match(sim, lambda trial: reference_conditional(
+        widths, act, stds, bias_std, seed, trial, batch, sup), 2, act, rtol, atol)
 
 
 @pytest.mark.parametrize("act", ACTS)

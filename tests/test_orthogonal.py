@@ -15,6 +15,7 @@ from winit_sim import engine
 from winit_sim.activations import resolve_activation, sup_dphi
 
 import naive
+from stats_checks import assert_rows_match, assert_same_law
 
 ACTS = ["linear", "relu", "tanh", "gelu", "sigmoid"]
 
@@ -23,14 +24,9 @@ def _compare(widths, act, init, bias_std, batch, seed=4, rtol=1e-9, atol=1e-12):
     sim = ws.simulate(widths=widths, activation=act, init=init, batch=batch, bias_std=bias_std,
                       seed=seed, trials=2, method="conditional")
     gains = list(engine.describe(np.array(widths), act, init).scale)
-    for trial in range(2):
-        ref = naive.reference_orthogonal(widths, act, gains, bias_std, seed, trial, batch,
-                                         sup_dphi(resolve_activation(act)))
-        got = sim[sim.trial == trial].reset_index(drop=True)
-        for l, row in enumerate(ref):
-            for col, want in row.items():
-                np.testing.assert_allclose(got[col].iloc[l], want, rtol=rtol, atol=atol,
-                                           err_msg=f"{act} trial {trial} layer {l + 1} {col}")
+    sup = sup_dphi(resolve_activation(act))
+    assert_rows_match(sim, lambda trial: naive.reference_orthogonal(
+        widths, act, gains, bias_std, seed, trial, batch, sup), 2, act, rtol, atol)
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -58,24 +54,11 @@ def test_conditional_has_the_matrix_engines_distribution(widths, act, init, bias
     nets each, a shift of 0.25 between-net standard deviations is detected with
     probability about 0.8; Gaussian weights of the same variance differ from orthogonal
     ones by far more (see the next test)."""
-    from scipy import stats
     kw = dict(widths=widths, activation=act, init=init, batch=4, trials=600, bias_std=bias_std)
     a = ws.simulate(method="matrix", seed=1, **kw)
     b = ws.simulate(method="conditional", seed=2, **kw)
-    cols = ["log10_pre_q", "log10_post_q", "unit_var_ratio", "log10_grad_q", "log10_wgrad_q"]
-    tests = []
-    for layer in (1, 4, 8):
-        for col in cols:
-            u = a.loc[a.layer == layer, col].to_numpy()
-            v = b.loc[b.layer == layer, col].to_numpy()
-            if np.ptp(u) < 1e-12 and np.ptp(v) < 1e-12:   # linear: |h| = g |x| exactly
-                np.testing.assert_allclose(u, v, rtol=1e-10)
-                continue
-            tests.append((layer, col, stats.ttest_ind(u, v, equal_var=False).pvalue,
-                          stats.levene(u, v, center="median").pvalue))
-    alarm = 0.01 / (2 * len(tests))
-    for layer, col, p_mean, p_spread in tests:
-        assert p_mean > alarm and p_spread > alarm, (layer, col, p_mean, p_spread)
+    assert_same_law(a, b, (1, 4, 8), ["log10_pre_q", "log10_post_q", "unit_var_ratio",
+                                      "log10_grad_q", "log10_wgrad_q"])
 
 
 def test_orthogonal_is_not_gaussian_of_the_same_variance():

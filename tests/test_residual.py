@@ -8,6 +8,7 @@ from winit_sim.activations import resolve_activation, sup_dphi
 
 import naive
 from naive import ConditionalDraws, reference_residual
+from stats_checks import assert_same_law
 
 ACTS = naive.example_specs()
 
@@ -613,23 +614,10 @@ def test_conditional_has_the_matrix_engines_distribution(arch, act, init, bias_s
     p-value must exceed 0.01 / (number of tests): a false alarm in at most 1% of runs
     (Bonferroni). With 800 nets each, a shift of 0.25 between-net standard deviations
     is detected with probability 0.9."""
-    from scipy import stats
     kw = dict(activation=act, init=init, batch=4, trials=800, bias_std=bias_std, arch=arch)
     a = ws.simulate(64, 8, method="matrix", seed=1, **kw)
     b = ws.simulate(64, 8, method="conditional", seed=2, **kw)
     cols = ["log10_pre_q", "log10_post_q", "log10_stream_q", "log10_branch_q", "log10_grad_q",
             "log10_wgrad_q", "log10_stream_grad_q"] + (["log10_wgrad2_q"] if "branch=2" in arch
                                                         else [])
-    tests = []
-    for layer in (1, 4, 8):
-        for col in cols:
-            u = a.loc[a.layer == layer, col].to_numpy()
-            v = b.loc[b.layer == layer, col].to_numpy()
-            if np.ptp(u) == 0 and np.ptp(v) == 0:   # post-norm: the stream's q is fixed
-                assert np.allclose(u, v)
-                continue
-            tests.append((layer, col, stats.ttest_ind(u, v, equal_var=False).pvalue,
-                          stats.levene(u, v, center="median").pvalue))
-    alarm = 0.01 / (2 * len(tests))
-    for layer, col, p_mean, p_spread in tests:
-        assert p_mean > alarm and p_spread > alarm, (layer, col, p_mean, p_spread)
+    assert_same_law(a, b, (1, 4, 8), cols)   # post-norm: the stream's q is fixed, exactly

@@ -22,7 +22,8 @@ from .activations import kernel_data
 from .checks import check_positive_int
 from .inits import (CONDITIONAL_INITS, GAUSSIAN_INITS, SAMPLINGS, is_gaussian, layer_sampler,
                     on_conditional)
-from .kernels import conditional, driver, matrix, residual, residual_conditional, spectrum
+from .kernels import (conditional, driver, householder, matrix, residual, residual_conditional,
+                      spectrum)
 from .kernels.blocks import BLOCK
 from .kernels.layer import BACKWARD_COLUMNS, DENSE, FORWARD_COLUMNS, Draws, Net
 from .kernels.residual import (BLOCK_BACKWARD_COLUMNS, BLOCK_FORWARD_EXTRA, ResNet)
@@ -149,7 +150,17 @@ def matrix_bytes(net, rows, given, seg_len, itemsize):
     n_seg = -(-depth // seg_len)
     entries = (int(matrix.weight_buffer_size(net, rows, given))
                + (2 * seg_len + n_seg + 5) * rows * maxn)
-    return entries * itemsize + 8 * rows * maxn
+    return entries * itemsize + 8 * rows * maxn + orthogonal_bytes(net.sampler, widths, rows,
+                                                                   given)
+
+
+def orthogonal_bytes(samplers, widths, rows, given):
+    """The largest workspace of an orthogonal layer applied as Householder reflectors
+    (:func:`winit_sim.kernels.householder.workspace_bytes`); 0 without one."""
+    if given is not None:
+        return 0
+    return max((householder.workspace_bytes(int(widths[l + 1]), int(widths[l]), rows)
+                for l in range(len(samplers)) if samplers[l] == ORTHOGONAL_CODE), default=0)
 
 
 def conditional_keeps(widths, rows, itemsize):
@@ -189,6 +200,8 @@ def block_bytes(net, rows, given, seg_len, itemsize, cond=False):
                + seg_len * rows * (2 * n + 2 * m + n * net.post)
                + rows * (5 * n + 3 * m) + n_seg * rows * n)
     need = entries * itemsize + 8 * rows * (2 * m + seg_len + 8)
+    if not cond and given is None and np.any(net.sampler == ORTHOGONAL_CODE):
+        need += householder.workspace_bytes(max(n, m), min(n, m), rows)
     if cond:
         blocks = -(-max(n, m) // BLOCK)
         need += (rows * max(n, m) * itemsize
@@ -269,12 +282,19 @@ def simulate_arrays(widths, activation, init, *, rows, trials, seed, bias_std, i
                    tops)
 
 
-def jacobian_bytes(widths):
+def jacobian_bytes(widths, samplers=None):
     """Buffers of one Jacobian spectrum: a weight matrix and about eight (width x n_0)
-    float64 matrices (U, T, their products and the QR's factors)."""
+    float64 matrices (U, T, their products and the QR's factors), and forming an
+    orthogonal layer's W from its reflectors (its workspace, the identity, W^T)."""
     n0 = int(widths[0])
     maxn = int(widths.max())
-    return 8 * (int(np.max(widths[:-1] * widths[1:])) + 8 * maxn * n0)
+    form = 0
+    for l in range(0 if samplers is None else len(samplers)):
+        if samplers[l] == ORTHOGONAL_CODE:
+            fo, fi = int(widths[l + 1]), int(widths[l])
+            k = min(fo, fi)
+            form = max(form, householder.workspace_bytes(fo, fi, k) + 8 * k * (k + fo + fi))
+    return 8 * (int(np.max(widths[:-1] * widths[1:])) + 8 * maxn * n0) + form
 
 
 def jacobian_rank_caps(net, given):
@@ -301,7 +321,8 @@ def jacobian_arrays(net, activation, seed, trials, tops, given=None):
     max width)), descending, -inf for exact zeros and NaN past min(n_0, n_D), and the
     Jacobi sweeps per (trial, top).
     """
-    check_bytes(jacobian_bytes(net.widths), "reduce the width")
+    check_bytes(jacobian_bytes(net.widths, None if given is not None else net.sampler),
+                "reduce the width")
     tops = np.asarray(tops, dtype=np.int64)
     caps = jacobian_rank_caps(net, given)
     count = int(min(net.widths[0], net.widths.max()))

@@ -4,10 +4,11 @@ users or builds DataFrames, and nothing here imports from above ``kernels/``
 
 * :mod:`.rng`          keyed counter-based random numbers (SplitMix64 + ziggurat)
 * :mod:`.elementwise`  every activation's phi, phi' and limits, one branch per entry
+* :mod:`.householder`  orthogonal weights as Householder reflectors, applied without W
 * :mod:`.weights`      sampling kinds: weight matrices, and products sampled on the fly
 * :mod:`.layer`        the network description and the per-layer pieces both engines share
 * :mod:`.matrix`       the matrix engine (weight matrices, checkpointed backward)
-* :mod:`.blocks`       block arithmetic and B x B factors the conditional engines share
+* :mod:`.blocks`       block arithmetic, B x B factors, products on fixed blocks of rows
 * :mod:`.conditional`  the conditional engine (Gaussian layers without weight matrices)
 * :mod:`.orthogonal`   Haar orthogonal layers on the conditional engine
 * :mod:`.spectrum`     singular values of the input-output Jacobian (log-space product SVD)

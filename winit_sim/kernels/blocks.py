@@ -4,7 +4,8 @@ Every O(B^2 n) loop of :mod:`.conditional`, :mod:`.residual_conditional` and
 :mod:`.orthogonal` runs over blocks of BLOCK columns; the block count depends on
 n only and per-block sums are added in block order, so no result depends on the
 thread count. The B x B factors (:func:`factor`, :func:`pinv_from_factor`) are
-what conditioning on a layer's input needs.
+what conditioning on a layer's input needs. :func:`rows_dot` splits a product's rows
+into fixed blocks the same way, for the matrix engine.
 """
 import math
 
@@ -261,3 +262,18 @@ def pinv_from_factor(f, chol, out):
             for i in range(rows):
                 scaled[i, k] = f[i, k] / lam
     np.dot(scaled, scaled.T, out)
+
+
+_DOT_BLOCKS = 4  # fixed (not the thread count), so the split never changes a result
+
+
+@njit(parallel=True, cache=True)
+def rows_dot(a, b, out):
+    """out = a @ b, as single-threaded BLAS calls on fixed blocks of rows of a."""
+    n = a.shape[0]
+    step = (n + _DOT_BLOCKS - 1) // _DOT_BLOCKS
+    for k in prange(_DOT_BLOCKS):
+        i0 = k * step
+        i1 = min(n, i0 + step)
+        if i0 < i1:
+            np.dot(a[i0:i1], b, out[i0:i1])

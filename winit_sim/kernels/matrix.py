@@ -29,13 +29,13 @@ import numpy as np
 from numba import njit, prange
 
 from . import FAST, rng
+from .blocks import rows_dot
 from .layer import (N_FORWARD, N_RS, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
                     layer_statistics, log10_mean_sq, max_width, ordered_sum, output_log_scale)
-from .weights import elementwise_kind, fill_weights, times_weights, times_weights_t
+from .weights import ORTHOGONAL, elementwise_kind, fill_weights, times_weights, times_weights_t
 
 FUSED_MAX_BATCH = 64  # batches up to this sample W on the fly (no BLAS); measured crossover
-_DOT_BLOCKS = 4  # fixed (not the thread count), so the split never changes a result
 
 # buffers of a run: see new_state
 State = namedtuple("State", ["seg_len", "wbuf", "bbuf", "hbuf", "ybuf", "xcur", "rs", "seg_x",
@@ -92,24 +92,13 @@ def row_sumsq(m, rowsq):
         rowsq[r] = acc
 
 
-@njit(parallel=True, cache=True)
-def rows_dot(a, b, out):
-    """out = a @ b, as single-threaded BLAS calls on fixed blocks of rows of a."""
-    n = a.shape[0]
-    step = (n + _DOT_BLOCKS - 1) // _DOT_BLOCKS
-    for k in prange(_DOT_BLOCKS):
-        i0 = k * step
-        i1 = min(n, i0 + step)
-        if i0 < i1:
-            np.dot(a[i0:i1], b, out[i0:i1])
-
-
 @njit(cache=True)
 def use_fused(rows, kind, given):
-    """Sample W on the fly for small batches of the elementwise kinds (a shape test only)."""
+    """Use W without storing it: small batches of the elementwise kinds, orthogonal
+    layers at any batch (a test of kinds and shapes only)."""
     if given is not None:
         return False
-    return rows <= FUSED_MAX_BATCH and elementwise_kind(kind)
+    return kind == ORTHOGONAL or (rows <= FUSED_MAX_BATCH and elementwise_kind(kind))
 
 
 @njit(cache=True)

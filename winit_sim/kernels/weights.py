@@ -13,11 +13,16 @@ without BLAS. Each weight comes from the same (key, counter) as in
 
 Both kernels split work over output blocks only, and each output is summed in
 a fixed order, so results do not depend on the thread count.
+
+Orthogonal layers are used on the fly at any batch, as Householder reflectors
+(:mod:`.householder`): a product then costs what a product with a stored W does,
+and no QR. :func:`fill_weights` forms the same W, equal to the products' to
+rounding.
 """
 import numpy as np
 from numba import njit, prange, uint64
 
-from . import FAST, rng
+from . import FAST, householder, rng
 from ..inits import SAMPLINGS
 
 CONSTANT = SAMPLINGS.code("constant")
@@ -45,23 +50,7 @@ def fill_weights(kind, scale, key, out):
     elif kind == UNIFORM:
         rng.fill_uniform(key, out, scale)
     elif kind == ORTHOGONAL:
-        # torch's orthogonal_: QR of a Gaussian (max x min) matrix, signs fixed by diag(R)
-        rows, cols = max(fan_out, fan_in), min(fan_out, fan_in)
-        a = np.empty((rows, cols), np.float64)
-        rng.fill_normal(key, a, 1.0)
-        q, r = np.linalg.qr(a)
-        for j in range(cols):
-            s = np.sign(r[j, j])
-            for i in range(rows):
-                q[i, j] *= s
-        if fan_out >= fan_in:
-            for i in range(fan_out):
-                for j in range(fan_in):
-                    out[i, j] = scale * q[i, j]
-        else:
-            for i in range(fan_out):
-                for j in range(fan_in):
-                    out[i, j] = scale * q[j, i]
+        householder.form(scale, key, out)
     else:
         raise ValueError("unknown sampling kind")
 
@@ -84,9 +73,27 @@ def _sample_span(kind, scale, key, first, out, bits, rejected):
         out[:] = np.nan
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@njit(cache=True)
 def times_weights_t(kind, scale, key, x, h):
     """h = x @ W.T for W (n_out, n_in) sampled from ``key``; x (B, n_in), h (B, n_out)."""
+    if kind == ORTHOGONAL:
+        householder.times_w_t(scale, key, x, h)
+    else:
+        _times_drawn_t(kind, scale, key, x, h)
+
+
+@njit(cache=True)
+def times_weights(kind, scale, key, delta, out):
+    """out = delta @ W for W (n_out, n_in) sampled from ``key``; delta (B, n_out), out (B, n_in)."""
+    if kind == ORTHOGONAL:
+        householder.times_w(scale, key, delta, out)
+    else:
+        _times_drawn(kind, scale, key, delta, out)
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def _times_drawn_t(kind, scale, key, x, h):
+    """times_weights_t for the elementwise kinds: W drawn block by block."""
     rows, n_in = x.shape
     n_out = h.shape[1]
     n_blocks = (n_out + _ROW_BLOCK - 1) // _ROW_BLOCK
@@ -105,8 +112,8 @@ def times_weights_t(kind, scale, key, x, h):
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
-def times_weights(kind, scale, key, delta, out):
-    """out = delta @ W for W (n_out, n_in) sampled from ``key``; delta (B, n_out), out (B, n_in)."""
+def _times_drawn(kind, scale, key, delta, out):
+    """times_weights for the elementwise kinds."""
     rows, n_out = delta.shape
     n_in = out.shape[1]
     # columns per task: up to 256 (measured best at width 1024), at least 4 tasks
