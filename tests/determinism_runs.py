@@ -1,6 +1,8 @@
 """The determinism check's runs in subprocesses: one digest of many simulate() results.
 
-:func:`start` launches one with a given thread count (and Numba cache, if given).
+:func:`start` launches one; the first uncached run is launched by ``conftest.py`` as
+soon as collection finishes, so its cold compile (minutes, on one core) overlaps the
+rest of the suite instead of adding to it.
 """
 import os
 import subprocess

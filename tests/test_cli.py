@@ -157,10 +157,21 @@ def test_spectrum_writes_table_csvs_and_figure(tmp_path, capsys):
     assert len(spectrum) == 2 * 2 * 32
 
 
+def test_spectrum_of_a_residual_arch(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["spectrum", "--width", "16", "--depths", "2,8", "--activation", "relu",
+                 "--init", "he_normal", "--arch", "residual:norm=layernorm", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "no theory density" in printed and "theory_nvar" not in printed
+    assert os.path.getsize(os.path.join(out, "spectrum.png")) > 0
+    assert len(pd.read_csv(os.path.join(out, "spectrum.csv"))) == 2 * 16
+
+
 @pytest.mark.parametrize("args,match", [
     (["--width", "8", "--depths", "0,3"], "depths entry"),
     (["--width", "8", "--depth", "3", "--depths", "5"], r"1\.\.3"),
     (["--width", "8", "--depth", "3", "--init", "nope"], "init"),
+    (["--width", "8", "--depth", "3", "--arch", "nope"], "arch"),
 ])
 def test_spectrum_bad_input_exits_2(tmp_path, capsys, args, match):
     assert main(["spectrum", *args, "--out", str(tmp_path / "s")]) == 2

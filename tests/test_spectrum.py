@@ -271,3 +271,150 @@ def test_density_matches_free_probability(act, weights, sb2):
     assert ks.statistic < 1.95 * math.sqrt((n + m) / (n * m)), ks
     zero_share = 1.0 - nonzero.size / y.size
     assert zero_share == pytest.approx(dens.attrs["atom_at_zero"], abs=0.06)
+
+
+# ---------------------------------------------------------------- residual nets
+
+RESIDUAL = [  # (arch, keywords of the reference below)
+    ("residual", dict()),
+    ("residual:branch=2,hidden=9,alpha=0.7", dict(branch=2, alpha=0.7)),
+    ("residual:norm=layernorm", dict(norm="layernorm")),
+    ("residual:branch=2,hidden=9,norm=rmsnorm", dict(branch=2, norm="rmsnorm")),
+    ("residual:branch=2,hidden=9,norm=layernorm,position=post,beta=1.6",
+     dict(branch=2, norm="layernorm", post=True, beta=1.6)),
+    ("residual:norm=rmsnorm,position=post,eps=0.01", dict(norm="rmsnorm", post=True, eps=0.01)),
+]
+
+
+def _residual_given(kw, rng, width, depth):
+    branch = kw.get("branch", 1)
+    shapes = [(width, width)] if branch == 1 else [(9, width), (width, 9)]
+    weights, biases = [], []
+    for _ in range(depth):
+        for n_out, n_in in shapes:
+            weights.append(rng.standard_normal((n_out, n_in)) * 1.2 / np.sqrt(n_in))
+            biases.append(0.2 * rng.standard_normal(n_out))
+    return weights, biases, rng.standard_normal(width)
+
+
+def _residual_jacobians(weights, biases, x, act, branch=1, norm="none", post=False, alpha=1.0,
+                        beta=1.0, eps=1e-5):
+    """dx_D/dx_0 at every depth D, from explicit per-block Jacobians: a NumPy forward with
+    naive.phi / naive.dphi, and each norm's Jacobian written out from its definition."""
+    def normed(z):
+        n = z.size
+        mu = z.mean() if norm == "layernorm" else 0.0
+        c = z - mu
+        sd = math.sqrt(np.mean(c * c) + eps)
+        y = c / sd
+        center = np.eye(n) - (np.ones((n, n)) / n if norm == "layernorm" else 0.0)
+        return y, (center - np.outer(y, y) / n) / sd
+
+    n = x.size
+    jac, out = np.eye(n), []
+    for l in range(len(weights) // branch):
+        mats = weights[l * branch:(l + 1) * branch]
+        bs = biases[l * branch:(l + 1) * branch]
+        u, j_in = (x, np.eye(n)) if post or norm == "none" else normed(x)
+        a = mats[0] @ u + bs[0] if branch == 2 else u
+        d = naive.dphi(act, a[None, :])[0]
+        inner = (mats[0] if branch == 2 else np.eye(n)) @ j_in
+        z = beta * x + alpha * (mats[-1] @ naive.phi(act, a[None, :])[0] + bs[-1])
+        j = beta * np.eye(n) + alpha * mats[-1] @ (d[:, None] * inner)
+        if post and norm != "none":
+            z, j_out = normed(z)
+            j = j_out @ j
+        x = z
+        jac = j @ jac
+        out.append(jac)
+    return out
+
+
+@pytest.mark.parametrize("arch,kw", RESIDUAL)
+@pytest.mark.parametrize("act", ["tanh", "relu", "gelu"])
+def test_residual_spectrum_matches_a_direct_svd(arch, kw, act):
+    """Given weights of every residual form against the SVD of the explicit product, to
+    1e-8 relative where the SVD is accurate; a post-LayerNorm's null direction (1) is an
+    exact zero, while N(z) keeps a small singular value (eps > 0)."""
+    w, b, x = _residual_given(kw, np.random.default_rng(11), 7, 6)
+    df = ws.jacobian_spectrum(weights=w, biases=b, x=x, activation=act, arch=arch,
+                              depths=[1, 3, 6])
+    jacs = _residual_jacobians(w, b, x, act, **kw)
+    for d in (1, 3, 6):
+        want = np.linalg.svd(jacs[d - 1], compute_uv=False)
+        got = 10.0 ** _sv(df, d)
+        zeros = 1 if kw.get("post") and kw.get("norm") == "layernorm" else 0
+        assert np.all(got[7 - zeros:] == 0.0)
+        ok = want[:7 - zeros] >= 1e-7 * want[0]
+        np.testing.assert_allclose(got[:7 - zeros][ok], want[:7 - zeros][ok], rtol=1e-8)
+
+
+def test_residual_spectrum_matches_torch_jacobian():
+    """An independent check of the reference: torch.func.jacrev of the same net."""
+    torch = pytest.importorskip("torch")
+    from torch.nn import functional as F
+    kw = dict(branch=2, norm="layernorm")
+    w, b, x = _residual_given(kw, np.random.default_rng(2), 7, 5)
+    tw = [torch.tensor(m) for m in w]
+    tb = [torch.tensor(v) for v in b]
+
+    def net(h):
+        for l in range(5):
+            u = F.layer_norm(h, h.shape, eps=1e-5)
+            h = h + tw[2 * l + 1] @ torch.tanh(tw[2 * l] @ u + tb[2 * l]) + tb[2 * l + 1]
+        return h
+
+    jac = torch.func.jacrev(net)(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(_residual_jacobians(w, b, x, "tanh", **kw)[-1], jac, rtol=1e-10,
+                               atol=1e-12)
+    df = ws.jacobian_spectrum(weights=w, biases=b, x=x, activation="tanh", depths=[5],
+                              arch="residual:branch=2,hidden=9,norm=layernorm")
+    np.testing.assert_allclose(10.0 ** _sv(df, 5), np.linalg.svd(jac, compute_uv=False),
+                               rtol=1e-8)
+
+
+def test_residual_spectrum_is_simulates_net():
+    """Sampled blocks: the weights of sample_weights(layer=block, matrix=j) and simulate's
+    first input row give the same spectrum through the given-weights path (to 1e-12: a
+    sampled matrix is used on the fly, a given one by BLAS, summing in another order);
+    the depth prefix holds bit for bit."""
+    arch = "residual:branch=2,hidden=20,norm=layernorm"
+    df = ws.jacobian_spectrum(12, 6, activation="gelu", init="he_uniform", arch=arch, seed=4,
+                              trials=2, depths=[3, 6], bias_std=0.1)
+    short = ws.jacobian_spectrum(12, 3, activation="gelu", init="he_uniform", arch=arch,
+                                 seed=4, trials=2, bias_std=0.1)
+    assert df.attrs["net"]["arch"] == arch
+    for trial in (0, 1):
+        assert np.array_equal(_sv(df, 3, trial), _sv(short, 3, trial))
+        weights, biases = [], []
+        for l in range(1, 7):
+            for j, (fo, fi) in enumerate(((20, 12), (12, 20))):
+                weights.append(ws.sample_weights("he_uniform", fi, fo, seed=4, trial=trial,
+                                                 layer=l, matrix=j))
+                stream = _rng.STREAM_BIAS2 if j else _rng.STREAM_BIAS
+                bias = np.empty((1, fo))
+                _rng.fill_normal(np.uint64(_rng.stream_key(4, trial, l, stream)), bias, 0.1)
+                biases.append(bias[0])
+        given = ws.jacobian_spectrum(weights=weights, biases=biases, arch=arch,
+                                     x=_first_input(4, trial, 12), activation="gelu",
+                                     depths=[3, 6])
+        for d in (3, 6):
+            np.testing.assert_allclose(_sv(df, d, trial), _sv(given, d), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["residual", "residual:norm=rmsnorm,position=post", "fixup"])
+def test_residual_spectrum_at_depth_10000_is_finite(arch):
+    df = ws.jacobian_spectrum(8, 10000, activation="relu", init="he_normal", arch=arch,
+                              depths=[10, 10000])
+    v = df["log10_sv"].to_numpy()
+    assert not np.any(np.isnan(v)) and not np.any(v == np.inf)
+    if arch == "fixup":   # zero last matrices: J = I exactly
+        np.testing.assert_allclose(v, 0.0, atol=1e-12)
+
+
+def test_residual_spectrum_has_no_theory():
+    with pytest.raises(ValueError, match="those of an MLP"):
+        ws.jacobian_spectrum(8, 3, arch="residual", theory=True)
+    df = ws.jacobian_spectrum(8, 3, arch="residual")
+    with pytest.raises(ValueError, match="those of an MLP"):
+        ws.spectrum_summary(df, theory=True)

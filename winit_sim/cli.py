@@ -15,7 +15,7 @@ import pandas as pd
 from .activations import ACTIVATIONS
 from .checks import DTYPES
 from .inits import INITS
-from .layers import ARCHS, METHODS
+from .layers import ARCHS, METHODS, resolve_arch
 from .report.tables import QUANTITIES, to_markdown, variance_decay_table
 from .simulate import simulate
 from .sweep.cells import SweepTimer, run_sweep
@@ -347,10 +347,11 @@ def cmd_spectrum(args):
     depths = _split(args.depths, int, "--depths") if args.depths else [args.depth]
     depth = args.depth if args.depth is not None else max(depths)
     try:
+        mlp = resolve_arch(args.arch) is None
         df = jacobian_spectrum(args.width, depth, activation=args.activation, init=args.init,
                                depths=depths, trials=args.trials, seed=args.seed,
-                               bias_std=args.bias_std)
-        summary = spectrum_summary(df, theory=_has_theory(args.init))
+                               bias_std=args.bias_std, arch=args.arch)
+        summary = spectrum_summary(df, theory=mlp and _has_theory(args.init))
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     os.makedirs(args.out, exist_ok=True)
@@ -359,9 +360,14 @@ def cmd_spectrum(args):
     atomic_write(stem + "_summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     atomic_write_text(stem + "_summary.md", to_markdown(summary.set_index(["trial", "depth"]), 4)
                       + "\n")
-    densities = _spectrum_densities(args, sorted(set(df["depth"])))
-    title = (f"{args.activation}, {args.init}, width {args.width}: "
-             f"Jacobian singular values (trials pooled)")
+    if mlp:
+        densities = _spectrum_densities(args, sorted(set(df["depth"])))
+    else:
+        print(f"no theory density: the free-probability theory is that of MLPs, not of "
+              f"arch {args.arch}")
+        densities = {}
+    title = (f"{args.activation}, {args.init}, width {args.width}"
+             f"{'' if mlp else ', ' + args.arch}: Jacobian singular values (trials pooled)")
     atomic_write(stem + ".png", lambda tmp: plot_spectrum(df, tmp + ".png", densities, title)
                  or os.replace(tmp + ".png", tmp))
     with pd.option_context("display.width", 200):
@@ -519,6 +525,7 @@ def build_parser():
     sp.add_argument("--trials", type=int, default=1)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--bias-std", dest="bias_std", type=float, default=0.0)
+    sp.add_argument("--arch", default="mlp", help=ARCH_HELP)
     sp.add_argument("--out", default="winit_spectrum")
     sp.set_defaults(func=cmd_spectrum)
 

@@ -23,11 +23,11 @@ from .checks import check_positive_int
 from .inits import (CONDITIONAL_INITS, GAUSSIAN_INITS, SAMPLINGS, is_gaussian, layer_sampler,
                     on_conditional)
 from .kernels import (conditional, driver, householder, matrix, residual, residual_conditional,
-                      spectrum)
+                      residual_spectrum, spectrum)
 from .kernels.blocks import BLOCK
 from .kernels.layer import BACKWARD_COLUMNS, DENSE, FORWARD_COLUMNS, Draws, Net
 from .kernels.residual import (BLOCK_BACKWARD_COLUMNS, BLOCK_FORWARD_EXTRA, ResNet)
-from .layers import AUTO, ENGINES, NORMS
+from .layers import AUTO, ENGINES, NO_NORM, NORMS
 from .theory.moments import auto_gain
 
 SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpointing kicks in
@@ -333,6 +333,30 @@ def jacobian_arrays(net, activation, seed, trials, tops, given=None):
     for trial in range(trials):
         spectrum.jacobian_trial(fwd, net, act, np.uint64(seed), trial, given, caps, tops,
                                 log_sv[trial], sweeps[trial])
+    return log_sv, sweeps
+
+
+def jacobian_block_arrays(net, activation, seed, trials, tops, given=None):
+    """:func:`jacobian_arrays` for a residual net (a ResNet, see :func:`describe_blocks`;
+    :mod:`winit_sim.kernels.residual_spectrum`)."""
+    n, m = net.width, net.hidden
+    need = 8 * (12 * n * n + 4 * n * m)
+    if given is None and np.any(net.sampler == ORTHOGONAL_CODE):
+        need += householder.workspace_bytes(max(n, m), min(n, m), n)
+    check_bytes(need, "reduce the width")
+    tops = np.asarray(tops, dtype=np.int64)
+    # a post-LayerNorm's Jacobian removes the direction 1 exactly (with eps > 0 the
+    # direction N(z) keeps a small singular value, eps / (var + eps) / sigma)
+    cap = n - 1 if net.post and net.norm != NO_NORM and net.centered else n
+    log_sv = np.full((trials, tops.size, n), np.nan)
+    sweeps = np.zeros((trials, tops.size), np.int64)
+    act = kernel_data(activation)
+    state = residual.new_state(net, 1, 1, given, np.empty(0), False)
+    # the tangent products run on n rows: W formed where rows of 1 would sample it
+    state = state._replace(wbuf=np.empty(residual.weight_buffer_size(net, n, given, False)))
+    for trial in range(trials):
+        residual_spectrum.jacobian_blocks_trial(state, net, act, np.uint64(seed), trial, given,
+                                                cap, tops, log_sv[trial], sweeps[trial])
     return log_sv, sweeps
 
 

@@ -199,7 +199,7 @@ def propagate(weights, x, activation, grad_output=None, biases=None, *, arch="ml
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must have shape (batch, n_0), got {x.shape}")
     dt = check_dtype(x.dtype if x.dtype.kind == "f" else "float64")
-    blocks = None if resolve_arch(arch) is None else _given_blocks(arch, mats, x.shape[1])
+    blocks = None if resolve_arch(arch) is None else given_blocks(arch, mats, x.shape[1])
     if blocks is None:
         widths = _chained_widths(mats, x.shape[1])
     n_out = x.shape[1] if blocks is not None else mats[-1].shape[0]
@@ -292,7 +292,7 @@ def _chained_widths(mats, n_in):
     return np.array(widths, dtype=np.int64)
 
 
-def _given_blocks(arch, mats, width):
+def given_blocks(arch, mats, width):
     """The resolved residual arch of given weights; ValueError if their count or shapes
     do not fit it (x's columns are the stream width)."""
     branch = resolve_arch(arch, 1, width).branch

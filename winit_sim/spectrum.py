@@ -17,7 +17,8 @@ from .checks import (check_depths, check_nonneg_float, check_positive_int, check
                      resolve_widths)
 from .inits import layer_sampler
 from .kernels.layer import Given
-from .simulate import given_weights
+from .layers import resolve_arch, stream_blocks
+from .simulate import flatten_given, given_blocks, given_weights, weight_matrices
 from .theory.moments import auto_gain
 from .theory.spectrum import jacobian_moments
 
@@ -29,7 +30,7 @@ SUMMARY_COLUMNS = ("log10_mean_sq_sv", "nvar", "log10_sv_max", "log10_sv_min", "
 def jacobian_spectrum(width=None, depth=None, *, widths=None, activation="relu",
                       init="he_normal", depths=None, trials=1, seed=0, bias_std=0.0,
                       input_var=1.0, threads=None, theory=False, weights=None, x=None,
-                      biases=None):
+                      biases=None, arch="mlp"):
     """Every singular value of the input-output Jacobian of deep nets, at several depths.
 
     J = dx_D/dx_0 = D_D W_D ... D_1 W_1 with D_l = diag(phi'(h_l)), at one input
@@ -62,6 +63,12 @@ def jacobian_spectrum(width=None, depth=None, *, widths=None, activation="relu",
         The input of given weights.
     biases : sequence of 1-D arrays, optional
         One per given matrix, shape (fan_out,).
+    arch : str or tuple
+        ``"mlp"`` (default) or a residual architecture, as in
+        :func:`winit_sim.simulate` (``depth`` then counts blocks, and the spectrum is
+        that of the net ``simulate(..., method="matrix")`` runs). Given weights of a
+        residual arch come in its forward order (W_1, V_1, W_2, ...). The theory
+        (``theory=True``) is that of MLPs only.
 
     Returns
     -------
@@ -81,7 +88,7 @@ def jacobian_spectrum(width=None, depth=None, *, widths=None, activation="relu",
     about nine such matrices.
     """
     if weights is not None:
-        return _given_spectrum(weights, x, activation, biases, depths, threads)
+        return _given_spectrum(weights, x, activation, biases, depths, threads, arch)
     widths = resolve_widths(width, depth, widths)
     depth = widths.size - 1
     trials = check_positive_int(trials, "trials")
@@ -91,19 +98,28 @@ def jacobian_spectrum(width=None, depth=None, *, widths=None, activation="relu",
     resolve_activation(activation)
     layer_sampler(init, 1, 1, auto_gain(init, activation))  # validate before any work
     tops = check_depths(depths, depth)
-    net = engine.describe(widths, activation, init, bias_std, math.sqrt(input_var))
+    blocks = stream_blocks(arch, widths)
+    if blocks is not None and theory:
+        raise ValueError(f"theory=True: the free-probability moments are those of an MLP, "
+                         f"not of arch {arch!r}")
     spec = dict(widths=[int(w) for w in widths], activation=activation, init=init,
-                bias_std=bias_std, input_var=input_var)
+                bias_std=bias_std, input_var=input_var, arch=arch)
     pred = None
     if theory:
         pred = jacobian_moments(widths=spec["widths"], activation=activation, init=init,
                                 depths=tops, bias_std=bias_std, input_var=input_var)
     with engine.threads(threads):
-        log_sv, sweeps = engine.jacobian_arrays(net, activation, seed, trials, tops)
+        if blocks is None:
+            net = engine.describe(widths, activation, init, bias_std, math.sqrt(input_var))
+            log_sv, sweeps = engine.jacobian_arrays(net, activation, seed, trials, tops)
+        else:
+            net = engine.describe_blocks(blocks, int(widths[0]), depth, activation, init,
+                                         bias_std, math.sqrt(input_var))
+            log_sv, sweeps = engine.jacobian_block_arrays(net, activation, seed, trials, tops)
     return _frame(log_sv, sweeps, tops, widths, spec, pred)
 
 
-def _given_spectrum(weights, x, activation, biases, depths, threads):
+def _given_spectrum(weights, x, activation, biases, depths, threads, arch):
     resolve_activation(activation)
     if x is None:
         raise ValueError("given weights need their input x, of shape (n_0,) or (1, n_0)")
@@ -112,14 +128,26 @@ def _given_spectrum(weights, x, activation, biases, depths, threads):
         x = x[None, :]
     if x.ndim != 2 or x.shape[0] != 1 or x.shape[1] < 1:
         raise ValueError(f"x must have shape (n_0,) or (1, n_0), got {np.shape(x)}")
-    w_flat, w_off, b_flat, b_off, widths = given_weights(weights, x, biases, np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains inf or NaN")
+    n0 = x.shape[1]
+    if resolve_arch(arch) is None:
+        w_flat, w_off, b_flat, b_off, widths = given_weights(weights, x, biases, np.float64)
+        net = engine.describe(widths, activation, None)
+        arrays = engine.jacobian_arrays
+    else:
+        mats = weight_matrices(weights)
+        blocks = given_blocks(arch, mats, n0)
+        w_flat, w_off, b_flat, b_off = flatten_given(mats, biases, np.float64)
+        widths = np.full(len(mats) // blocks.branch + 1, n0, np.int64)
+        net = engine.describe_blocks(blocks, n0, widths.size - 1, activation, None)
+        arrays = engine.jacobian_block_arrays
     tops = check_depths(depths, widths.size - 1)
     given = Given(w_flat, w_off, b_flat, b_off, np.ascontiguousarray(x),
                   np.zeros((1, int(widths[-1]))))
-    net = engine.describe(widths, activation, None)
     with engine.threads(threads):
-        log_sv, sweeps = engine.jacobian_arrays(net, activation, 0, 1, tops, given)
-    spec = dict(widths=[int(w) for w in widths], activation=activation, init=None)
+        log_sv, sweeps = arrays(net, activation, 0, 1, tops, given)
+    spec = dict(widths=[int(w) for w in widths], activation=activation, init=None, arch=arch)
     return _frame(log_sv, sweeps, tops, widths, spec, None)
 
 
@@ -176,6 +204,9 @@ def spectrum_summary(df, theory=False):
             if not spec or spec.get("init") is None:
                 raise ValueError("theory=True needs a sampled net's frame (given weights "
                                  "have no theory)")
+            if resolve_arch(spec.get("arch", "mlp")) is not None:
+                raise ValueError(f"theory=True: the free-probability moments are those of "
+                                 f"an MLP, not of arch {spec['arch']!r}")
             pred = jacobian_moments(widths=spec["widths"], activation=spec["activation"],
                                     init=spec["init"], depths=sorted(out["depth"].unique()),
                                     bias_std=spec["bias_std"], input_var=spec["input_var"])

@@ -292,7 +292,7 @@ def _weights(state, net, seed, trial, given, l, j):
 
 
 @njit(cache=True)
-def _times_t(state, net, seed, trial, given, l, j, x, out):
+def times_t(state, net, seed, trial, given, l, j, x, out):
     """out = x @ M^T for matrix j of block l."""
     if use_fused(x.shape[0], net.sampler[l, j], given):
         times_weights_t(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), x,
@@ -340,7 +340,7 @@ def _affine(state, cond, net, seed, trial, given, l, j, k, x, s, out):
         residual_conditional.keep_gram(cond, k, j, x)   # a zero matrix: out is its bias
         out[:, :] = 0.0   # (not 0 * out: the buffer may hold anything, inf included)
     else:
-        _times_t(state, net, seed, trial, given, l, j, x, out)
+        times_t(state, net, seed, trial, given, l, j, x, out)
     return _add_bias(state, net, seed, trial, given, l, j, out, s)
 
 
@@ -357,7 +357,7 @@ def _backprop(state, cond, net, seed, trial, given, l, j, k, g, x, out):
 
 
 @njit(cache=True)
-def _forward_block(state, cond, net, act, seed, trial, given, l, k, out):
+def forward_block(state, cond, net, act, seed, trial, given, l, k, out):
     """Block l from the stream in xcur (log-scale log_s[l]) into xcur; kept in slot k.
 
     Writes the block's forward statistics into ``out``; returns x_l's log-scale.
@@ -418,7 +418,7 @@ def forward_trial(state, cond, net, act, draws, trial, given, stats):
         first = seg * seg_len
         state.ckpt[seg, :] = state.xcur[:rows * n]
         for l in range(first, min(depth, first + seg_len)):
-            state.log_s[l + 1] = _forward_block(state, cond, net, act, draws.seed, trial, given,
+            state.log_s[l + 1] = forward_block(state, cond, net, act, draws.seed, trial, given,
                                                 l, l - first, stats[l])
     state.loaded[0] = n_seg - 1
 
@@ -430,7 +430,7 @@ def _recompute_segment(state, cond, net, act, seed, trial, given, seg):
     first = seg * state.seg_len
     state.xcur[:] = state.ckpt[seg, :]
     for l in range(first, min(depth, first + state.seg_len)):
-        _forward_block(state, cond, net, act, seed, trial, given, l, l - first, state.scratch)
+        forward_block(state, cond, net, act, seed, trial, given, l, l - first, state.scratch)
     state.loaded[0] = seg
 
 
