@@ -17,6 +17,7 @@ import winit_sim as ws
 from winit_sim.kernels import rng as _rng
 
 import naive
+from test_residual import _given as residual_given
 
 LN10 = math.log(10.0)
 
@@ -287,14 +288,9 @@ RESIDUAL = [  # (arch, keywords of the reference below)
 
 
 def _residual_given(kw, rng, width, depth):
-    branch = kw.get("branch", 1)
-    shapes = [(width, width)] if branch == 1 else [(9, width), (width, 9)]
-    weights, biases = [], []
-    for _ in range(depth):
-        for n_out, n_in in shapes:
-            weights.append(rng.standard_normal((n_out, n_in)) * 1.2 / np.sqrt(n_in))
-            biases.append(0.2 * rng.standard_normal(n_out))
-    return weights, biases, rng.standard_normal(width)
+    """test_residual's given weights and biases, with one input row."""
+    w, x, _, b = residual_given(kw, rng, width=width, depth=depth, batch=1)
+    return w, b, x[0]
 
 
 def _residual_jacobians(weights, biases, x, act, branch=1, norm="none", post=False, alpha=1.0,
