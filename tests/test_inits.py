@@ -113,3 +113,23 @@ def test_canonical_specs():
     assert spec.canonical() == "he_normal:mode=fan_out"
     assert ws.INITS.resolve(("normal", {"std": 0.05})).canonical() == "normal:std=0.05"
     assert ws.INITS.resolve("he_normal").canonical() == "he_normal"
+
+
+@pytest.mark.parametrize("fo, fi, rows", [(70, 40, 9), (40, 70, 1), (100, 100, 70), (1, 5, 3)])
+def test_orthogonal_products_equal_the_formed_matrix(fo, fi, rows):
+    """The matrix engine applies orthogonal layers as reflectors without forming W; its
+    products must equal NumPy's products with the W that sample_weights forms (several
+    32-reflector panels, tall, wide, batch 1 and 70)."""
+    from winit_sim.kernels import householder, rng as krng
+    key = np.uint64(krng.stream_key(2, 0, 3, krng.STREAM_WEIGHT))
+    w = ws.sample_weights("orthogonal:gain=1.3", fi, fo, seed=2, layer=3)
+    k = min(fi, fo)
+    gram = w @ w.T if fo < fi else w.T @ w
+    np.testing.assert_allclose(gram, 1.69 * np.eye(k), atol=1e-12)
+    g = np.random.default_rng(0)
+    x, d = g.standard_normal((rows, fi)), g.standard_normal((rows, fo))
+    h, back = np.empty((rows, fo)), np.empty((rows, fi))
+    householder.times_w_t(1.3, key, x, h)
+    householder.times_w(1.3, key, d, back)
+    np.testing.assert_allclose(h, x @ w.T, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(back, d @ w, rtol=0, atol=1e-12)
