@@ -1,8 +1,6 @@
 """The determinism check's runs in subprocesses: one digest of many simulate() results.
 
-:func:`start` launches one; the first uncached run is launched by ``conftest.py`` as
-soon as collection finishes, so its cold compile (minutes, on one core) overlaps the
-rest of the suite instead of adding to it.
+:func:`start` launches one, :func:`digest` waits for it.
 """
 import os
 import subprocess
