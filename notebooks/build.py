@@ -1,7 +1,8 @@
 """Build notebooks/NAME.ipynb from its paired jupytext source notebooks/NAME.py, executed.
 
     python notebooks/build.py                  # every notebook, full sizes (several minutes)
-    python notebooks/build.py seed_tour        # or finite_width, depth, dynamical_isometry
+    python notebooks/build.py seed_tour        # or finite_width, depth, dynamical_isometry,
+                                               # diagnose_a_model
     WINIT_TOUR_QUICK=1 python notebooks/build.py seed_tour   # small sizes (what the test runs)
 
 NAME.py (jupytext "percent" format) is the source to edit; NAME.ipynb is generated from it and
@@ -15,7 +16,7 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NAMES = ("seed_tour", "finite_width", "depth", "dynamical_isometry")
+NAMES = ("seed_tour", "finite_width", "depth", "dynamical_isometry", "diagnose_a_model")
 
 
 def build(name, timeout=1800):

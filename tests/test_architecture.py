@@ -21,6 +21,7 @@ LAYERS = [
     ("api", ["simulate", "training", "spectrum"]),
     ("sweeps", ["sweep"]),
     ("reports", ["report"]),
+    ("bridge", ["torch"]),
     ("command line", ["cli", "__main__"]),
 ]
 KERNEL_PARAMS_MAX = 12

@@ -133,3 +133,21 @@ def test_orthogonal_products_equal_the_formed_matrix(fo, fi, rows):
     householder.times_w(1.3, key, d, back)
     np.testing.assert_allclose(h, x @ w.T, rtol=0, atol=1e-12)
     np.testing.assert_allclose(back, d @ w, rtol=0, atol=1e-12)
+
+
+def test_sample_biases_are_simulates_biases():
+    """propagate on sample_weights and sample_biases, from simulate's own input and top
+    gradient, reproduces the matrix engine's simulate with bias_std."""
+    from winit_sim.kernels import rng as _rng
+    widths, seed = [10, 14, 9], 6
+    sim = ws.simulate(widths=widths, activation="tanh", init="he_normal", bias_std=0.3,
+                      batch=5, seed=seed, method="matrix")
+    w = [ws.sample_weights("he_normal", widths[l], widths[l + 1], seed=seed, layer=l + 1)
+         for l in range(2)]
+    b = [ws.sample_biases(0.3, widths[l + 1], seed=seed, layer=l + 1) for l in range(2)]
+    x, g = np.empty((5, 10)), np.empty((5, 9))
+    _rng.fill_normal(np.uint64(_rng.stream_key(seed, 0, 0, _rng.STREAM_INPUT)), x, 1.0)
+    _rng.fill_normal(np.uint64(_rng.stream_key(seed, 0, 0, _rng.STREAM_GRAD)), g, 1.0)
+    ref = ws.propagate(w, x, "tanh", grad_output=g, biases=b)
+    cols = [c for c in ref.columns if c != "trial"]
+    np.testing.assert_allclose(sim[cols].to_numpy(), ref[cols].to_numpy(), rtol=1e-11)

@@ -8,7 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "notebooks")
-NAMES = ["seed_tour", "finite_width", "depth", "dynamical_isometry"]
+NAMES = ["seed_tour", "finite_width", "depth", "dynamical_isometry", "diagnose_a_model"]
 
 
 def _source(name):
@@ -60,3 +60,13 @@ def test_dynamical_isometry_notebook_executes(monkeypatch):
     assert "orthogonal tanh (q* small) stays near isometric at depth 16 : True" in text
     assert "relu's spread grows linearly with depth either way: True" in text
     assert "tanh, q* small  gaussian" in text
+
+
+def test_diagnose_a_model_notebook_executes(monkeypatch):
+    pytest.importorskip("torch")
+    text = _execute("diagnose_a_model", monkeypatch)
+    for claim in ("below the output's, more than 1: True", "more than 1 decade: True",
+                  "within 0.2 decade of the first: True", "reaches the input within 1 decade: True",
+                  "0.2 to 0.35: True", "within a factor e of the first block: True",
+                  "above 1 after every step: True", "flat band at every step: True"):
+        assert claim in text, claim

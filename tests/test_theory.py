@@ -111,6 +111,34 @@ def test_simulation_matches_theory_at_width_1024(act, init):
         assert np.all(err <= 4 * stats["std"] / math.sqrt(24) + 0.01 * th), (act, col)
 
 
+def test_theory_backward_with_uneven_widths():
+    """The backward sums over a layer's fan_out (fan_in was used once: off by 32x, 1.5
+    decades, below a 256 -> 8 read-out). Each of 24 trials' mean square is averaged over
+    batch x width entries, so 4 standard errors plus 2% bound the mean; seeds 3 and 4 used
+    at most 0.29 of the band."""
+    df = ws.simulate(widths=[64, 256, 512, 128, 8], activation="tanh", init="xavier_normal",
+                     batch=32, trials=24, seed=3, theory=True, method="matrix")
+    for col in ("grad_q", "wgrad_q"):
+        q = 10 ** df[f"log10_{col}"]
+        stats = q.groupby(df.layer).agg(["mean", "std"])
+        th = 10 ** df.groupby("layer")[f"theory_log10_{col}"].first()
+        err = np.abs(stats["mean"] - th)
+        assert np.all(err <= 4 * stats["std"] / math.sqrt(24) + 0.02 * th), (col, err / th)
+
+
+def test_predict_layers_is_predict_with_per_layer_variances():
+    widths = [30, 50, 40, 60]
+    ref = ws.theory.predict(widths=widths, activation="gelu", init="he_normal", bias_std=0.1,
+                            batch=8)
+    var = [ws.weight_variance("he_normal", widths[l], widths[l + 1]) for l in range(3)]
+    got = ws.theory.predict_layers(widths, "gelu", var, [0.01] * 3, batch=8)
+    np.testing.assert_allclose(got.to_numpy(), ref.to_numpy(), rtol=1e-13)
+    readout = ws.theory.predict_layers(widths, "gelu", var, last_activation=False)
+    assert readout.theory_log10_grad_q.iloc[-1] == 0.0     # dloss/dh_L = g
+    with pytest.raises(ValueError, match="one value per layer"):
+        ws.theory.predict_layers(widths, "gelu", var[:2])
+
+
 def test_relu_finite_width_deviation_grows_as_width_shrinks():
     """Hanin & Rolnick: E[log q_L] falls below log E[q_L] by ~ sum over layers of 1/width."""
     gaps = {}

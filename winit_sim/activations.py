@@ -9,12 +9,15 @@ or a message needs is an entry field here:
 * ``phi0``: phi(0), the offset a vanishing signal keeps (sigmoid 1/2);
 * ``homogeneous``: phi(c h) = c phi(h) for c > 0, so a log-scale is exact;
 * ``sup_dphi``: sup |phi'| over the real line (the reference for saturation);
-* ``torch_gain``: ``torch.nn.init.calculate_gain``, written down, or None.
+* ``torch_gain``: ``torch.nn.init.calculate_gain``, written down, or None;
+* ``torch_module``: the ``torch.nn`` class computing the same function (or None), and
+  ``torch_params``: which of its attributes holds each parameter (``winit_sim.torch``
+  reads a model's activations with these).
 
 Each may be a constant or a callable of the parameter dict.
 """
 from collections import namedtuple
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import math
 
 from .registry import Entry, Param, Registry
@@ -31,6 +34,8 @@ class Activation(Entry):
     homogeneous: bool = False
     sup_dphi: object = 1.0
     torch_gain: object = None
+    torch_module: str | None = None
+    torch_params: dict = field(default_factory=dict)
 
 
 def _sup_dsilu(params):
@@ -44,25 +49,32 @@ def _sup_dsilu(params):
 
 
 ACTIVATIONS = Registry("activation", [
-    Activation("linear", doc="identity", homogeneous=True, torch_gain=1.0),
-    Activation("relu", doc="max(h, 0)", homogeneous=True, torch_gain=math.sqrt(2.0)),
+    Activation("linear", doc="identity", homogeneous=True, torch_gain=1.0,
+               torch_module="Identity"),
+    Activation("relu", doc="max(h, 0)", homogeneous=True, torch_gain=math.sqrt(2.0),
+               torch_module="ReLU"),
     Activation("leaky_relu", {"slope": Param(0.01)}, doc="h if h > 0 else slope*h",
                kernel_param="slope", homogeneous=True,
                sup_dphi=lambda p: max(1.0, abs(p["slope"])),
-               torch_gain=lambda p: math.sqrt(2.0 / (1.0 + p["slope"] * p["slope"]))),
-    Activation("tanh", torch_gain=5.0 / 3.0),
-    Activation("sigmoid", doc="1/(1+exp(-h))", phi0=0.5, sup_dphi=0.25, torch_gain=1.0),
+               torch_gain=lambda p: math.sqrt(2.0 / (1.0 + p["slope"] * p["slope"])),
+               torch_module="LeakyReLU", torch_params={"slope": "negative_slope"}),
+    Activation("tanh", torch_gain=5.0 / 3.0, torch_module="Tanh"),
+    Activation("sigmoid", doc="1/(1+exp(-h))", phi0=0.5, sup_dphi=0.25, torch_gain=1.0,
+               torch_module="Sigmoid"),
     # gelu' = Phi(h) + h phi(h) peaks at h = sqrt(2)
     Activation("gelu", doc="h*Phi(h) (exact erf form)",
-               sup_dphi=0.5 * math.erfc(-1.0) + math.exp(-1.0) / math.sqrt(math.pi)),
-    Activation("silu", doc="h*sigmoid(h)", sup_dphi=_sup_dsilu),
+               sup_dphi=0.5 * math.erfc(-1.0) + math.exp(-1.0) / math.sqrt(math.pi),
+               torch_module="GELU"),
+    Activation("silu", doc="h*sigmoid(h)", sup_dphi=_sup_dsilu, torch_module="SiLU"),
     Activation("elu", {"alpha": Param(1.0, minimum=0.0)}, doc="h if h > 0 else alpha*(exp(h)-1)",
-               kernel_param="alpha", sup_dphi=lambda p: max(1.0, p["alpha"])),
+               kernel_param="alpha", sup_dphi=lambda p: max(1.0, p["alpha"]), torch_module="ELU",
+               torch_params={"alpha": "alpha"}),
     Activation("selu", doc="lambda*elu_alpha with the self-normalising constants",
-               sup_dphi=SELU_LAMBDA * SELU_ALPHA, torch_gain=0.75),
+               sup_dphi=SELU_LAMBDA * SELU_ALPHA, torch_gain=0.75, torch_module="SELU"),
     Activation("softplus", {"beta": Param(1.0, minimum=0.0, positive=True)},
                doc="log(1+exp(beta*h))/beta", kernel_param="beta",
-               phi0=lambda p: math.log(2.0) / p["beta"]),
+               phi0=lambda p: math.log(2.0) / p["beta"], torch_module="Softplus",
+               torch_params={"beta": "beta"}),
 ])
 
 # what the kernels receive for an activation (see winit_sim.kernels.elementwise)

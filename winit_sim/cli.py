@@ -295,6 +295,76 @@ def cmd_gains(args):
     return 0
 
 
+def _import_factory(path):
+    """The callable at ``package.module:attribute`` (attributes may be dotted)."""
+    import importlib
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"factory must be package.module:function, got {path!r}")
+    if os.getcwd() not in sys.path:   # a module in the current directory, as python -m finds
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001  (any import failure is the user's path)
+        raise UsageError(f"cannot import {module_name!r} (from {path!r}): "
+                         f"{type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{module_name!r} has no attribute {attr!r} (from {path!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UsageError(f"{path!r} is not callable: it must return a torch.nn.Module")
+    return obj
+
+
+def cmd_diagnose(args):
+    try:
+        import torch
+        from . import torch as bridge
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    from .report.plots import plot_modules
+    shape = _split(args.input_shape, int, "--input-shape")
+    if not shape or any(n < 1 for n in shape):
+        raise UsageError(f"--input-shape must be positive sizes such as 64,784; got "
+                         f"{args.input_shape!r}")
+    if args.init is not None:
+        try:
+            INITS.resolve(args.init)
+        except ValueError as exc:
+            raise UsageError(f"--init: {exc}") from None
+    if args.trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {args.trials}")
+    factory = _import_factory(args.factory)
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"{args.factory} returned {type(model).__name__}, not a "
+                         f"torch.nn.Module")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+    try:
+        df = bridge.diagnose(model, x.to(dtype), trials=args.trials, init=args.init,
+                             cotangent_seed=args.seed)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    os.makedirs(args.out, exist_ok=True)
+    table = df.assign(shape=df["shape"].map(lambda s: "x".join(map(str, s))))
+    atomic_write(os.path.join(args.out, "diagnose.csv"), lambda tmp: table.to_csv(tmp, index=False))
+    shown = table[["depth_index", "module", "type", "role", "shape", "log10_pre_q",
+                   "log10_out_q", "frac_zero", "log10_grad_q", "log10_wgrad_q", "verdict"]]
+    atomic_write_text(os.path.join(args.out, "diagnose.md"), to_markdown(shown.set_index(
+        "depth_index")))
+    title = f"{args.factory}, input {args.input_shape}" + (f", init {args.init}" if args.init
+                                                           else "")
+    atomic_write(os.path.join(args.out, "diagnose.png"),
+                 lambda tmp: plot_modules(df, tmp + ".png", title=title)
+                 or os.replace(tmp + ".png", tmp))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    counts = df.verdict.value_counts().to_dict()
+    print(f"\nverdicts: {counts}; wrote {args.out}/diagnose.csv, .md and .png")
+    return 0
+
+
 def cmd_phase(args):
     import numpy as np
 
@@ -534,6 +604,17 @@ def build_parser():
     th.add_argument("--sw2", type=float, default=1.0, help="sigma_w^2")
     th.add_argument("--sb2", type=float, default=0.0, help="sigma_b^2")
     th.set_defaults(func=cmd_theory)
+    dg = sub.add_parser("diagnose", help="a PyTorch model's per-module signal and gradient "
+                        "at init (needs the torch extra)")
+    dg.add_argument("factory", help="package.module:function returning the torch.nn.Module")
+    dg.add_argument("--input-shape", dest="input_shape", required=True,
+                    help="comma-separated input shape, e.g. 64,784 (x ~ N(0, 1))")
+    dg.add_argument("--init", help=f"re-initialise with a winit_sim scheme first: {INIT_HELP}")
+    dg.add_argument("--trials", type=int, default=1,
+                    help="re-initialise this many times (seeds 0..) and report means and spreads")
+    dg.add_argument("--seed", type=int, default=0, help="seed of the input and the cotangent")
+    dg.add_argument("--out", default="winit_diagnose")
+    dg.set_defaults(func=cmd_diagnose)
     gn = sub.add_parser("gains", help="computed gains of every activation beside torch's")
     gn.set_defaults(func=cmd_gains)
     ph = sub.add_parser("phase", help="order/chaos phase diagram: table and PNG of xi_c")

@@ -310,7 +310,7 @@ def given_blocks(arch, mats, width):
 
 
 def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="float64",
-                   activation=None, matrix=0):
+                   activation=None, matrix=0, receptive_field=1):
     """The weight matrix that :func:`winit_sim.simulate` uses for one layer of one trial.
 
     Parameters
@@ -330,6 +330,12 @@ def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="fl
         In a residual net (``layer`` is then the block): the matrix's index in
         its block, 0 for the first (W), 1 for the second (V, branch=2). An
         arch's ``in_scale`` / ``out_scale`` multiply these matrices.
+    receptive_field : int
+        For a convolution with ``fan_out`` output channels and a kernel of
+        ``receptive_field`` elements (``fan_in`` = in_channels / groups x
+        receptive_field): the matrix keeps its shape ``(fan_out, fan_in)``, the
+        unfolded kernel, while the scheme's scale uses torch's fans, ``fan_in`` and
+        ``fan_out x receptive_field``. 1 (default) is a dense layer.
 
     Returns
     -------
@@ -340,19 +346,51 @@ def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="fl
         products to rounding (about 1e-15 relative in float64).
     """
     fan_in = check_positive_int(fan_in, "fan_in")
-    fan_out = check_positive_int(fan_out, "fan_out")
-    seed = check_seed(seed)
-    trial = check_positive_int(trial, "trial", minimum=0)
-    layer = check_positive_int(layer, "layer")
-    dt = check_dtype(dtype)
-    if matrix not in (0, 1) or isinstance(matrix, bool):
-        raise ValueError(f"matrix must be 0 (a block's first) or 1 (its second), got {matrix!r}")
-    kind, scale = layer_sampler(init, fan_in, fan_out, auto_gain(init, activation))
+    fan_out, seed, trial, layer, dt, stream = _layer_key_args(
+        fan_out, seed, trial, layer, dtype, matrix, (rng.STREAM_WEIGHT, rng.STREAM_WEIGHT2))
+    receptive_field = check_positive_int(receptive_field, "receptive_field")
+    kind, scale = layer_sampler(init, fan_in, fan_out * receptive_field,
+                                auto_gain(init, activation))
     out = np.empty((fan_out, fan_in), dt)
-    stream = rng.STREAM_WEIGHT2 if matrix else rng.STREAM_WEIGHT
     with engine.threads(None):   # BLAS on one thread inside numba's (orthogonal)
         fill_weights(kind, scale, np.uint64(rng.stream_key(seed, trial, layer, stream)), out)
     return out
+
+
+def _layer_key_args(fan_out, seed, trial, layer, dtype, matrix, streams):
+    """Checked (fan_out, seed, trial, layer, dtype, stream) of one layer's draws; the
+    stream is ``streams[matrix]``."""
+    if matrix not in (0, 1) or isinstance(matrix, bool):
+        raise ValueError(f"matrix must be 0 (a block's first) or 1 (its second), got {matrix!r}")
+    return (check_positive_int(fan_out, "fan_out"), check_seed(seed),
+            check_positive_int(trial, "trial", minimum=0), check_positive_int(layer, "layer"),
+            check_dtype(dtype), streams[matrix])
+
+
+def sample_biases(bias_std, fan_out, *, seed=0, trial=0, layer=1, dtype="float64", matrix=0):
+    """The bias vector that :func:`winit_sim.simulate` uses for one layer of one trial.
+
+    Parameters
+    ----------
+    bias_std : float
+        Their std: i.i.d. N(0, bias_std^2), as ``simulate(bias_std=...)``.
+    fan_out : int
+        The layer's output size.
+    seed, trial, layer, dtype, matrix
+        As in :func:`sample_weights`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(fan_out,)``, bit for bit the simulated layer's biases.
+    """
+    bias_std = check_nonneg_float(bias_std, "bias_std")
+    fan_out, seed, trial, layer, dt, stream = _layer_key_args(
+        fan_out, seed, trial, layer, dtype, matrix, (rng.STREAM_BIAS, rng.STREAM_BIAS2))
+    out = np.empty(fan_out, np.float64)
+    rng.fill_normal(np.uint64(rng.stream_key(seed, trial, layer, stream)),
+                    out.reshape((1, fan_out)), bias_std)
+    return out.astype(dt)
 
 
 def weight_variance(init, fan_in, fan_out, activation=None):

@@ -248,3 +248,65 @@ def plot_spectrum(df, path, densities=None, title=None):
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_modules(df, path, title="Signal and gradient per module"):
+    """A diagnosis (:func:`winit_sim.torch.diagnose`): log10 mean(y^2) and log10
+    mean((dloss/dy)^2) of every module's output against its place in the forward pass,
+    one marker per role."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    q = df["log10_pre_q"].fillna(df["log10_out_q"])
+    for ax, values, label in ((axes[0], q, "log10 mean(y^2), forward"),
+                              (axes[1], df["log10_grad_q"], "log10 mean((dloss/dy)^2), backward")):
+        ax.plot(df["depth_index"], values, color="0.7", lw=1, zorder=1)
+        for k, (kind, grp) in enumerate(df.assign(v=values).groupby("role", sort=False)):
+            ax.scatter(grp["depth_index"], grp["v"], s=18, color=f"C{k}", label=kind, zorder=2)
+        ax.set_xlabel("module, in forward order (depth_index)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_scaling(stats, path, quantity="log10_q"):
+    """A scaling check's figure in the style of mup's coordinate check: one panel per
+    optimizer step, ``quantity`` against width (log axis) with a line per module; a second
+    row against depth (at the largest width) when several depths were swept."""
+    plt = _pyplot()
+    steps = sorted(stats["step"].unique())
+    depths = sorted(d for d in stats["depth"].unique() if np.isfinite(d))
+    rows = []
+    if stats["width"].nunique() > 1:
+        rows.append(("width", stats["depth"].isna() | (stats["depth"] == (depths[0] if depths
+                                                                           else 0))))
+    if len(depths) > 1:
+        rows.append(("depth", stats["width"] == stats["width"].max()))
+    if not rows:
+        raise ValueError("a scaling figure needs more than one width or depth")
+    fig, axes = plt.subplots(len(rows), len(steps),
+                             figsize=(max(6.0, 3.6 * len(steps)), 3.4 * len(rows)), squeeze=False)
+    for r, (axis, keep) in enumerate(rows):
+        sub = stats[keep]
+        for c, step in enumerate(steps):
+            ax = axes[r, c]
+            for module, grp in sub[sub.step == step].groupby("module", sort=False):
+                grp = grp.sort_values(axis)
+                if grp[axis].nunique() > 1:
+                    ax.plot(grp[axis], grp[quantity], marker="o", ms=3, lw=1, label=module)
+            if axis == "width":
+                ax.set_xscale("log", base=2)
+            ax.set_xlabel(axis)
+            ax.set_title(f"step {step}", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[r, 0].set_ylabel(quantity)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles and len(handles) <= 16:
+        axes[0, -1].legend(handles, labels, fontsize=6, loc="best")
+    fig.suptitle("Scaling check (flat lines: the parametrization transfers)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

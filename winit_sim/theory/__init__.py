@@ -8,11 +8,11 @@ Everything public of both is importable from here: ``from winit_sim import theor
 theory.predict(...)``.
 """
 from .meanfield import (FixedPoint, chi1, correlation_map, critical_sw2, depth_scales,
-                        fixed_point, gain_table, phase_diagram, predict, qmap)
+                        fixed_point, gain_table, phase_diagram, predict, predict_layers, qmap)
 from .moments import auto_gain, gain, gaussian_expectation, log_moments
 from .spectrum import jacobian_density, jacobian_moments, sample_jacobian_density
 
 __all__ = ["FixedPoint", "auto_gain", "chi1", "correlation_map", "critical_sw2",
            "depth_scales", "fixed_point", "gain", "gain_table", "gaussian_expectation",
-           "jacobian_density", "jacobian_moments", "log_moments", "phase_diagram", "predict",
+           "jacobian_density", "jacobian_moments", "log_moments", "phase_diagram", "predict", "predict_layers",
            "qmap", "sample_jacobian_density"]

@@ -76,16 +76,63 @@ def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_
     if blocks is not None:
         return predict_blocks(blocks, int(w[0]), depth, activation, init, bias_std, input_var,
                               batch)
-    log_sb2 = 2.0 * math.log(bias_std) if bias_std > 0 else -math.inf
     g = auto_gain(init, activation)
     var = [variance(init, int(w[l]), int(w[l + 1]), g) for l in range(depth)]
+    log_sb2 = 2.0 * math.log(bias_std) if bias_std > 0 else -math.inf
+    return _mlp_recursion(w, activation, var, [log_sb2] * depth, input_var, batch, True)
+
+
+def predict_layers(widths, activation, weight_variances, bias_variances=None, *,
+                   input_var=1.0, batch=64, last_activation=True):
+    """The mean-field prediction of :func:`predict` for an MLP whose layers have their own
+    weight and bias variances (such as a trained or a user's model, from its weights).
+
+    Parameters
+    ----------
+    widths : sequence of int
+        ``[n_0, ..., n_L]``.
+    activation : str or tuple
+        The activation after every layer.
+    weight_variances, bias_variances : sequence of float
+        Var(W_l) and Var(b_l) (default 0) of layers 1..L.
+    input_var, batch
+        As in :func:`predict`.
+    last_activation : bool
+        False: layer L has no activation (a linear read-out), so the top gradient
+        is dloss/dh_L ~ N(0, 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`predict`.
+    """
+    w = resolve_widths(None, None, widths)
+    depth = w.size - 1
+    for name, values in (("weight_variances", weight_variances),
+                         ("bias_variances", bias_variances)):
+        if values is not None and len(values) != depth:
+            raise ValueError(f"{name} must have one value per layer ({depth}), got {len(values)}")
+    var = [check_nonneg_float(v, "weight_variances") for v in weight_variances]
+    sb2 = [0.0] * depth if bias_variances is None else \
+        [check_nonneg_float(v, "bias_variances") for v in bias_variances]
+    log_sb2 = [math.log(v) if v > 0 else -math.inf for v in sb2]
+    return _mlp_recursion(w, activation, var, log_sb2, check_nonneg_float(input_var, "input_var"),
+                          check_positive_int(batch, "batch"), bool(last_activation))
+
+
+def _mlp_recursion(w, activation, var, log_sb2, input_var, batch, last_activation):
+    """predict's forward and backward recursions, in log space, over per-layer Var(W_l) and
+    log Var(b_l)."""
+    depth = w.size - 1
+    # forward: h_{l+1} sums fan_in terms; backward: dloss/dx_l sums fan_out terms
     log_gain = [math.log(w[l] * v) if v > 0 else -math.inf for l, v in enumerate(var)]
+    log_back = [math.log(w[l + 1] * v) if v > 0 else -math.inf for l, v in enumerate(var)]
     pre, post, dmom = np.empty(depth), np.empty(depth), np.empty(depth)
     log_x = math.log(input_var) if input_var > 0 else -math.inf
     x_prev = np.empty(depth)
     for l in range(depth):
         x_prev[l] = log_x
-        pre[l] = _logaddexp(log_gain[l] + log_x, log_sb2)
+        pre[l] = _logaddexp(log_gain[l] + log_x, log_sb2[l])
         if pre[l] == -math.inf:
             p0, d0 = phi0_moments(activation)
             post[l], dmom[l] = safe_log(p0), safe_log(d0)
@@ -93,11 +140,11 @@ def predict(width=None, depth=None, *, widths=None, activation="relu", init="he_
             post[l], dmom[l] = log_moments(activation, pre[l])
         log_x = post[l]
     grad = np.empty(depth)
-    g = dmom[-1]  # E[g^2] = 1
+    g = dmom[-1] if last_activation else 0.0  # E[g^2] = 1
     for l in range(depth - 1, -1, -1):
         grad[l] = g
         if l > 0:
-            g = log_gain[l] + dmom[l - 1] + g
+            g = log_back[l] + dmom[l - 1] + g
     wgrad = math.log(batch) + grad + x_prev
     with np.errstate(invalid="ignore"):
         return pd.DataFrame({

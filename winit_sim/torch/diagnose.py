@@ -1,0 +1,396 @@
+"""One forward and backward pass of a torch model with hooks: simulate's statistics per
+module, with a verdict from the variance-decay tables' thresholds."""
+import contextlib
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..activations import kernel_data, resolve_activation
+from ..checks import check_positive_int, check_seed
+from ..inits import resolve_init
+from ..report.tables import STABLE_DECADES, SYMMETRIC_RATIO
+from ..simulate import dphi
+from .init import init_
+from .modules import activation_of, adds_input, check_model, first_tensor, role
+
+STAT_COLUMNS = ("log10_pre_q", "log10_out_q", "frac_zero", "frac_saturated", "unit_var_ratio",
+                "log10_grad_q", "log10_wgrad_q")
+KEY_COLUMNS = ("depth_index", "module", "type", "role", "shape")
+INPUT, OUTPUT = "(input)", "(output)"
+
+
+def cotangent(output, seed):
+    """g ~ N(0, 1) of the output's shape: drawn on the CPU in float64 from
+    ``torch.Generator().manual_seed(seed)``, then cast to the output's dtype and device, so
+    that every device gets the same g."""
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(output.shape, generator=gen, dtype=torch.float64)
+    return g.to(dtype=output.dtype, device=output.device)
+
+
+def mean_square(t):
+    """mean(t^2) in float64."""
+    return float(t.detach().to(torch.float64).square().mean())
+
+
+def log10_mean_square(t):
+    """log10 mean(t^2) in float64 (-inf for all zeros)."""
+    q = mean_square(t)
+    return math.log10(q) if q > 0 else -math.inf
+
+
+def output_stats(y, unit_dim=-1):
+    """simulate's forward statistics of a tensor y (units along ``unit_dim``): ``q`` =
+    mean(y^2), ``frac_zero`` and ``unit_var_ratio``, in float64."""
+    y64 = y.detach().to(torch.float64)
+    q = float(y64.square().mean())
+    units = y64.movedim(unit_dim, -1).reshape(-1, y64.shape[unit_dim]) if y64.ndim else \
+        y64.reshape(1, 1)
+    spread = float(units.var(dim=1, unbiased=False).mean())
+    return {"q": q, "frac_zero": float((y64 == 0).to(torch.float64).mean()),
+            "unit_var_ratio": spread / q if q > 0 else 0.0}
+
+
+def saturated(activation, h):
+    """simulate's frac_saturated of pre-activations h: |phi'(h)| below 1% of sup |phi'|."""
+    spec = resolve_activation(activation)
+    d = dphi(spec, h.detach().to(torch.float64).cpu().numpy())
+    return float(np.mean(np.abs(d) < kernel_data(spec).sat_thr))
+
+
+def _saturated(module, x):
+    spec = activation_of(module)
+    return math.nan if spec is None or x is None else saturated(spec, x)
+
+
+class _Recorder:
+    """Forward hooks on every module: a record per call of a module of interest (in the
+    order the calls end), tensor hooks for the gradients, and the module being run when
+    something fails."""
+
+    def __init__(self, model):
+        self.records, self.handles, self.stack = [], [], []
+        self.calls = {}   # id(module) -> records made for it (an attention's out_proj)
+        self.residuals = 0   # blocks found so far
+        self.conv_context = False
+        names = {}
+        for name, module in model.named_modules():
+            names.setdefault(id(module), name)
+        for name, module in model.named_modules():
+            if names[id(module)] != name:
+                continue
+            self.handles.append(module.register_forward_pre_hook(self._enter(name, module)))
+            self.handles.append(module.register_forward_hook(self._leave(name, module,
+                                                                         module is model)))
+
+    def _enter(self, name, module):
+        def hook(mod, args):
+            self.stack.append((name, module, args, self._out_proj_calls(module),
+                               self.residuals))
+        return hook
+
+    def _out_proj_calls(self, module):
+        proj = getattr(module, "out_proj", None) if role(module) == "attention" else None
+        return None if proj is None else self.calls.get(id(proj), 0)
+
+    def _leave(self, name, module, is_root):
+        kind = role(module)
+
+        def hook(mod, args, output):
+            _, _, _, proj_calls, residuals = self.stack.pop() if self.stack else \
+                (None, None, None, None, self.residuals)
+            y, x = first_tensor(output), first_tensor(args)
+            this = kind
+            # a block: a container adding its input, with no block inside (a stack of
+            # blocks adds its input too)
+            if this is None and not is_root and len(list(module.children())) > 0 \
+                    and self.residuals == residuals and adds_input(y, x):
+                this = "residual"
+                self.residuals += 1
+            if this is None or y is None or not y.is_floating_point():
+                return
+            if kind == "conv":
+                self.conv_context = True
+            elif kind == "linear":
+                self.conv_context = False
+            if proj_calls is not None and self._out_proj_calls(module) == proj_calls:
+                # nn.MultiheadAttention applies out_proj's weights without calling it: its
+                # output is the attention's
+                self.record(f"{name}.out_proj" if name else "out_proj", module.out_proj,
+                            "linear", y)
+            self.record(name, module, this, y, x)
+        return hook
+
+    def record(self, name, module, kind, y, x=None):
+        unit_dim = 1 if (self.conv_context and y.ndim >= 3) else -1
+        rec = {"module": name, "type": type(module).__name__ if module is not None else "",
+               "role": kind,
+               "shape": tuple(y.shape), **output_stats(y, unit_dim),
+               "frac_saturated": _saturated(module, x) if kind == "activation" else math.nan,
+               "grad_q": math.nan, "weight": None}
+        if kind in ("linear", "conv"):
+            rec["weight"] = module.weight
+        if module is not None:
+            self.calls[id(module)] = self.calls.get(id(module), 0) + 1
+        if y.requires_grad:
+            y.register_hook(lambda g, rec=rec: rec.__setitem__("grad_q", mean_square(g)))
+        self.records.append(rec)
+        return rec
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def _prepare_inputs(inputs):
+    """The model's positional inputs as a tuple; floating ones are cloned and require
+    grad (so the gradient reaches the input and every module's output)."""
+    args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        raise TypeError("inputs must be a tensor or a tuple of tensors, got "
+                        f"{type(inputs).__name__}")
+    return tuple(a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
+                 for a in args)
+
+
+def _run_failed(rec, err):
+    """A ValueError naming the module that failed and the shapes it got."""
+    if not rec.stack:
+        return ValueError(f"the model's forward failed before any module ran: {err}")
+    name, module, args = rec.stack[-1][:3]
+    shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+    expects = ""
+    for attr in ("in_features", "in_channels", "normalized_shape", "embed_dim"):
+        if hasattr(module, attr):
+            expects = f" (its {attr} is {getattr(module, attr)})"
+            break
+    return ValueError(f"the inputs do not fit module {name or '(model)'!r} "
+                      f"({type(module).__name__}{expects}): it got input of shape "
+                      f"{shapes[0] if len(shapes) == 1 else shapes}; {err}")
+
+
+def _measure(model, inputs, loss, cotangent_seed):
+    """One forward and backward pass: the records of every module of interest, with the
+    input's and the output's, in forward order."""
+    args = _prepare_inputs(inputs)
+    rec = _Recorder(model)
+    first_weighted = next((role(m) for m in model.modules() if role(m) in ("linear", "conv")),
+                          None)
+    rec.conv_context = first_weighted == "conv"
+    rec.record(INPUT, None, "input", args[0])
+    try:
+        try:
+            out = model(*args)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise _run_failed(rec, err) from err
+        y = first_tensor(out)
+        if loss is None:
+            if y is None or not y.is_floating_point():
+                raise TypeError("the model's output holds no floating-point tensor: give "
+                                "loss=, a function of the output that returns a scalar")
+            total = (y * cotangent(y, cotangent_seed)).sum()
+        else:
+            total = loss(out)
+            if not isinstance(total, torch.Tensor) or total.numel() != 1:
+                raise TypeError("loss must return a scalar tensor")
+        if y is not None:
+            rec.record(OUTPUT, None, "output", y)
+        weights = [r["weight"] for r in rec.records if r["weight"] is not None]
+        unique = list({id(w): w for w in weights}.values())
+        wanted = [w for w in unique if w.requires_grad]
+        if total.requires_grad:
+            gw = torch.autograd.grad(total, wanted + [a for a in args if a.requires_grad],
+                                     allow_unused=True)
+            wq = {id(w): (mean_square(g) if g is not None else 0.0) for w, g in zip(wanted, gw)}
+        else:
+            wq = {}
+        records = rec.records
+    finally:
+        rec.close()
+    for r in records:
+        w = r.pop("weight")
+        r["wgrad_q"] = wq.get(id(w), math.nan) if w is not None else math.nan
+    return records
+
+
+def _log10(v):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(np.asarray(v, dtype=float))
+
+
+def _frame(records):
+    df = pd.DataFrame(records)
+    df.insert(0, "depth_index", np.arange(len(df)))
+    q = _log10(df.pop("q"))
+    weighted = df.role.isin(["linear", "conv"]).to_numpy()
+    df.insert(5, "log10_pre_q", np.where(weighted, q, np.nan))
+    df.insert(6, "log10_out_q", np.where(weighted, np.nan, q))
+    df["log10_grad_q"] = _log10(df.pop("grad_q"))
+    df["log10_wgrad_q"] = _log10(df.pop("wgrad_q"))
+    return df[list(KEY_COLUMNS) + list(STAT_COLUMNS)]
+
+
+def verdicts(df):
+    """Add ``forward_decades``, ``backward_decades`` and ``verdict`` to a diagnosis.
+
+    A module is compared with the modules of its own role, so that a change of scale
+    between kinds (a pooling, a normalisation) is not read as depth: its log10 q minus
+    that of the first module of its role, and its log10 gradient q minus that of the last
+    one (below the read-out: a last Linear or Conv that ends the net, whose gradient is
+    the cotangent itself, is not the reference of the layers below it). The ``(output)`` row compares the output's q with the input's (does the signal
+    reach the output?), the ``(input)`` row the input's gradient with the output's (does
+    the gradient reach the input?). The verdict: dead (q or gradient exactly 0),
+    symmetric (units identical), stable (both changes within the tables'
+    :data:`~winit_sim.report.tables.STABLE_DECADES`), else exploding or vanishing by the
+    larger change.
+    """
+    df = df.copy()
+    q = df.log10_pre_q.fillna(df.log10_out_q)
+    grad = df.log10_grad_q
+    groups = df.role.where(~df.role.isin(["input", "output"]), "ends")
+    # the read-out (the last weighted module, when it ends the net) sees the cotangent
+    # itself: the layers below are compared with the last layer below it
+    weighted = np.flatnonzero(df.role.isin(["linear", "conv"]).to_numpy())
+    top = grad.copy()
+    if weighted.size >= 3 and weighted[-1] == len(df) - 2:
+        top.iloc[weighted[-1]] = np.nan
+    with np.errstate(invalid="ignore"):
+        fwd = q - q.groupby(groups).transform("first")
+        bwd = grad - top.groupby(groups).transform("last")
+    if np.isnan(top.iloc[weighted[-1]]) if weighted.size else False:
+        bwd.iloc[weighted[-1]] = 0.0
+    df["forward_decades"] = fwd.where(df.role != "input", 0.0)
+    df["backward_decades"] = bwd.where(df.role != "output", 0.0)
+    out = []
+    for f, b, qq, gg, uvr, units in zip(df.forward_decades, df.backward_decades, q, grad,
+                                        df.unit_var_ratio,
+                                        df["shape"].map(lambda s: math.prod(s[1:]))):
+        if qq == -np.inf or gg == -np.inf:
+            out.append("dead")
+        elif units > 1 and uvr < SYMMETRIC_RATIO:
+            out.append("symmetric")
+        else:
+            worst = max((v for v in (f, b) if np.isfinite(v)), key=abs, default=0.0)
+            out.append("stable" if abs(worst) <= STABLE_DECADES else
+                       "exploding" if worst > 0 else "vanishing")
+    df["verdict"] = out
+    return df
+
+
+@contextlib.contextmanager
+def preserved(model):
+    """Restore a model's parameters and buffers (values), ``.grad``, and every module's
+    training flag on exit."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    saved = [t.detach().clone() for t in tensors]
+    grads = [p.grad for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, s in zip(tensors, saved):
+                t.copy_(s)
+        for p, g in zip(model.parameters(), grads):
+            p.grad = g
+        for m, mode in modes:
+            m.training = mode
+
+
+def _reinit(model, init, trial):
+    if init is not None:
+        init_(model, init, seed=trial)
+        return
+    torch.manual_seed(trial)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+            m.reset_parameters()
+
+
+def _devices(inputs):
+    args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    return sorted({a.device.index or 0 for a in args
+                   if isinstance(a, torch.Tensor) and a.device.type == "cuda"})
+
+
+def diagnose(model, inputs, *, loss=None, cotangent_seed=0, trials=1, init=None):
+    """Signal and gradient statistics of a torch model, per module, from one forward and
+    backward pass with hooks.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Run as it is (its training mode is not changed; dropout in training mode adds
+        its own randomness).
+    inputs : tensor or tuple of tensors
+        The forward's positional arguments (floating ones get gradients).
+    loss : callable, optional
+        ``loss(output) -> scalar tensor``. Default: ``sum(output * g)`` with g ~ N(0, 1)
+        (:func:`cotangent`, seeded by ``cotangent_seed``), the loss of
+        :func:`winit_sim.simulate`.
+    cotangent_seed : int
+    trials : int
+        With more than 1, every trial t = 0..trials-1 re-initialises the model:
+        ``init_(model, init, seed=t)``, or with ``init`` None each module's
+        ``reset_parameters()`` after ``torch.manual_seed(t)``; the result is the mean
+        over trials, with ``*_sd`` columns (the spread across trials).
+    init : str or tuple, optional
+        A winit_sim init spec to measure the model with (``init_``, seed = trial).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per call of a module of interest, in the order the calls end: every
+        Linear, Conv, normalisation, activation and nn.MultiheadAttention, every
+        container whose output adds its input (role ``residual``: the stream at the
+        block's end), and the ``(input)`` and ``(output)``. Columns: ``depth_index``,
+        ``module``, ``type``, ``role``, ``shape``, then as :func:`winit_sim.simulate`
+        defines them on the module's output y: ``log10_pre_q`` (Linear / Conv: y is a
+        pre-activation) or ``log10_out_q`` (the rest), log10 mean(y^2);
+        ``frac_zero``; ``frac_saturated`` (activation modules winit_sim knows, on their
+        input); ``unit_var_ratio`` (units: the channels, dim 1, after a convolution,
+        else the last dimension); ``log10_grad_q`` (log10 mean((dloss/dy)^2)) and
+        ``log10_wgrad_q`` (the weight's gradient). Then ``forward_decades``,
+        ``backward_decades`` and ``verdict`` (:func:`verdicts`).
+
+    Notes
+    -----
+    The model's parameters, buffers, ``.grad``, training flags, hooks and the global
+    torch RNG are as they were afterwards: the gradients are taken with
+    ``torch.autograd.grad``, and BatchNorm's running statistics are restored.
+    nn.MultiheadAttention applies its ``out_proj`` without calling it, so that Linear has
+    no row of its own: the attention row is its output.
+    """
+    check_model(model)
+    cotangent_seed = check_seed(cotangent_seed)
+    trials = check_positive_int(trials, "trials")
+    if init is not None:
+        resolve_init(init)
+    if loss is not None and not callable(loss):
+        raise TypeError("loss must be a function of the model's output")
+    if not any(role(m) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no module diagnose reports on "
+                         f"(Linear, Conv1d/2d/3d, a normalisation, an activation, "
+                         f"MultiheadAttention)")
+    _prepare_inputs(inputs)
+    frames = []
+    with torch.random.fork_rng(devices=_devices(inputs)), preserved(model):
+        for t in range(trials):
+            if trials > 1 or init is not None:
+                _reinit(model, init, t)
+            frames.append(_frame(_measure(model, inputs, loss, cotangent_seed)))
+    if trials == 1:
+        return verdicts(frames[0])
+    stacked = pd.concat(frames, keys=range(trials), names=["trial"]).reset_index("trial")
+    keys = list(KEY_COLUMNS)
+    grouped = stacked.groupby(keys[:2], sort=False)
+    with np.errstate(invalid="ignore"):
+        mean = grouped[list(STAT_COLUMNS)].mean()
+        sd = grouped[list(STAT_COLUMNS)].std(ddof=1).add_suffix("_sd")
+    meta = grouped[keys[2:]].first()
+    df = pd.concat([meta, mean], axis=1).reset_index()
+    df = verdicts(df[keys + list(STAT_COLUMNS)])
+    return pd.concat([df, sd.reset_index(drop=True)], axis=1).assign(trials=trials)

@@ -1,0 +1,152 @@
+"""What winit_sim sees in a torch model: its weighted layers, the role of each module, the
+activation after each layer, and which containers are residual blocks.
+
+Every torch activation winit_sim knows is read from the activation registry
+(:data:`winit_sim.activations.ACTIVATIONS`: each entry's ``torch_module`` and
+``torch_params``), so a new entry there is recognised here with nothing to add.
+"""
+from collections import namedtuple
+import math
+
+import torch
+from torch import nn
+
+from ..activations import ACTIVATIONS, resolve_activation
+
+# roles of the modules diagnose reports on, in the order of the docs
+ROLES = ("linear", "conv", "norm", "activation", "attention", "residual")
+WEIGHTED_ROLES = ("linear", "conv")
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORM_TYPES = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+                               getattr(nn, "RMSNorm", None),
+                               nn.modules.batchnorm._BatchNorm,
+                               nn.modules.instancenorm._InstanceNorm) if t is not None)
+# placeholders: no row, and an activation slot they fill is the identity
+PASS_THROUGH = (nn.Identity,)
+
+Layer = namedtuple("Layer", ["name", "module", "fan_in", "fan_out", "receptive_field",
+                             "activation"])
+Layer.__doc__ = """A weighted layer: its ``weight`` is the (fan_out, fan_in) matrix of the
+unfolded kernel; torch's fan_out is fan_out x receptive_field. ``activation``: the
+winit_sim spec of the first activation module registered after it (before the next
+weighted layer), or None."""
+
+
+def check_model(model):
+    """TypeError unless ``model`` is a torch.nn.Module."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def role(module):
+    """The module's role in a diagnosis (one of :data:`ROLES` but residual), or None."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, CONV_TYPES):
+        return "conv"
+    if isinstance(module, NORM_TYPES):
+        return "norm"
+    if isinstance(module, nn.MultiheadAttention):
+        return "attention"
+    if isinstance(module, PASS_THROUGH):
+        return None
+    if type(module).__module__ == "torch.nn.modules.activation" or activation_of(module):
+        return "activation"
+    return None
+
+
+def activation_of(module):
+    """The winit_sim activation spec ``(name, params)`` computing the same function as a
+    torch module, or None. GELU's tanh approximation reads as the exact gelu (they differ
+    by under 1e-3)."""
+    for entry in ACTIVATIONS:
+        cls = getattr(nn, entry.torch_module, None) if entry.torch_module else None
+        if cls is not None and type(module) is cls:
+            return entry.name, {k: float(getattr(module, attr))
+                                for k, attr in entry.torch_params.items()}
+    return None
+
+
+def torch_activations():
+    """{torch.nn class name: winit_sim activation name} for every entry with one."""
+    return {e.torch_module: e.name for e in ACTIVATIONS if e.torch_module}
+
+
+def weighted_layers(model):
+    """Every nn.Linear and nn.Conv1d/2d/3d of ``model`` in registration order, as
+    :data:`Layer` rows (a module registered twice counts once)."""
+    layers, seen = [], set()
+    for name, module in model.named_modules():
+        kind = role(module)
+        if kind in WEIGHTED_ROLES:
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            w = module.weight
+            k = math.prod(w.shape[2:]) if kind == "conv" else 1
+            layers.append(Layer(name, module, math.prod(w.shape[1:]), w.shape[0], k, None))
+        elif layers and layers[-1].activation is None:
+            act = activation_of(module) if kind == "activation" or \
+                isinstance(module, PASS_THROUGH) else None
+            if act is not None:
+                layers[-1] = layers[-1]._replace(activation=act)
+    return layers
+
+
+def layer_activations(layers, activation):
+    """Each layer's activation spec: ``activation`` (one spec for all, or a mapping from
+    layer name to spec, the rest found), else the one found after it, else linear."""
+    if activation is None or isinstance(activation, dict):
+        given = activation or {}
+        unknown = sorted(set(given) - {layer.name for layer in layers})
+        if unknown:
+            raise ValueError(f"activation names no weighted layer: {unknown}; the layers are "
+                             f"{[layer.name for layer in layers]}")
+        specs = [given.get(layer.name, layer.activation or "linear") for layer in layers]
+    else:
+        specs = [activation] * len(layers)
+    return [resolve_activation(s) for s in specs]
+
+
+def first_tensor(value):
+    """The first tensor in a module's input or output (a tensor, or a tuple / list /
+    dict holding one), or None."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            t = first_tensor(v)
+            if t is not None:
+                return t
+    return None
+
+
+def adds_input(output, inp, max_nodes=64):
+    """Whether ``output`` is ``inp`` plus something: its autograd graph reaches ``inp``'s
+    node through an addition, with only additions, scalings and normalisations (a
+    post-norm block) on the way."""
+    if output is None or inp is None or output.shape != inp.shape or output.grad_fn is None:
+        return False
+    target = inp.grad_fn
+    stack, seen = [(output.grad_fn, False)], set()
+    while stack and len(seen) < max_nodes:
+        node, added = stack.pop()
+        if node is None or (id(node), added) in seen:
+            continue
+        seen.add((id(node), added))
+        name = type(node).__name__
+        if not (name.startswith(("AddBackward", "MulBackward")) or "Norm" in name):
+            continue
+        added = added or name.startswith("AddBackward")
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            if nxt is target or (target is None and getattr(nxt, "variable", None) is inp):
+                if added:
+                    return True
+                continue
+            stack.append((nxt, added))
+    return False
