@@ -254,13 +254,14 @@ def verdicts(df):
     # the read-out (the last weighted module, when it ends the net) sees the cotangent
     # itself: the layers below are compared with the last layer below it
     weighted = np.flatnonzero(df.role.isin(["linear", "conv"]).to_numpy())
+    readout = weighted.size >= 3 and weighted[-1] == len(df) - 2
     top = grad.copy()
-    if weighted.size >= 3 and weighted[-1] == len(df) - 2:
+    if readout:
         top.iloc[weighted[-1]] = np.nan
     with np.errstate(invalid="ignore"):
         fwd = q - q.groupby(groups).transform("first")
         bwd = grad - top.groupby(groups).transform("last")
-    if np.isnan(top.iloc[weighted[-1]]) if weighted.size else False:
+    if readout:   # the read-out is its own reference
         bwd.iloc[weighted[-1]] = 0.0
     df["forward_decades"] = fwd.where(df.role != "input", 0.0)
     df["backward_decades"] = bwd.where(df.role != "output", 0.0)

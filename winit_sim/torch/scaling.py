@@ -54,7 +54,7 @@ def _fit(x, y):
     return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
-def _slopes(stats, against, widths, depths):
+def _slopes(stats, against):
     """Per (step, module[, the other axis]) slope of each quantity against width or depth."""
     x_col, other = ("width", "depth") if against == "width" else ("depth", "width")
     rows = []
@@ -145,9 +145,9 @@ def scaling_check(make_model, widths, *, depths=None, inputs, steps=0,
     stats = pd.concat(frames, ignore_index=True)
     stats.insert(stats.columns.get_loc("log10_pre_q"), "log10_q",
                  stats.log10_pre_q.fillna(stats.log10_out_q))
-    parts = [_slopes(stats, "width", widths, depths)]
+    parts = [_slopes(stats, "width")]
     if depths and len(depths) > 1:
-        parts.append(_slopes(stats, "depth", widths, depths))
+        parts.append(_slopes(stats, "depth"))
     return ScalingCheck(stats, pd.concat(parts, ignore_index=True))
 
 
