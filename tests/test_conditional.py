@@ -206,3 +206,41 @@ def test_kept_and_regenerated_layers_give_the_same_bits(act, bias_std, widths):
     runs = [engine.execute(plan._replace(keep=keep), act, 9, 2, [2, 5]) for keep in (True, False)]
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+def _crout(g, pivot):
+    """The textbook (Crout) Cholesky loop in plain Python floats; None below the pivot."""
+    n = g.shape[0]
+    top = max(g[i, i] for i in range(n))
+    f = [[0.0] * n for _ in range(n)]
+    for j in range(n):
+        s = float(g[j, j])
+        for k in range(j):
+            s -= f[j][k] * f[j][k]
+        if not s > pivot * top:
+            return None
+        f[j][j] = math.sqrt(s)
+        for i in range(j + 1, n):
+            v = float(g[i, j])
+            for k in range(j):
+                v -= f[i][k] * f[j][k]
+            f[i][j] = v / f[j][j]
+    return np.array(f)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 40, 130])
+def test_cholesky_is_the_crout_loop_bit_for_bit(rows):
+    """The kernel's right-looking Cholesky performs the Crout loop's operations in the same
+    order: the same bits; a Gram below the pivot threshold is refused by both."""
+    from winit_sim.kernels import blocks
+    rng = np.random.default_rng(rows)
+    a = rng.standard_normal((rows, rows + 3))
+    g = a @ a.T / rows
+    f = np.empty((rows, rows))
+    assert blocks._cholesky(g, f)
+    assert f.tobytes() == _crout(g, blocks.CHOL_PIVOT).tobytes()
+    if rows > 1:
+        low = a[:, :rows - 1]
+        singular = low @ low.T
+        assert _crout(singular, blocks.CHOL_PIVOT) is None
+        assert not blocks._cholesky(singular, f)

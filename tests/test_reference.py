@@ -47,6 +47,21 @@ def test_checkpoint_segments_are_bit_identical(seg):
     assert full.equals(part)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_kept_weights_give_the_same_bits(monkeypatch, dtype):
+    """Formed weights kept from the forward (engine.WEIGHT_STORE_BYTES) or sampled again
+    for each recomputed segment and the backward: the same bits, two trials (each its
+    own weights), several segments."""
+    from winit_sim import engine
+    kw = dict(activation="tanh", init="he_normal", batch=80, trials=2, bias_std=0.1,
+              dtype=dtype, method="matrix", segment_layers=3)
+    kept = ws.simulate(40, 10, **kw)
+    assert engine.weight_store_entries(engine.describe(np.full(11, 40), "tanh", "he_normal"),
+                                       80, None, 8) == (10, 1600)
+    monkeypatch.setattr(engine, "WEIGHT_STORE_BYTES", 0)
+    assert kept.equals(ws.simulate(40, 10, **kw))
+
+
 @pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
 def test_simulate_equals_propagate_on_sampled_weights(act):
     """simulate's weights are exactly sample_weights(...); its input and gradient are N(0, 1).
@@ -77,11 +92,12 @@ def test_float32_close_to_float64():
         np.testing.assert_allclose(b[col], a[col], atol=1e-4)
 
 
-@pytest.mark.parametrize("init", ["he_normal", "xavier_uniform"])
+@pytest.mark.parametrize("init", ["he_normal", "xavier_uniform", "constant:value=0.03", "zeros"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("n_in, n_out", [(37, 300), (300, 37), (129, 129)])
 def test_fused_products(init, dtype, n_in, n_out):
-    """Products with on-the-fly weights equal x @ W.T and delta @ W for W = sample_weights."""
+    """Products with on-the-fly weights equal x @ W.T and delta @ W for W = sample_weights
+    (constant ones as the constant times row sums)."""
     from winit_sim.inits import layer_sampler
     from winit_sim.kernels import weights as _fused
 
@@ -93,9 +109,30 @@ def test_fused_products(init, dtype, n_in, n_out):
     d = rng.standard_normal((5, n_out)).astype(dtype)
     h = np.empty((5, n_out), dtype)
     p = np.empty((5, n_in), dtype)
-    _fused.times_weights_t(kind, scale, key, x, h)
-    _fused.times_weights(kind, scale, key, d, p)
+    _fused.times_weights_t(kind, scale, key, x, h, None)
+    _fused.times_weights(kind, scale, key, d, p, None)
     tol = 1e-12 if dtype == "float64" else 1e-4
     w64 = w.astype(np.float64)
     np.testing.assert_allclose(h, x.astype(np.float64) @ w64.T, rtol=tol, atol=tol)
     np.testing.assert_allclose(p, d.astype(np.float64) @ w64, rtol=tol, atol=tol)
+    if init == "zeros":   # +0 exactly, as a product with zeros gives
+        assert not np.signbit(h).any() and not np.signbit(p).any() and not h.any()
+
+
+def test_orthogonal_kind_needs_orthogonal_layers():
+    """A kernel told that the net has no orthogonal layer refuses one (it never falls
+    through to another kind's code)."""
+    from winit_sim.inits import layer_sampler
+    from winit_sim.kernels import weights as _fused
+
+    kind, scale = layer_sampler("orthogonal", 8, 8)
+    key = np.uint64(_rng.stream_key(3, 1, 4, _rng.STREAM_WEIGHT))
+    x = np.ones((2, 8))
+    h = np.empty((2, 8))
+    with pytest.raises(ValueError, match="orthogonal_layers"):
+        _fused.times_weights_t(kind, scale, key, x, h, None)
+    with pytest.raises(ValueError, match="orthogonal_layers"):
+        _fused.fill_weights(kind, scale, key, h, None)
+    _fused.times_weights_t(kind, scale, key, x, h, True)
+    np.testing.assert_allclose(h, x @ ws.sample_weights("orthogonal", 8, 8, seed=3, trial=1,
+                                                        layer=4).T, rtol=1e-12)

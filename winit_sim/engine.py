@@ -37,13 +37,24 @@ SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpoi
 # batch = 8: 0.41 at 256 / 32, 0.33 at 1024 / 128; 16: 0.23 at 256 / 16, 0.20 at
 # 1024 / 64, 0.22 at 4096 / 256; but 1.11 at 256 / 64)
 CONDITIONAL_MAX_BATCH_FRACTION = 8
-CONDITIONAL_KEEP_BYTES = 32 * 2**20
-ORTHOGONAL_CODE = SAMPLINGS.code("orthogonal")   # the conditional engine keeps pre-activations up to this
+CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activations up to this
+# the matrix engine keeps a trial's formed weights up to this (width 1024, depth 100,
+# float32: 400 MiB), saving one sampling per layer in the backward and one per layer
+# of every recomputed segment
+WEIGHT_STORE_BYTES = 512 * 2**20
+ORTHOGONAL_CODE = SAMPLINGS.code("orthogonal")
 
 # a planned run: the engine's name, the kernels' Net, the compute dtype, the batch
 # rows, and the engine's memory choice (matrix: layers per segment; conditional:
 # whether pre-activations are kept)
 Plan = namedtuple("Plan", ["engine", "net", "dtype", "rows", "seg_len", "keep"])
+
+
+def orthogonal_layers(samplers):
+    """The kernels' ``orthogonal_layers`` for layers sampled by ``samplers`` (codes): True
+    if any is orthogonal, else None, so that a run compiles no orthogonal code (Numba
+    resolves ``is None`` when it compiles; a first run's JIT compile is then shorter)."""
+    return True if np.any(np.asarray(samplers) == ORTHOGONAL_CODE) else None
 
 
 def describe(widths, activation, init, bias_std=0.0, input_std=1.0):
@@ -64,7 +75,7 @@ def describe(widths, activation, init, bias_std=0.0, input_std=1.0):
                 shapes[shape] = layer_sampler(init, shape[0], shape[1], gain)
             sampler[l], scale[l] = shapes[shape]
     return Net(widths, np.full(depth, DENSE, np.int64), sampler, scale, float(bias_std),
-               float(input_std))
+               float(input_std), orthogonal_layers(sampler))
 
 
 def block_shapes(branch, width, hidden):
@@ -96,7 +107,7 @@ def describe_blocks(blocks, width, depth, activation, init, bias_std=0.0, input_
     return ResNet(int(width), int(blocks.hidden), int(blocks.branch), int(blocks.norm),
                   bool(list(NORMS)[blocks.norm].centered), bool(blocks.post), log_alpha,
                   float(np.log(blocks.beta)), float(blocks.eps), sampler, scale,
-                  float(bias_std), float(input_std))
+                  float(bias_std), float(input_std), orthogonal_layers(sampler))
 
 
 def choose_method(method, init, net, rows):
@@ -142,14 +153,27 @@ def segment_layers(requested, rows, widths, itemsize):
     return max(1, SEGMENT_BYTES // per_layer)
 
 
+def weight_store_entries(net, rows, given, itemsize):
+    """(depth, entries) of the matrix engine's weight store, or None: a run that forms W
+    keeps every layer's W from the forward (instead of sampling it again for the
+    recomputed segments and the backward) when they fit in WEIGHT_STORE_BYTES."""
+    if given is not None or matrix.weight_buffer_size(net, rows, given) == 0:
+        return None
+    widths = net.widths
+    per_layer = int(np.max(widths[:-1] * widths[1:]))
+    depth = widths.size - 1
+    return (depth, per_layer) if depth * per_layer * itemsize <= WEIGHT_STORE_BYTES else None
+
+
 def matrix_bytes(net, rows, given, seg_len, itemsize):
     """Buffers of the matrix engine (see :func:`winit_sim.kernels.matrix.new_state`)."""
     widths = net.widths
     depth, maxn = widths.size - 1, int(widths.max())
     seg_len = min(seg_len, depth)
     n_seg = -(-depth // seg_len)
+    store = weight_store_entries(net, rows, given, itemsize)
     entries = (int(matrix.weight_buffer_size(net, rows, given))
-               + (2 * seg_len + n_seg + 5) * rows * maxn)
+               + (2 * seg_len + n_seg + 5) * rows * maxn + (store[0] * store[1] if store else 0))
     return entries * itemsize + 8 * rows * maxn + orthogonal_bytes(net.sampler, widths, rows,
                                                                    given)
 
@@ -262,6 +286,11 @@ def execute(run_plan, activation, seed, trials, tops, given=None):
         conditional_state = conditional.new_state(net, rows, run_plan.keep, proto)
     else:
         matrix_state = matrix.new_state(net, rows, run_plan.seg_len, given, proto)
+        if matrix_state.wbuf.size == 0:   # no layer forms W: that path is not compiled
+            matrix_state = matrix_state._replace(wbuf=None)
+        store = weight_store_entries(net, rows, given, run_plan.dtype.itemsize)
+        matrix_state = matrix_state._replace(
+            wstore=np.empty(store, run_plan.dtype) if store else None)
     return driver.run(matrix_state, conditional_state, net, kernel_data(activation), draws, tops,
                       given)
 

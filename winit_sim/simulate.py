@@ -353,7 +353,8 @@ def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="fl
                                 auto_gain(init, activation))
     out = np.empty((fan_out, fan_in), dt)
     with engine.threads(None):   # BLAS on one thread inside numba's (orthogonal)
-        fill_weights(kind, scale, np.uint64(rng.stream_key(seed, trial, layer, stream)), out)
+        fill_weights(kind, scale, np.uint64(rng.stream_key(seed, trial, layer, stream)), out,
+                     engine.orthogonal_layers(kind))
     return out
 
 

@@ -59,7 +59,7 @@ from numba import njit, prange
 from . import FAST, orthogonal, rng
 from .blocks import (BLOCK, add_scaled, column_blocks, cross_gram, draw_row_block, factor,
                      gram_block, mix_row, pinv_from_factor, sum_blocks)
-from .weights import ORTHOGONAL
+from .weights import NOT_DESCRIBED, ORTHOGONAL
 from .layer import (N_RS, RS_M2, RS_SUM, RS_YSQ, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
                     layer_statistics, log10_mean_sq, max_width, output_log_scale)
@@ -362,11 +362,7 @@ def forward_trial(state, net, act, draws, trial, given, stats):
     for l in range(widths.size - 1):
         check_layer_kind(net, l)
         n_out = widths[l + 1]
-        if net.sampler[l] == ORTHOGONAL:
-            orthogonal.layer_factor(state, seed, trial, l, widths[l], n_out, net.scale[l],
-                                    net.bias_std)
-        else:
-            _layer_factor(state, l, net.scale[l], net.bias_std)
+        _factor_of(net.orthogonal_layers, state, net, seed, trial, l)
         h = _pre_activations(state, l, state.buf_h, n_out)
         t = state.t_l[l]
         state.regimes[l], v = _forward_layer(state, act, seed, trial, l, h)
@@ -399,7 +395,7 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
     scratch = state.buf_z[:B * n_top].reshape((B, n_top))
     d_top = state.buf_d[:B * n_top].reshape((B, n_top))
     activation_pass(_pre(state, seed, trial, j), not state.keep, act, state.xs_l[top], h,
-                    scratch, d_top, False, np.uint64(0), scratch, state.part_g)
+                    scratch, d_top, np.bool_(False), np.uint64(0), scratch, state.part_g)
     sq = _delta_of(gl, d_top, h, state.part_g, state.part_h, state.gd, state.dh)
     cur, below = state.buf_h, state.buf_h2
     d_cur, d_below = state.buf_d, state.buf_d2
@@ -417,14 +413,12 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
         xl = state.buf_x[:B * n_in].reshape((B, n_in))
         zx = state.buf_z[:B * n_in].reshape((B, n_in))
         activation_pass(_pre(state, seed, trial, l - 1), not state.keep, act, state.xs_l[l], hb,
-                        xl, db, True, key(seed, trial, l, rng.STREAM_COND_REST), zx, state.part_g)
+                        xl, db, np.bool_(True), key(seed, trial, l, rng.STREAM_COND_REST), zx,
+                        state.part_g)
         sum_blocks(state.part_g[:column_blocks(n_in)], state.pz, False)
-        if net.sampler[l] == ORTHOGONAL:
-            orthogonal.conditioned_mix(state, seed, trial, l, n_in, n_out, net.scale[l], zx,
-                                       state.grad[:B * n_out].reshape((B, n_out)),
-                                       d_cur[:B * n_out].reshape((B, n_out)), sq)
-        else:
-            _conditioned_mix(state, l, seed, trial)
+        _conditioned_mix_of(net.orthogonal_layers, state, net, seed, trial, l, zx,
+                            state.grad[:B * n_out].reshape((B, n_out)),
+                            d_cur[:B * n_out].reshape((B, n_out)), sq)
         # grad <- delta_l W_l, and layer l-1's delta sums in the same pass
         mix_rows(state.cd, zx, state.rmat, xl, state.grad[:B * n_in].reshape((B, n_in)), True,
                  db, hb, state.part_g, state.part_h)
@@ -432,6 +426,32 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
         log_g += math.log(net.scale[l])
         cur, below = below, cur
         d_cur, d_below = d_below, d_cur
+
+
+@njit(cache=True)
+def _factor_of(orthogonal_layers, state, net, seed, trial, l):
+    """Layer l's factor by its kind (Gaussian or orthogonal); ``orthogonal_layers``
+    (net.orthogonal_layers, an argument so that Numba can resolve it) None: the
+    orthogonal code is not compiled."""
+    if net.sampler[l] != ORTHOGONAL:
+        _layer_factor(state, l, net.scale[l], net.bias_std)
+    elif orthogonal_layers is None:
+        raise ValueError(NOT_DESCRIBED)
+    else:
+        orthogonal.layer_factor(state, seed, trial, l, net.widths[l], net.widths[l + 1],
+                                net.scale[l], net.bias_std)
+
+
+@njit(cache=True)
+def _conditioned_mix_of(orthogonal_layers, state, net, seed, trial, l, z, grad, d, sq):
+    """Layer l's backward mixing matrices by its kind, as :func:`_factor_of`."""
+    if net.sampler[l] != ORTHOGONAL:
+        _conditioned_mix(state, l, seed, trial)
+    elif orthogonal_layers is None:
+        raise ValueError(NOT_DESCRIBED)
+    else:
+        orthogonal.conditioned_mix(state, seed, trial, l, net.widths[l], net.widths[l + 1],
+                                   net.scale[l], z, grad, d, sq)
 
 
 @njit(cache=True)

@@ -5,7 +5,8 @@ The network a kernel runs is data, not a parameter list:
 * :data:`Net` -- the layer table: sizes ``widths`` (n_0..n_L) and per layer its
   ``kind`` (a :data:`winit_sim.layers.LAYER_KINDS` code), ``sampler`` (a
   :data:`winit_sim.inits.SAMPLINGS` code) and ``scale``; the biases' std and
-  the input's std.
+  the input's std; ``orthogonal_layers`` None when no layer is orthogonal (so
+  that no orthogonal code is compiled for it), else True.
 * :data:`winit_sim.activations.ActivationData` -- the activation's code,
   parameter, phi(0), homogeneity and saturation threshold.
 * :data:`Draws` -- seed, trials, batch rows: what every random key depends on.
@@ -31,7 +32,8 @@ from ..layers import LAYER_KINDS
 
 DENSE = LAYER_KINDS.code("dense")
 
-Net = namedtuple("Net", ["widths", "kind", "sampler", "scale", "bias_std", "input_std"])
+Net = namedtuple("Net", ["widths", "kind", "sampler", "scale", "bias_std", "input_std",
+                         "orthogonal_layers"])
 Draws = namedtuple("Draws", ["seed", "trials", "rows"])
 Given = namedtuple("Given", ["weights", "w_off", "biases", "b_off", "x0", "grad"])
 
@@ -78,13 +80,13 @@ def key(seed, trial, l, stream):
 @njit(inline="always")
 def draw_input(seed, trial, input_std, x0):
     """The net's input x_0 ~ N(0, input_std^2) of a trial."""
-    rng.fill_normal(rng.stream_key(seed, trial, 0, rng.STREAM_INPUT), x0, input_std)
+    rng.fill_normal(rng.stream_key(seed, trial, np.int64(0), rng.STREAM_INPUT), x0, input_std)
 
 
 @njit(inline="always")
 def draw_top_gradient(seed, trial, g):
     """dloss/dx_L ~ N(0, 1) of a trial (the same for every top)."""
-    rng.fill_normal(rng.stream_key(seed, trial, 0, rng.STREAM_GRAD), g, 1.0)
+    rng.fill_normal(rng.stream_key(seed, trial, np.int64(0), rng.STREAM_GRAD), g, 1.0)
 
 
 @njit(cache=True, fastmath=FAST)

@@ -33,12 +33,14 @@ from .blocks import rows_dot
 from .layer import (N_FORWARD, N_RS, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
                     layer_statistics, log10_mean_sq, max_width, ordered_sum, output_log_scale)
-from .weights import ORTHOGONAL, elementwise_kind, fill_weights, times_weights, times_weights_t
+from .weights import (CONSTANT, ORTHOGONAL, elementwise_kind, fill_weights, times_weights,
+                      times_weights_t)
 
 FUSED_MAX_BATCH = 64  # batches up to this sample W on the fly (no BLAS); measured crossover
 
 # buffers of a run: see new_state
-State = namedtuple("State", ["seg_len", "wbuf", "bbuf", "hbuf", "ybuf", "xcur", "rs", "seg_x",
+State = namedtuple("State", ["seg_len", "wbuf", "wstore", "stored", "bbuf", "hbuf", "ybuf", "xcur",
+                             "rs", "seg_x",
                              "seg_d", "ckpt", "log_s", "scratch", "rowsq", "grad", "delta",
                              "loaded"])
 
@@ -95,10 +97,11 @@ def row_sumsq(m, rowsq):
 @njit(cache=True)
 def use_fused(rows, kind, given):
     """Use W without storing it: small batches of the elementwise kinds, orthogonal
-    layers at any batch (a test of kinds and shapes only)."""
+    and constant layers at any batch (a test of kinds and shapes only)."""
     if given is not None:
         return False
-    return kind == ORTHOGONAL or (rows <= FUSED_MAX_BATCH and elementwise_kind(kind))
+    return (kind == ORTHOGONAL or kind == CONSTANT
+            or (rows <= FUSED_MAX_BATCH and elementwise_kind(kind)))
 
 
 @njit(cache=True)
@@ -130,6 +133,10 @@ def new_state(net, rows, seg_len, given, proto):
     return State(
         seg_len=seg_len,
         wbuf=np.empty(weight_buffer_size(net, rows, given), dt),
+        # every formed W of a trial, kept from the forward for the recomputed segments and
+        # the backward (see formed_weights); the engine swaps in a buffer or None
+        wstore=np.empty((0, 0), dt),
+        stored=np.zeros(depth, np.int64),             # trial + 1 whose W_l wstore holds
         bbuf=np.empty(maxn, np.float64),
         hbuf=np.empty(rows * maxn, dt),
         ybuf=np.empty(rows * maxn, np.float64),
@@ -153,8 +160,57 @@ def layer_weights(wbuf, net, seed, trial, given, l):
     if given is not None:
         return given.weights[given.w_off[l]:given.w_off[l + 1]].reshape((n_out, n_in))
     w = wbuf[:n_out * n_in].reshape((n_out, n_in))
-    fill_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT), w)
+    fill_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT), w,
+                 net.orthogonal_layers)
     return w
+
+
+@njit(cache=True)
+def formed_weights(wbuf, wstore, stored, net, seed, trial, given, l):
+    """W_l formed: sampled into ``wbuf`` at every use, or, with ``wstore`` (not None),
+    sampled into ``wstore[l]`` at its first use in the trial (the forward) and read back
+    by the recomputed segments and the backward. The same bits either way."""
+    if wstore is None:
+        return layer_weights(wbuf, net, seed, trial, given, l)
+    n_in, n_out = net.widths[l], net.widths[l + 1]
+    w = wstore[l, :n_out * n_in].reshape((n_out, n_in))
+    if stored[l] != trial + 1:
+        fill_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT), w,
+                     net.orthogonal_layers)
+        stored[l] = trial + 1
+    return w
+
+
+@njit(cache=True)
+def times_layer_t(state, wbuf, net, seed, trial, given, l, x, h):
+    """h = x @ W_l.T: W_l sampled inside the product, or formed (:func:`formed_weights`).
+
+    ``wbuf`` (state.wbuf) None: no layer of the run forms W (the engine's choice, from
+    :func:`weight_buffer_size`), so the formed path is not compiled.
+    """
+    kind = net.sampler[l]
+    k = key(seed, trial, l, rng.STREAM_WEIGHT)
+    if wbuf is None:
+        times_weights_t(kind, net.scale[l], k, x, h, net.orthogonal_layers)
+    elif use_fused(x.shape[0], kind, given):
+        times_weights_t(kind, net.scale[l], k, x, h, net.orthogonal_layers)
+    else:
+        rows_dot(x, formed_weights(wbuf, state.wstore, state.stored, net, seed, trial, given,
+                                   l).T, h)
+
+
+@njit(cache=True)
+def times_layer(state, wbuf, net, seed, trial, given, l, delta, out):
+    """out = delta @ W_l, as :func:`times_layer_t`."""
+    kind = net.sampler[l]
+    k = key(seed, trial, l, rng.STREAM_WEIGHT)
+    if wbuf is None:
+        times_weights(kind, net.scale[l], k, delta, out, net.orthogonal_layers)
+    elif use_fused(delta.shape[0], kind, given):
+        times_weights(kind, net.scale[l], k, delta, out, net.orthogonal_layers)
+    else:
+        rows_dot(delta, formed_weights(wbuf, state.wstore, state.stored, net, seed, trial,
+                                       given, l), out)
 
 
 @njit(cache=True)
@@ -184,11 +240,7 @@ def _forward_layer(state, net, act, seed, trial, given, l, x, s, xnext, d, out):
     n_out = net.widths[l + 1]
     rows = x.shape[0]
     h = state.hbuf[:rows * n_out].reshape((rows, n_out))
-    if use_fused(rows, net.sampler[l], given):
-        times_weights_t(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT),
-                        x, h)
-    else:
-        rows_dot(x, layer_weights(state.wbuf, net, seed, trial, given, l).T, h)
+    times_layer_t(state, state.wbuf, net, seed, trial, given, l, x, h)
     bias, brms = layer_bias(state.bbuf, net, seed, trial, given, l)
     return activate_layer(state, act, h, add_bias(h, s, bias, brms), xnext, d, out)
 
@@ -321,25 +373,35 @@ def wgrad_sumsq(delta, x, wbuf):
     """sum over (i, j) of (delta^T x)_ij^2, by the cheaper of two exact routes.
 
     ||delta^T x||_F^2 = sum((delta delta^T) * (x x^T)) costs O(B^2 (n_in + n_out));
-    forming delta^T x costs O(B n_in n_out). Picked from the shapes only.
+    forming delta^T x costs O(B n_in n_out). Picked from the shapes only; ``wbuf``
+    None (no room to form it) takes the first.
     """
     rows, n_out = delta.shape
     n_in = x.shape[1]
+    if wbuf is None:
+        return _wgrad_by_grams(delta, x)
     if rows * (n_in + n_out) <= n_in * n_out:
-        gd = np.empty((rows, rows), delta.dtype)
-        gx = np.empty((rows, rows), x.dtype)
-        rows_dot(delta, delta.T, gd)
-        rows_dot(x, x.T, gx)
-        acc = 0.0
-        for i in range(rows):
-            for j in range(rows):
-                acc += np.float64(gd[i, j]) * np.float64(gx[i, j])
-        return max(acc, 0.0)
+        return _wgrad_by_grams(delta, x)
     m = wbuf[:n_out * n_in].reshape((n_out, n_in))
     np.dot(delta.T, x, m)
     rowsq = np.empty(n_out)
     row_sumsq(m, rowsq)
     return ordered_sum(rowsq)
+
+
+@njit(cache=True)
+def _wgrad_by_grams(delta, x):
+    """sum((delta delta^T) * (x x^T)) = ||delta^T x||_F^2."""
+    rows = delta.shape[0]
+    gd = np.empty((rows, rows), delta.dtype)
+    gx = np.empty((rows, rows), x.dtype)
+    rows_dot(delta, delta.T, gd)
+    rows_dot(x, x.T, gx)
+    acc = 0.0
+    for i in range(rows):
+        for j in range(rows):
+            acc += np.float64(gd[i, j]) * np.float64(gx[i, j])
+    return max(acc, 0.0)
 
 
 @njit(cache=True)
@@ -362,10 +424,6 @@ def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
     x = state.seg_x[k, :rows * n_in].reshape((rows, n_in))
     out[1] = log10_mean_sq(wgrad_sumsq(dl, x, state.wbuf), n_in * n_out, log_g + state.log_s[l])
     if l > 0:
-        gin = state.grad[:rows * n_in].reshape((rows, n_in))
-        if use_fused(rows, net.sampler[l], given):
-            times_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT),
-                          dl, gin)
-        else:
-            rows_dot(dl, layer_weights(state.wbuf, net, seed, trial, given, l), gin)
+        times_layer(state, state.wbuf, net, seed, trial, given, l, dl,
+                    state.grad[:rows * n_in].reshape((rows, n_in)))
     return log_g

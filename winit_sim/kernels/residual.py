@@ -46,10 +46,11 @@ from ..layers import NO_NORM
 # the network: stream width, the branch's inner width (= width for branch 1),
 # 1 or 2 matrices per block, the norm's code and whether it centres, pre/post,
 # log(alpha) and log(beta) (-inf for alpha = 0), eps, per (block, matrix) the
-# sampling code and scale, the biases' std and the input's std
+# sampling code and scale, the biases' std and the input's std, and None when no
+# matrix is orthogonal (as Net's orthogonal_layers)
 ResNet = namedtuple("ResNet", ["width", "hidden", "branch", "norm", "centered", "post",
                                "log_alpha", "log_beta", "eps", "sampler", "scale", "bias_std",
-                               "input_std"])
+                               "input_std", "orthogonal_layers"])
 
 # columns: the plain net's forward statistics of a, then these
 LOG10_STREAM_Q, LOG10_BRANCH_Q = N_FORWARD, N_FORWARD + 1
@@ -287,7 +288,8 @@ def _weights(state, net, seed, trial, given, l, j):
         i = l * net.branch + j
         return given.weights[given.w_off[i]:given.w_off[i + 1]].reshape((n_out, n_in))
     w = state.wbuf[:n_out * n_in].reshape((n_out, n_in))
-    fill_weights(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), w)
+    fill_weights(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), w,
+                 net.orthogonal_layers)
     return w
 
 
@@ -296,7 +298,7 @@ def times_t(state, net, seed, trial, given, l, j, x, out):
     """out = x @ M^T for matrix j of block l."""
     if use_fused(x.shape[0], net.sampler[l, j], given):
         times_weights_t(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), x,
-                        out)
+                        out, net.orthogonal_layers)
     else:
         rows_dot(x, _weights(state, net, seed, trial, given, l, j).T, out)
 
@@ -306,7 +308,7 @@ def _times(state, net, seed, trial, given, l, j, g, out):
     """out = g @ M for matrix j of block l."""
     if use_fused(g.shape[0], net.sampler[l, j], given):
         times_weights(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), g,
-                      out)
+                      out, net.orthogonal_layers)
     else:
         rows_dot(g, _weights(state, net, seed, trial, given, l, j), out)
 

@@ -17,7 +17,8 @@ a fixed order, so results do not depend on the thread count.
 Orthogonal layers are used on the fly at any batch, as Householder reflectors
 (:mod:`.householder`): a product then costs what a product with a stored W does,
 and no QR. :func:`fill_weights` forms the same W, equal to the products' to
-rounding.
+rounding. Constant layers (zeros included) are rank one, at any batch: each output
+is the constant times a row sum, O(batch x width) instead of O(batch x width^2).
 """
 import numpy as np
 from numba import njit, prange, uint64
@@ -30,14 +31,17 @@ NORMAL = SAMPLINGS.code("normal")
 UNIFORM = SAMPLINGS.code("uniform")
 ORTHOGONAL = SAMPLINGS.code("orthogonal")
 _ROW_BLOCK = 16    # rows of W per task in the forward product
+NOT_DESCRIBED = "an orthogonal layer in a net described with orthogonal_layers=None"
 
 
 @njit(cache=True)
-def fill_weights(kind, scale, key, out):
+def fill_weights(kind, scale, key, out, orthogonal_layers):
     """Sample one layer's weights into ``out`` (fan_out, fan_in) from its stream key.
 
     Values are drawn in float64 and rounded once to ``out``'s dtype, so a
-    float32 net uses the float64 net's weights, rounded.
+    float32 net uses the float64 net's weights, rounded. ``orthogonal_layers``:
+    None when the net has no orthogonal layer, so that the Householder code is not
+    compiled (Numba resolves ``is None`` per signature); else True.
     """
     fan_out, fan_in = out.shape
     if kind == CONSTANT:
@@ -50,7 +54,10 @@ def fill_weights(kind, scale, key, out):
     elif kind == UNIFORM:
         rng.fill_uniform(key, out, scale)
     elif kind == ORTHOGONAL:
-        householder.form(scale, key, out)
+        if orthogonal_layers is None:
+            raise ValueError(NOT_DESCRIBED)
+        else:
+            householder.form(scale, key, out)
     else:
         raise ValueError("unknown sampling kind")
 
@@ -74,21 +81,46 @@ def _sample_span(kind, scale, key, first, out, bits, rejected):
 
 
 @njit(cache=True)
-def times_weights_t(kind, scale, key, x, h):
-    """h = x @ W.T for W (n_out, n_in) sampled from ``key``; x (B, n_in), h (B, n_out)."""
-    if kind == ORTHOGONAL:
-        householder.times_w_t(scale, key, x, h)
-    else:
+def times_weights_t(kind, scale, key, x, h, orthogonal_layers):
+    """h = x @ W.T for W (n_out, n_in) sampled from ``key``; x (B, n_in), h (B, n_out).
+    ``orthogonal_layers``: as in :func:`fill_weights`."""
+    if kind == CONSTANT:
+        _times_constant(scale, x, h)
+    elif kind != ORTHOGONAL:
         _times_drawn_t(kind, scale, key, x, h)
+    elif orthogonal_layers is None:
+        raise ValueError(NOT_DESCRIBED)
+    else:
+        householder.times_w_t(scale, key, x, h)
 
 
 @njit(cache=True)
-def times_weights(kind, scale, key, delta, out):
-    """out = delta @ W for W (n_out, n_in) sampled from ``key``; delta (B, n_out), out (B, n_in)."""
-    if kind == ORTHOGONAL:
-        householder.times_w(scale, key, delta, out)
-    else:
+def times_weights(kind, scale, key, delta, out, orthogonal_layers):
+    """out = delta @ W for W (n_out, n_in) sampled from ``key``; delta (B, n_out), out (B, n_in).
+    ``orthogonal_layers``: as in :func:`fill_weights`."""
+    if kind == CONSTANT:
+        _times_constant(scale, delta, out)
+    elif kind != ORTHOGONAL:
         _times_drawn(kind, scale, key, delta, out)
+    elif orthogonal_layers is None:
+        raise ValueError(NOT_DESCRIBED)
+    else:
+        householder.times_w(scale, key, delta, out)
+
+
+@njit(parallel=True, cache=True)
+def _times_constant(value, a, out):
+    """out = a @ W.T for W of shape (out.shape[1], a.shape[1]) with every entry ``value``:
+    out[b, :] = value * sum(a[b, :]), the row sum in float64 in index order, rounded once.
+    A zero W gives +0 exactly (as a product with zeros does), whatever the signs in a."""
+    rows, n = a.shape
+    for b in prange(rows):
+        acc = 0.0
+        for k in range(n):
+            acc += np.float64(a[b, k])
+        v = out.dtype.type(value * acc) if value != 0.0 else out.dtype.type(0.0)
+        for j in range(out.shape[1]):
+            out[b, j] = v
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
