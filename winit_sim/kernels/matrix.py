@@ -182,35 +182,27 @@ def formed_weights(wbuf, wstore, stored, net, seed, trial, given, l):
 
 
 @njit(cache=True)
-def times_layer_t(state, wbuf, net, seed, trial, given, l, x, h):
-    """h = x @ W_l.T: W_l sampled inside the product, or formed (:func:`formed_weights`).
+def times_layer(state, wbuf, net, seed, trial, given, l, a, out, forward):
+    """out = a @ W_l.T (``forward``: a is the layer's input) or a @ W_l (a is its delta),
+    W_l sampled inside the product or formed (:func:`formed_weights`).
 
     ``wbuf`` (state.wbuf) None: no layer of the run forms W (the engine's choice, from
     :func:`weight_buffer_size`), so the formed path is not compiled.
     """
     kind = net.sampler[l]
+    if wbuf is not None:
+        if not use_fused(a.shape[0], kind, given):
+            w = formed_weights(wbuf, state.wstore, state.stored, net, seed, trial, given, l)
+            if forward:
+                rows_dot(a, w.T, out)
+            else:
+                rows_dot(a, w, out)
+            return
     k = key(seed, trial, l, rng.STREAM_WEIGHT)
-    if wbuf is None:
-        times_weights_t(kind, net.scale[l], k, x, h, net.orthogonal_layers)
-    elif use_fused(x.shape[0], kind, given):
-        times_weights_t(kind, net.scale[l], k, x, h, net.orthogonal_layers)
+    if forward:
+        times_weights_t(kind, net.scale[l], k, a, out, net.orthogonal_layers)
     else:
-        rows_dot(x, formed_weights(wbuf, state.wstore, state.stored, net, seed, trial, given,
-                                   l).T, h)
-
-
-@njit(cache=True)
-def times_layer(state, wbuf, net, seed, trial, given, l, delta, out):
-    """out = delta @ W_l, as :func:`times_layer_t`."""
-    kind = net.sampler[l]
-    k = key(seed, trial, l, rng.STREAM_WEIGHT)
-    if wbuf is None:
-        times_weights(kind, net.scale[l], k, delta, out, net.orthogonal_layers)
-    elif use_fused(delta.shape[0], kind, given):
-        times_weights(kind, net.scale[l], k, delta, out, net.orthogonal_layers)
-    else:
-        rows_dot(delta, formed_weights(wbuf, state.wstore, state.stored, net, seed, trial,
-                                       given, l), out)
+        times_weights(kind, net.scale[l], k, a, out, net.orthogonal_layers)
 
 
 @njit(cache=True)
@@ -240,7 +232,7 @@ def _forward_layer(state, net, act, seed, trial, given, l, x, s, xnext, d, out):
     n_out = net.widths[l + 1]
     rows = x.shape[0]
     h = state.hbuf[:rows * n_out].reshape((rows, n_out))
-    times_layer_t(state, state.wbuf, net, seed, trial, given, l, x, h)
+    times_layer(state, state.wbuf, net, seed, trial, given, l, x, h, True)
     bias, brms = layer_bias(state.bbuf, net, seed, trial, given, l)
     return activate_layer(state, act, h, add_bias(h, s, bias, brms), xnext, d, out)
 
@@ -425,5 +417,5 @@ def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
     out[1] = log10_mean_sq(wgrad_sumsq(dl, x, state.wbuf), n_in * n_out, log_g + state.log_s[l])
     if l > 0:
         times_layer(state, state.wbuf, net, seed, trial, given, l, dl,
-                    state.grad[:rows * n_in].reshape((rows, n_in)))
+                    state.grad[:rows * n_in].reshape((rows, n_in)), False)
     return log_g
