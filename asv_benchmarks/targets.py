@@ -8,8 +8,9 @@ Width 1024, depth 100, relu, float32, forward + backward, ``method="auto"``:
 
 * ``u16``, ``x16``, ``c16``: batch 16 with he_uniform, xavier_uniform, constant (the
   matrix engine: these cannot be drawn given the layer input);
-* ``n16``, ``n256``: batch 16 and 256 with he_normal (auto picks the conditional
-  engine at 16 and the matrix engine at 256).
+* ``n16``, ``n256``: batch 16 and 256 with he_normal (``auto`` picks the engine);
+* ``n256c``, ``n256m``: batch 256 on the conditional and on the matrix engine (the
+  ``auto`` crossover).
 
 Every timing runs in a fresh process: each source tree in ``--trees`` (a folder holding
 ``winit_sim/``; compare a ``git worktree`` of an older commit with this one) and the
@@ -28,8 +29,10 @@ import sys
 
 from benchmarks.common import SUITE_DIR
 
-CASES = {"u16": ("he_uniform", 16), "x16": ("xavier_uniform", 16), "c16": ("constant", 16),
-         "n16": ("he_normal", 16), "n256": ("he_normal", 256)}
+CASES = {"u16": ("he_uniform", 16, "auto"), "x16": ("xavier_uniform", 16, "auto"),
+         "c16": ("constant", 16, "auto"), "n16": ("he_normal", 16, "auto"),
+         "n256": ("he_normal", 256, "auto"), "n256c": ("he_normal", 256, "conditional"),
+         "n256m": ("he_normal", 256, "matrix")}
 
 WINIT = """
 import json, sys
@@ -38,9 +41,9 @@ import numpy as np
 import winit_sim as ws
 from benchmarks.common import median_time
 out = {{}}
-for name, (init, batch) in {cases!r}.items():
+for name, (init, batch, method) in {cases!r}.items():
     run = lambda: ws.simulate(1024, 100, activation="relu", init=init, batch=batch,
-                              dtype="float32")
+                              dtype="float32", method=method)
     out[name] = median_time(run, {repeat}, warmup=1)
 print(json.dumps(out))
 """
@@ -74,7 +77,7 @@ def main(argv=None):
         ap.error(f"unknown cases {unknown}: choose from {', '.join(CASES)}")
     cases = {c: CASES[c] for c in args.cases.split(",")}
     trees = [os.path.abspath(t) for t in args.trees]
-    batches = sorted({b for _, b in cases.values()})
+    batches = sorted({b for _, b, _ in cases.values()})
     for tree in trees:   # compile each tree's kernels once, outside every round
         child(WINIT.format(tree=tree, cases=cases, repeat=1))
     rounds = []
@@ -88,7 +91,7 @@ def main(argv=None):
           f"{args.rounds} rounds x {args.repeat} calls (ms); ratio = torch / winit_sim")
     print(f"{'case':6} {'torch':>9} " + " ".join(f"{os.path.basename(t) or t:>18}"
                                                 for t in trees))
-    for name, (init, batch) in cases.items():
+    for name, (init, batch, _) in cases.items():
         t_torch = statistics.median(g["torch"][str(batch)] for g in rounds)
         cells = []
         for tree in trees:

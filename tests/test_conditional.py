@@ -228,7 +228,7 @@ def _crout(g, pivot):
     return np.array(f)
 
 
-@pytest.mark.parametrize("rows", [1, 5, 40, 130])
+@pytest.mark.parametrize("rows", [1, 4, 5, 40, 130])
 def test_cholesky_is_the_crout_loop_bit_for_bit(rows):
     """The kernel's right-looking Cholesky performs the Crout loop's operations in the same
     order: the same bits; a Gram below the pivot threshold is refused by both."""
@@ -244,3 +244,56 @@ def test_cholesky_is_the_crout_loop_bit_for_bit(rows):
         singular = low @ low.T
         assert _crout(singular, blocks.CHOL_PIVOT) is None
         assert not blocks._cholesky(singular, f)
+
+
+def _forward_substitution(f):
+    """L^-1 of a lower-triangular f, one earlier row at a time, in plain Python floats."""
+    n = f.shape[0]
+    inv = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        inv[i][i] = 1.0
+        for k in range(i):
+            c = float(f[i, k])
+            if c != 0.0:
+                for j in range(k + 1):
+                    inv[i][j] -= c * inv[k][j]
+        for j in range(i + 1):
+            inv[i][j] /= float(f[i, i])
+    return np.array(inv)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 9, 130])
+def test_lower_inverse_is_forward_substitution_bit_for_bit(rows):
+    """The kernel's four-rows-at-a-time inverse performs forward substitution's operations
+    in the same order, zero coefficients included: the same bits, and L L^-1 = I."""
+    from winit_sim.kernels import blocks
+    rng = np.random.default_rng(rows)
+    a = rng.standard_normal((rows, rows + 3))
+    f = np.linalg.cholesky(a @ a.T)
+    if rows > 8:
+        f[7, 2:6] = 0.0   # a skipped group of four
+        f[8, 1] = 0.0
+    inv = blocks.lower_inverse(f)
+    assert inv.tobytes() == _forward_substitution(f).tobytes()
+    np.testing.assert_allclose(f @ inv, np.eye(rows), atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mix_block_is_mix_row_bit_for_bit(dtype):
+    """The four-rows-at-a-time product gives every entry _mix_row's bits: every block width
+    up to 79 (both sides of MIX_MIN_COLUMNS, with vector remainders), row counts that
+    leave 1 to 3 rows over, offsets into wider sources, a triangular factor (skipped
+    groups) and a dead sample's zero row."""
+    from winit_sim.kernels import blocks
+    rng = np.random.default_rng(7)
+    for rows in (4, 7, 13):
+        coef = np.tril(rng.standard_normal((rows, rows)))
+        coef[2] = 0.0
+        for m in range(1, 80):
+            src = rng.standard_normal((rows, m + 9)).astype(dtype)
+            row_by_row = rng.standard_normal((rows, m + 5)).astype(dtype)
+            four_rows = row_by_row.copy()
+            for i in range(rows):
+                blocks._mix_row(row_by_row[i, 3:3 + m], coef[i], src, 9)
+            blocks._mix_block(four_rows, 3, 3 + m, coef, src, 9)
+            assert four_rows.tobytes() == row_by_row.tobytes(), (rows, m)

@@ -58,7 +58,7 @@ from numba import njit, prange
 
 from . import FAST, orthogonal, rng
 from .blocks import (BLOCK, add_scaled, column_blocks, cross_gram, draw_row_block, factor,
-                     gram_block, mix_row, pinv_from_factor, sum_blocks)
+                     gram_block, mix_block, pinv_from_factor, sum_blocks)
 from .weights import NOT_DESCRIBED, ORTHOGONAL
 from .layer import (N_RS, RS_M2, RS_SUM, RS_YSQ, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
@@ -80,11 +80,10 @@ def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
-        for i in range(rows):
-            oi = out[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
-            oi[:] = 0.0
-            mix_row(oi, c[i], z, j0)
-            mix_row(oi, r[i], x, j0)
+        for i in range(rows):   # accumulated in the compute dtype (float32: twice the lanes)
+            out[i, j0:j1] = 0.0
+        mix_block(out, j0, j1, c, z, j0)
+        mix_block(out, j0, j1, r, x, j0)
         if below:
             _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch])
 
@@ -97,7 +96,7 @@ State = namedtuple("State", [
     "keep", "grams", "kept_h", "cfs", "chol", "t_l", "m_l", "a_l", "c_l", "beta_l", "regimes",
     "log_s",
     "xs_l", "buf_x", "buf_h", "buf_h2", "buf_d", "buf_d2", "buf_z", "grad", "part_rs", "part_g",
-    "part_h", "rs", "g", "gp", "gd", "cd", "dh", "pz", "rmat", "zb", "zz", "bz"])
+    "part_h", "rs", "g", "gp", "gd", "cd", "dh", "pz", "mx", "rmat", "zb", "zz", "bz"])
 
 
 @njit(cache=True, fastmath=FAST)
@@ -111,10 +110,9 @@ def draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
         return
     for k in range(rows):
         draw_row_block(key, k, n, j0, tile[k], bits, rejected)
-    for i in range(rows):
-        hi = h[i, j0:j1]   # accumulated in the compute dtype (float32: twice the lanes)
-        hi[:] = 0.0
-        mix_row(hi, cf[i], tile, 0)
+    for i in range(rows):   # accumulated in the compute dtype (float32: twice the lanes)
+        h[i, j0:j1] = 0.0
+    mix_block(h, j0, j1, cf, tile, 0)
 
 
 @njit(inline="always")
@@ -268,7 +266,7 @@ def _combine_row_sums(part_rs, n, rs):
             rs[i, RS_M2] += part_rs[c, i, RS_M2] + m * dm * dm
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _pre(state, seed, trial, j):
     """How layer j's pre-activations were drawn in the forward (see Pre)."""
     return Pre(key(seed, trial, j, rng.STREAM_COND_PRE), state.cfs[j], state.t_l[j] != -np.inf,
@@ -276,14 +274,14 @@ def _pre(state, seed, trial, j):
                state.beta_l[j])
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _pre_activations(state, j, buf, n):
     """Layer j's pre-activations (B x n): kept ones, or the buffer they are drawn into."""
     B = state.rs.shape[0]
     return (state.kept_h[j] if state.keep else buf)[:B * n].reshape((B, n))
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _forward_layer(state, act, seed, trial, l, h):
     """Layer l's forward from its factor: statistics into ``stats``, the next layer's
     x x^T (x at unit RMS) into ``grams[l + 1]``. Returns (log-scale of x, 1 / RMS of y,
@@ -346,7 +344,7 @@ def new_state(net, rows, keep, proto):
         part_h=np.zeros((nch, B, B)),
         rs=np.zeros((B, N_RS)),
         g=np.empty((B, B)), gp=np.empty((B, B)), gd=np.empty((B, B)), cd=np.empty((B, B)),
-        dh=np.empty((B, B)), pz=np.empty((B, B)), rmat=np.empty((B, B)),
+        dh=np.empty((B, B)), pz=np.empty((B, B)), mx=np.empty((B, B)), rmat=np.empty((B, B)),
         zb=np.empty((B, 1), dt), zz=np.empty((B, B)), bz=np.empty(B))
 
 
@@ -496,7 +494,7 @@ def _layer_factor(state, l, sw, sb):
     state.t_l[l] = u + math.log(sw) + 0.5 * math.log(m)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _delta_of(grad, d, h, part_d, part_h, gd, dh):
     """gd, dh and sum delta^2 of the top layer's delta = grad * d (see delta_grams)."""
     delta_grams(grad, d, h, part_d, part_h)
@@ -538,12 +536,11 @@ def _conditioned_mix(state, l, seed, trial):
     """
     cf, chol, m = state.cfs[l], state.chol[l], state.m_l[l]
     aa, cc = state.a_l[l], state.c_l[l]
-    zb, gp, gd, cd, dh, pz, rmat = (state.zb, state.gp, state.gd, state.cd, state.dh, state.pz,
-                                    state.rmat)
+    zb, gp, gd, cd, dh, pz, mx, rmat = (state.zb, state.gp, state.gd, state.cd, state.dh,
+                                        state.pz, state.mx, state.rmat)
     B = gd.shape[0]
-    # M = delta W' = C' [Z', z'_b], C' C'^T = delta delta^T (times sw^2, carried in log_g)
-    factor(gd, cd)
-    # M Xs^T = C' (a Z' x^T + c z'_b 1^T)
+    # M Xs^T = C' (a Z' x^T + c z'_b 1^T), M = delta W' = C' [Z', z'_b] with
+    # C' C'^T = delta delta^T (times sw^2, carried in log_g)
     for i in range(B):
         for j in range(B):
             pz[i, j] *= aa
@@ -552,10 +549,10 @@ def _conditioned_mix(state, l, seed, trial):
         for i in range(B):
             for j in range(B):
                 pz[i, j] += cc * zb[i, 0]
-    # R = (sqrt(m) delta h^T - M Xs^T) Gs^+,  Gs^+ = (C C^T)^+ / m
-    pinv_from_factor(cf, chol, gp)
+    # C', mx = M Xs^T and Gs^+ = (C C^T)^+ / m: two independent chains at once
+    _factor_mix_and_pinv(gd, cd, pz, mx, cf, chol, gp)
+    # R = (sqrt(m) delta h^T - M Xs^T) Gs^+
     root = math.sqrt(m)
-    mx = np.dot(cd, pz)
     for i in range(B):
         for j in range(B):
             dh[i, j] = root * dh[i, j] - mx[i, j]
@@ -564,3 +561,18 @@ def _conditioned_mix(state, l, seed, trial):
     for i in range(B):
         for j in range(B):
             rmat[i, j] *= scale
+
+
+@njit(parallel=True, cache=True)
+def _factor_mix_and_pinv(gd, cd, pz, mx, cf, chol, gp):
+    """cd = factor of gd, then mx = cd pz; and gp = (cf cf^T)^+: the two chains of
+    B x B work of a layer's backward that do not depend on each other, one per thread.
+    Each runs the arithmetic it would alone (the same bits at any thread count); the
+    BLAS products inside are single-threaded (the engine pins BLAS for the whole call,
+    as for :func:`.blocks.rows_dot`)."""
+    for task in prange(2):
+        if task == 0:
+            factor(gd, cd)
+            np.dot(cd, pz, mx)
+        else:
+            pinv_from_factor(cf, chol, gp)

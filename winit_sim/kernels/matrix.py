@@ -31,8 +31,9 @@ from numba import njit, prange
 from . import FAST, rng
 from .blocks import rows_dot
 from .layer import (N_FORWARD, N_RS, activate_block, activation_regime, block_sums,
-                    bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
-                    layer_statistics, log10_mean_sq, max_width, ordered_sum, output_log_scale)
+                    bounded_fallback, check_layer_kind, copy_into, draw_input,
+                    draw_top_gradient, key, layer_statistics, log10_mean_sq, max_width,
+                    ordered_sum, output_log_scale)
 from .weights import (CONSTANT, ORTHOGONAL, elementwise_kind, fill_weights, times_weights,
                       times_weights_t)
 
@@ -222,7 +223,7 @@ def layer_bias(bbuf, net, seed, trial, given, l):
     return b[0], math.sqrt(acc / n_out)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _forward_layer(state, net, act, seed, trial, given, l, x, s, xnext, d, out):
     """One layer: x (input, x_true = e^s x) -> xnext (unit RMS), d = phi'(h); stats into out.
 
@@ -252,7 +253,7 @@ def add_bias(h, s, bias, brms):
     return t
 
 
-@njit(cache=True)
+@njit(inline="always")
 def activate_layer(state, act, h, t, xnext, d, out):
     """Pre-activations h_true = e^t h -> xnext = phi(h_true) at unit RMS, d = phi'(h_true).
 
@@ -283,7 +284,7 @@ def _segment_layer(state, net, act, seed, trial, given, l, first, out):
     rows = state.rs.shape[0]
     n_in, n_out = net.widths[l], net.widths[l + 1]
     k = l - first
-    state.seg_x[k, :rows * n_in] = state.xcur[:rows * n_in]
+    copy_into(state.seg_x[k, :rows * n_in], state.xcur[:rows * n_in])
     state.log_s[l + 1] = _forward_layer(
         state, net, act, seed, trial, given, l, state.seg_x[k, :rows * n_in].reshape((rows, n_in)),
         state.log_s[l], state.xcur[:rows * n_out].reshape((rows, n_out)),
@@ -323,20 +324,20 @@ def forward_trial(state, net, act, draws, trial, given, stats):
     n_seg = state.ckpt.shape[0]
     for seg in range(n_seg):
         first = seg * seg_len
-        state.ckpt[seg, :rows * widths[first]] = state.xcur[:rows * widths[first]]
+        copy_into(state.ckpt[seg, :rows * widths[first]], state.xcur[:rows * widths[first]])
         for l in range(first, min(depth, first + seg_len)):
             _segment_layer(state, net, act, draws.seed, trial, given, l, first, stats[l])
     state.loaded[0] = n_seg - 1
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _recompute_segment(state, net, act, seed, trial, given, seg):
     """Re-run the forward of one segment from its checkpoint, refilling seg_x and seg_d."""
     rows = state.rs.shape[0]
     depth = net.widths.size - 1
     first = seg * state.seg_len
     n = rows * net.widths[first]
-    state.xcur[:n] = state.ckpt[seg, :n]
+    copy_into(state.xcur[:n], state.ckpt[seg, :n])
     for l in range(first, min(depth, first + state.seg_len)):
         _segment_layer(state, net, act, seed, trial, given, l, first, state.scratch)
     state.loaded[0] = seg
@@ -396,7 +397,7 @@ def _wgrad_by_grams(delta, x):
     return max(acc, 0.0)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
     """delta_l = grad * phi'(h_l); its stats into out; grad <- delta_l @ W_l. Returns log-scale.
 
