@@ -161,6 +161,15 @@ def test_auto_picks_conditional_only_where_it_is_exact_and_faster():
         return engine.choose_method("auto", init, engine.describe(widths, "relu", init), rows)
     assert choose("he_normal", 32) == "conditional"
     assert choose("he_normal", 33) == "matrix"
+    # large batches: the conditional engine from width / batch = 4 (Gaussian MLPs only)
+    wide = np.array([1024, 1024, 512])
+    assert engine.choose_method("auto", "he_normal", engine.describe(wide, "relu", "he_normal"),
+                                128) == "conditional"
+    assert engine.choose_method("auto", "he_normal", engine.describe(wide, "relu", "he_normal"),
+                                129) == "matrix"
+    assert engine.choose_method("auto", "orthogonal", engine.describe(wide, "relu", "orthogonal"),
+                                128) == "matrix"
+    assert choose("he_normal", 64) == "matrix"   # width / batch = 4 below the large batches
     assert choose("he_uniform", 8) == "matrix"
     assert choose("normal:std=0", 8) == "matrix"
     # a conditional sweep cell equals simulate with the cell's seed and the same engine

@@ -37,6 +37,13 @@ SEGMENT_BYTES = 128 * 2**20  # memory kept for the backward pass before checkpoi
 # batch = 8: 0.41 at 256 / 32, 0.33 at 1024 / 128; 16: 0.23 at 256 / 16, 0.20 at
 # 1024 / 64, 0.22 at 4096 / 256; but 1.11 at 256 / 64)
 CONDITIONAL_MAX_BATCH_FRACTION = 8
+# ... and, for Gaussian MLPs, batches of at least CONDITIONAL_LARGE_BATCH where batch *
+# CONDITIONAL_LARGE_BATCH_FRACTION <= the narrowest layer: there its B x B work runs at
+# block speed (measured at width / batch = 4, float32, depth 30: 0.85 at 512 / 128, 0.88
+# at 1024 / 256, 0.97 at 2048 / 512; but 0.86 at 256 / 64, too small a gain to change
+# the engine, and 1.7 to 2.1 at width / batch = 2)
+CONDITIONAL_LARGE_BATCH = 128
+CONDITIONAL_LARGE_BATCH_FRACTION = 4
 CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activations up to this
 # the matrix engine keeps a trial's formed weights up to this (width 1024, depth 100,
 # float32: 400 MiB), saving one sampling per layer in the backward and one per layer
@@ -141,6 +148,9 @@ def choose_method(method, init, net, rows):
                 f"batch or method='matrix'")
     if method == AUTO:
         fits = rows * CONDITIONAL_MAX_BATCH_FRACTION <= narrowest
+        if not blocks and all(is_gaussian(k) for k in kinds):
+            fits = fits or (rows >= CONDITIONAL_LARGE_BATCH
+                            and rows * CONDITIONAL_LARGE_BATCH_FRACTION <= narrowest)
         return "conditional" if exact and fits else "matrix"
     return method
 

@@ -57,38 +57,6 @@ def _dot2x2(a0, a1, b0, b1):
     return s00, s01, s10, s11
 
 
-@njit(inline="always", fastmath=FAST)
-def _dot4x2(a0, a1, a2, a3, b0, b1):
-    """The eight dot products of rows a0..a3 with rows b0, b1: each load of b feeds four
-    multiply-adds. Each product is the same loop as in _dot2x2 and compiles to the same
-    bits (checked by the corpus); 1.27x the rate of _dot2x2 at 256 x 256 x 512, measured."""
-    z = a0.dtype.type(0.0)
-    s00 = z
-    s01 = z
-    s10 = z
-    s11 = z
-    s20 = z
-    s21 = z
-    s30 = z
-    s31 = z
-    for j in range(a0.size):
-        p = b0[j]
-        q = b1[j]
-        u = a0[j]
-        s00 += u * p
-        s01 += u * q
-        u = a1[j]
-        s10 += u * p
-        s11 += u * q
-        u = a2[j]
-        s20 += u * p
-        s21 += u * q
-        u = a3[j]
-        s30 += u * p
-        s31 += u * q
-    return s00, s01, s10, s11, s20, s21, s30, s31
-
-
 @njit(inline="always")
 def plain(i):
     """``i`` as a plain int64: a constant argument (0, a literal True) would otherwise
@@ -104,29 +72,18 @@ def gram_block(a, a0, b, b0, m, out, upper):
 
 @njit(cache=True, fastmath=FAST)
 def _gram_block(a, a0, b, b0, m, out, upper):
-    """out[i, k] = a[i, a0:a0+m] . b[k, b0:b0+m] in the inputs' dtype, in 4 x 2 blocks
-    (then 2 x 2 and single rows for the rest; every entry the same bits either way).
+    """out[i, k] = a[i, a0:a0+m] . b[k, b0:b0+m] in the inputs' dtype, in 2 x 2 blocks.
 
     With ``upper`` only k >= i is needed: entries just below the diagonal are
-    written as well and must be ignored (as sum_blocks does).
+    written as well and must be ignored (as sum_blocks does). (4 x 2 blocks give the
+    same bits, but measured no faster at batch 256 and cost 20 s more on a cold start:
+    every kernel that forms a Gram links this one.)
     """
     ra = a.shape[0]
     rb = b.shape[0]
     a1 = a0 + m
     b1 = b0 + m
     i = 0
-    while i + 3 < ra:
-        k = i if upper else 0
-        while k + 1 < rb:
-            (out[i, k], out[i, k + 1], out[i + 1, k], out[i + 1, k + 1], out[i + 2, k],
-             out[i + 2, k + 1], out[i + 3, k], out[i + 3, k + 1]) = _dot4x2(
-                a[i, a0:a1], a[i + 1, a0:a1], a[i + 2, a0:a1], a[i + 3, a0:a1],
-                b[k, b0:b1], b[k + 1, b0:b1])
-            k += 2
-        if k < rb:
-            for q in range(i, i + 4):
-                out[q, k] = _dot(a[q, a0:a1], b[k, b0:b1])
-        i += 4
     while i + 1 < ra:
         k = i if upper else 0
         while k + 1 < rb:
