@@ -292,7 +292,8 @@ def test_mix_block_is_mix_row_bit_for_bit(dtype):
     """The four-rows-at-a-time product gives every entry _mix_row's bits: every block width
     up to 79 (both sides of MIX_MIN_COLUMNS, with vector remainders), row counts that
     leave 1 to 3 rows over, offsets into wider sources, a triangular factor (skipped
-    groups) and a dead sample's zero row."""
+    groups) and a dead sample's zero row; and every entry is coef @ src (NumPy, float64)
+    added to what was there, columns outside the block untouched."""
     from winit_sim.kernels import blocks
     rng = np.random.default_rng(7)
     for rows in (4, 7, 13):
@@ -304,5 +305,11 @@ def test_mix_block_is_mix_row_bit_for_bit(dtype):
             four_rows = row_by_row.copy()
             for i in range(rows):
                 blocks._mix_row(row_by_row[i, 3:3 + m], coef[i], src, 9)
+            start = four_rows.astype(np.float64)
             blocks._mix_block(four_rows, 3, 3 + m, coef, src, 9)
             assert four_rows.tobytes() == row_by_row.tobytes(), (rows, m)
+            # and it is the product: NumPy in float64 on the same inputs
+            want = start[:, 3:3 + m] + coef @ src[:, 9:9 + m].astype(np.float64)
+            tol = 1e-12 if dtype == np.float64 else 2e-5
+            np.testing.assert_allclose(four_rows[:, 3:3 + m], want, rtol=tol, atol=tol * 10)
+            np.testing.assert_array_equal(four_rows[:, :3], start[:, :3].astype(dtype))
