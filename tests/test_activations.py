@@ -112,3 +112,27 @@ def test_softplus():
         df = ws.simulate(64, 2000, activation="softplus:beta=1.5", init=init, batch=4)
         assert np.all(np.isfinite(df[["log10_pre_q", "log10_post_q", "log10_grad_q"]]))
     # (simulation vs mean field: tests/test_theory.py, with the other activations)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_homogeneous_kernels_compile_their_formulas_only_at_the_same_bits(spec):
+    """A homogeneous activation's kernels (``scale_dependent`` None) compile only the
+    homogeneous formulas. They give the general kernel's bits, and the NumPy reference's
+    values; every homogeneous entry has its branch there (no NaN)."""
+    from winit_sim.kernels import layer
+
+    data = kernel_data(spec)
+    assert (data.scale_dependent is None) == data.homogeneous
+    if not data.homogeneous:
+        return
+    h = np.concatenate([H, [0.0, -0.0, 5e-324, -5e-324, 1e300, -1e300]])
+    outs = []
+    for scale_dependent in (None, True):
+        y, d = np.empty_like(h), np.empty_like(h)
+        layer._activate_block(data, scale_dependent, h, 0.0, layer.HOMOG, y, d)
+        outs.append((y, d))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    s = resolve_activation(spec)
+    np.testing.assert_allclose(outs[0][0], naive.phi(s, h), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(outs[0][1], naive.dphi(s, h), rtol=1e-15, atol=0)

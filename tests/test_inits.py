@@ -151,3 +151,16 @@ def test_sample_biases_are_simulates_biases():
     ref = ws.propagate(w, x, "tanh", grad_output=g, biases=b)
     cols = [c for c in ref.columns if c != "trial"]
     np.testing.assert_allclose(sim[cols].to_numpy(), ref[cols].to_numpy(), rtol=1e-11)
+
+
+def test_serial_normal_fill_draws_the_parallel_ones_bits():
+    """Inputs, gradients and biases are drawn on one thread (``fill_normal_serial``):
+    the same keyed numbers as the parallel fill, bit for bit, at any shape."""
+    from winit_sim.kernels import rng as _rng
+
+    key = np.uint64(_rng.stream_key(5, 2, 1, _rng.STREAM_INPUT))
+    for shape in [(1, 1), (3, 517), (64, 1000), (1000, 3)]:
+        a, b = np.empty(shape), np.empty(shape)
+        _rng.fill_normal(key, a, 0.7)
+        _rng.fill_normal_serial(key, b, 0.7)
+        assert np.array_equal(a, b)

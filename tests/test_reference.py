@@ -109,14 +109,38 @@ def test_fused_products(init, dtype, n_in, n_out):
     d = rng.standard_normal((5, n_out)).astype(dtype)
     h = np.empty((5, n_out), dtype)
     p = np.empty((5, n_in), dtype)
-    _fused.times_weights_t(kind, scale, key, x, h, None)
-    _fused.times_weights(kind, scale, key, d, p, None)
+    _fused.times_weights_t(kind, scale, key, x, h, None, True)
+    _fused.times_weights(kind, scale, key, d, p, None, True)
     tol = 1e-12 if dtype == "float64" else 1e-4
     w64 = w.astype(np.float64)
     np.testing.assert_allclose(h, x.astype(np.float64) @ w64.T, rtol=tol, atol=tol)
     np.testing.assert_allclose(p, d.astype(np.float64) @ w64, rtol=tol, atol=tol)
     if init == "zeros":   # +0 exactly, as a product with zeros gives
         assert not np.signbit(h).any() and not np.signbit(p).any() and not h.any()
+
+
+def test_uniform_kind_needs_uniform_layers():
+    """Told that the net has no uniform layer, the kernels compile no uniform sampling
+    and refuse a uniform layer; a normal layer gives the same bits either way."""
+    from winit_sim.inits import layer_sampler
+    from winit_sim.kernels import weights as _fused
+
+    key = np.uint64(_rng.stream_key(3, 1, 4, _rng.STREAM_WEIGHT))
+    x = np.random.default_rng(1).standard_normal((3, 40))
+    kind, scale = layer_sampler("he_uniform", 40, 40)
+    h = np.empty((3, 40))
+    for call in (lambda u: _fused.times_weights_t(kind, scale, key, x, h, None, u),
+                 lambda u: _fused.times_weights(kind, scale, key, x, h, None, u),
+                 lambda u: _fused.fill_weights(kind, scale, key, h, None, u)):
+        with pytest.raises(ValueError, match="uniform_layers"):
+            call(None)
+    kind, scale = layer_sampler("he_normal", 40, 40)
+    for fn in (_fused.times_weights_t, _fused.times_weights):
+        outs = []
+        for uniform_layers in (None, True):
+            outs.append(np.empty((3, 40)))
+            fn(kind, scale, key, x, outs[-1], None, uniform_layers)
+        assert np.array_equal(outs[0], outs[1])
 
 
 def test_orthogonal_kind_needs_orthogonal_layers():
@@ -130,9 +154,9 @@ def test_orthogonal_kind_needs_orthogonal_layers():
     x = np.ones((2, 8))
     h = np.empty((2, 8))
     with pytest.raises(ValueError, match="orthogonal_layers"):
-        _fused.times_weights_t(kind, scale, key, x, h, None)
+        _fused.times_weights_t(kind, scale, key, x, h, None, True)
     with pytest.raises(ValueError, match="orthogonal_layers"):
-        _fused.fill_weights(kind, scale, key, h, None)
-    _fused.times_weights_t(kind, scale, key, x, h, True)
+        _fused.fill_weights(kind, scale, key, h, None, True)
+    _fused.times_weights_t(kind, scale, key, x, h, True, True)
     np.testing.assert_allclose(h, x @ ws.sample_weights("orthogonal", 8, 8, seed=3, trial=1,
                                                         layer=4).T, rtol=1e-12)

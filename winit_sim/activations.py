@@ -77,9 +77,12 @@ ACTIVATIONS = Registry("activation", [
                torch_params={"beta": "beta"}),
 ])
 
-# what the kernels receive for an activation (see winit_sim.kernels.elementwise)
+# what the kernels receive for an activation (see winit_sim.kernels.elementwise).
+# ``scale_dependent`` is None for a homogeneous activation and True otherwise: its type,
+# not its value, tells Numba which formulas to compile, so a relu net never compiles
+# the smooth activations' (see winit_sim.kernels.layer.activate_block)
 ActivationData = namedtuple("ActivationData", ["code", "param", "phi0", "homogeneous",
-                                               "sat_thr"])
+                                               "sat_thr", "scale_dependent"])
 SATURATION_FRACTION = 0.01   # |phi'| below this fraction of sup|phi'| counts as saturated
 
 
@@ -102,8 +105,10 @@ def sup_dphi(spec):
 def kernel_data(activation):
     """The :data:`ActivationData` the kernels take for an activation spec."""
     spec = resolve_activation(activation)
+    homogeneous = spec.entry.homogeneous
     return ActivationData(spec.entry.code, kernel_param(spec), float(spec.value("phi0")),
-                          spec.entry.homogeneous, SATURATION_FRACTION * sup_dphi(spec))
+                          homogeneous, SATURATION_FRACTION * sup_dphi(spec),
+                          None if homogeneous else True)
 
 
 def torch_gain(activation):

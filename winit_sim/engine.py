@@ -25,7 +25,7 @@ from .inits import (CONDITIONAL_INITS, GAUSSIAN_INITS, SAMPLINGS, is_gaussian, l
 from .kernels import (conditional, driver, householder, matrix, residual, residual_conditional,
                       residual_spectrum, spectrum)
 from .kernels.blocks import BLOCK
-from .kernels.layer import BACKWARD_COLUMNS, DENSE, FORWARD_COLUMNS, Draws, Net
+from .kernels.layer import BACKWARD_COLUMNS, DENSE, FORWARD_COLUMNS, Draws, Net, results
 from .kernels.residual import (BLOCK_BACKWARD_COLUMNS, BLOCK_FORWARD_EXTRA, ResNet)
 from .layers import AUTO, ENGINES, NO_NORM, NORMS
 from .theory.moments import auto_gain
@@ -50,6 +50,7 @@ CONDITIONAL_KEEP_BYTES = 32 * 2**20   # the conditional engine keeps pre-activat
 # of every recomputed segment
 WEIGHT_STORE_BYTES = 512 * 2**20
 ORTHOGONAL_CODE = SAMPLINGS.code("orthogonal")
+UNIFORM_CODE = SAMPLINGS.code("uniform")
 
 # a planned run: the engine's name, the kernels' Net, the compute dtype, the batch
 # rows, and the engine's memory choice (matrix: layers per segment; conditional:
@@ -61,7 +62,16 @@ def orthogonal_layers(samplers):
     """The kernels' ``orthogonal_layers`` for layers sampled by ``samplers`` (codes): True
     if any is orthogonal, else None, so that a run compiles no orthogonal code (Numba
     resolves ``is None`` when it compiles; a first run's JIT compile is then shorter)."""
-    return True if np.any(np.asarray(samplers) == ORTHOGONAL_CODE) else None
+    return _any_sampled(samplers, ORTHOGONAL_CODE)
+
+
+def uniform_layers(samplers):
+    """The kernels' ``uniform_layers``: as :func:`orthogonal_layers`, for uniform layers."""
+    return _any_sampled(samplers, UNIFORM_CODE)
+
+
+def _any_sampled(samplers, code):
+    return True if np.any(np.asarray(samplers) == code) else None
 
 
 def describe(widths, activation, init, bias_std=0.0, input_std=1.0):
@@ -82,7 +92,7 @@ def describe(widths, activation, init, bias_std=0.0, input_std=1.0):
                 shapes[shape] = layer_sampler(init, shape[0], shape[1], gain)
             sampler[l], scale[l] = shapes[shape]
     return Net(widths, np.full(depth, DENSE, np.int64), sampler, scale, float(bias_std),
-               float(input_std), orthogonal_layers(sampler))
+               float(input_std), orthogonal_layers(sampler), uniform_layers(sampler))
 
 
 def block_shapes(branch, width, hidden):
@@ -114,7 +124,8 @@ def describe_blocks(blocks, width, depth, activation, init, bias_std=0.0, input_
     return ResNet(int(width), int(blocks.hidden), int(blocks.branch), int(blocks.norm),
                   bool(list(NORMS)[blocks.norm].centered), bool(blocks.post), log_alpha,
                   float(np.log(blocks.beta)), float(blocks.eps), sampler, scale,
-                  float(bias_std), float(input_std), orthogonal_layers(sampler))
+                  float(bias_std), float(input_std), orthogonal_layers(sampler),
+                  uniform_layers(sampler))
 
 
 def choose_method(method, init, net, rows):
@@ -302,7 +313,7 @@ def execute(run_plan, activation, seed, trials, tops, given=None):
         matrix_state = matrix_state._replace(
             wstore=np.empty(store, run_plan.dtype) if store else None)
     return driver.run(matrix_state, conditional_state, net, kernel_data(activation), draws, tops,
-                      given)
+                      given, *results(trials, net.widths.size - 1, tops))
 
 
 def simulate_arrays(widths, activation, init, *, rows, trials, seed, bias_std, input_std,

@@ -354,7 +354,8 @@ def sample_weights(init, fan_in, fan_out, *, seed=0, trial=0, layer=1, dtype="fl
     out = np.empty((fan_out, fan_in), dt)
     with engine.threads(None):   # BLAS on one thread inside numba's (orthogonal)
         fill_weights(kind, scale, np.uint64(rng.stream_key(seed, trial, layer, stream)), out,
-                     engine.orthogonal_layers(kind))
+                     engine.orthogonal_layers(kind),
+                     engine.uniform_layers(kind))
     return out
 
 

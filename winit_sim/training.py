@@ -164,7 +164,8 @@ def _mlp_runner(w_sizes, act, init, rows, seed, mom, data):
         kind, scale = layer_sampler(init, int(w_sizes[l]), int(w_sizes[l + 1]), gain)
         key = np.uint64(rng.stream_key(seed, 0, l + 1, rng.STREAM_WEIGHT))
         fill_weights(kind, scale, key, w_flat[w_off[l]:w_off[l + 1]].reshape(
-            (int(w_sizes[l + 1]), int(w_sizes[l]))), engine.orthogonal_layers(kind))
+            (int(w_sizes[l + 1]), int(w_sizes[l]))), engine.orthogonal_layers(kind),
+                     engine.uniform_layers(kind))
     teacher = _teacher(seed, int(w_sizes[-1]), int(w_sizes[0]))
     total = int(w_sizes.sum())
     scratch = Scratch(np.empty((rows, total)), np.empty((rows, total)), np.empty(depth))
@@ -236,7 +237,7 @@ def _residual_runner(blocks, width, depth, act, init, rows, seed, mom, data):
             key = np.uint64(rng.stream_key(seed, 0, l + 1, stream))
             fill_weights(int(net.sampler[l, j]), float(net.scale[l, j]), key,
                          w_flat[w_off[i]:w_off[i + 1]].reshape((n_out, n_in)),
-                         net.orthogonal_layers)
+                         net.orthogonal_layers, net.uniform_layers)
     teacher = _teacher(seed, width, width)
     k = blocks.hidden if blocks.branch == 2 else width
     scratch = ResScratch(np.empty((depth + 1, rows, width)), np.empty((depth, rows, width)),

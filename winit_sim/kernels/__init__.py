@@ -18,6 +18,19 @@ users or builds DataFrames, and nothing here imports from above ``kernels/``
 * :mod:`.sgd`          one SGD step with explicit weights (the training probe)
 """
 
+from numba import njit
+
 # reassociation lets LLVM vectorise the per-row sums; the order is still fixed by
 # the code (never by the thread count), so results stay deterministic
 FAST = {"reassoc", "contract", "nsz"}
+
+
+def internal(**options):
+    """``njit(cache=True, **options)`` for a kernel that only compiled code calls.
+
+    Numba gives every compiled function an entry point for Python, which unboxes each
+    argument (a ``State`` is some twenty arrays), and one for C. A kernel that only
+    other kernels call uses neither, and building them is part of every first
+    compile. Calling such a kernel from Python is an error.
+    """
+    return njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True, **options)

@@ -233,7 +233,7 @@ def sum_blocks(part, out, upper):
 def draw_row_block(key, i, n, j0, row, bits, rejected):
     """row = standard normals at counters i * n + j0 + (0, 1, ...), as fill_normal draws them."""
     rng.fill_normal_row(key, np.uint64(i) * np.uint64(n) + np.uint64(j0), row, 1.0, bits,
-                          rejected, rng.ZIG_X, rng.ZIG_XS, rng.ZIG_XNEXT, rng.ZIG_F)
+                          rejected)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)

@@ -56,17 +56,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import FAST, orthogonal, rng
+from . import FAST, internal, orthogonal, rng
 from .blocks import (BLOCK, add_scaled, column_blocks, cross_gram, draw_row_block, factor,
                      gram_block, mix_block, pinv_from_factor, sum_blocks)
 from .weights import NOT_DESCRIBED, ORTHOGONAL
 from .layer import (N_RS, RS_M2, RS_SUM, RS_YSQ, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
-                    layer_statistics, log10_mean_sq, max_width, output_log_scale)
+                    layer_statistics, log10_mean_sq, output_log_scale)
 
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@internal(parallel=True, fastmath=FAST)
 def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
     """out = c @ z + r @ x for small square c, r (B x B) and z, x, out (B x n).
 
@@ -99,7 +99,7 @@ State = namedtuple("State", [
     "part_h", "rs", "g", "gp", "gd", "cd", "dh", "pz", "mx", "rmat", "zb", "zz", "bz"])
 
 
-@njit(cache=True, fastmath=FAST)
+@internal(fastmath=FAST)
 def draw_mix(key, cf, signal, j0, j1, tile, bits, rejected, h):
     """h[:, j0:j1] = cf @ Z[:, j0:j1], Z[k, j] ~ N(0, 1) at counter k * n + j of ``key``
     (as fill_normal draws it), drawn into the block tile; 0 without ``signal``."""
@@ -127,7 +127,7 @@ def _draw_pre(pre, j0, j1, tile, bits, rejected, h):
             add_scaled(h[i, j0:j1], pre.bias_coef, row)
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@internal(parallel=True, fastmath=FAST)
 def forward_pass(pre, act, h, part_rs, part_g):
     """A layer's forward in one pass over column blocks, each block while it is in cache.
 
@@ -175,7 +175,7 @@ def forward_pass(pre, act, h, part_rs, part_g):
                 part_g[ch, i, k] *= back
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@internal(parallel=True, fastmath=FAST)
 def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
     """The backward's view of layer j, one pass over column blocks.
 
@@ -209,7 +209,7 @@ def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
             gram_block(z, j0, x, j0, m, part_z[ch], False)
 
 
-@njit(cache=True, fastmath=FAST)
+@internal(fastmath=FAST)
 def _delta_block(grad, d, h, j0, j1, pd, ph):
     """Block j0:j1 of delta = grad * d (in a tile, never stored): pd = delta delta^T (upper
     triangle), ph = delta h^T, in the compute dtype as cross_gram."""
@@ -226,7 +226,7 @@ def _delta_block(grad, d, h, j0, j1, pd, ph):
     gram_block(tile, 0, h, j0, m, ph, False)
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@internal(parallel=True, fastmath=FAST)
 def delta_grams(grad, d, h, part_d, part_h):
     """Per block c of delta = grad * d: part_d[c] = delta delta^T, part_h[c] = delta h^T
     (added up by :func:`delta_sums`)."""
@@ -235,7 +235,7 @@ def delta_grams(grad, d, h, part_d, part_h):
         _delta_block(grad, d, h, c * BLOCK, min(n, (c + 1) * BLOCK), part_d[c], part_h[c])
 
 
-@njit(cache=True)
+@internal()
 def delta_sums(part_d, part_h, n, gd, dh):
     """gd = delta delta^T, dh = delta h^T from the block sums of a width-n layer, in
     block order; returns sum delta^2."""
@@ -248,7 +248,7 @@ def delta_sums(part_d, part_h, n, gd, dh):
     return sq
 
 
-@njit(cache=True)
+@internal()
 def _combine_row_sums(part_rs, n, rs):
     """Per-row sums of block_sums from per-block ones, in block order; the M2 column
     about each row's mean (Chan et al.: exact)."""
@@ -304,14 +304,14 @@ def _forward_layer(state, act, seed, trial, l, h):
     return regime, output_log_scale(t, regime, act.phi0)
 
 
-@njit(cache=True)
 def new_state(net, rows, keep, proto):
     """Buffers of a run in the compute dtype of ``proto``. ``keep``: hold every layer's
     pre-activations for the backward pass (small nets) instead of regenerating them from
-    their keys (any size); the numbers are the same either way, bit for bit."""
+    their keys (any size); the numbers are the same either way, bit for bit. Plain
+    Python (allocation only: nothing to compile)."""
     widths = net.widths
     depth = widths.size - 1
-    maxn = max_width(widths)
+    maxn = int(np.max(widths))
     dt = proto.dtype
     B = rows
     nch = column_blocks(maxn)
@@ -426,7 +426,7 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
         d_cur, d_below = d_below, d_cur
 
 
-@njit(cache=True)
+@internal()
 def _factor_of(orthogonal_layers, state, net, seed, trial, l):
     """Layer l's factor by its kind (Gaussian or orthogonal); ``orthogonal_layers``
     (net.orthogonal_layers, an argument so that Numba can resolve it) None: the
@@ -440,7 +440,7 @@ def _factor_of(orthogonal_layers, state, net, seed, trial, l):
                                 net.scale[l], net.bias_std)
 
 
-@njit(cache=True)
+@internal()
 def _conditioned_mix_of(orthogonal_layers, state, net, seed, trial, l, z, grad, d, sq):
     """Layer l's backward mixing matrices by its kind, as :func:`_factor_of`."""
     if net.sampler[l] != ORTHOGONAL:
@@ -452,7 +452,7 @@ def _conditioned_mix_of(orthogonal_layers, state, net, seed, trial, l, z, grad, 
                                    net.scale[l], z, grad, d, sq)
 
 
-@njit(cache=True)
+@internal()
 def scaled_gram(gram, s, sw, sb, g):
     """g = Gs = Xs Xs^T for Xs = [a x, c 1] = e^-u X~ (X~ = [e^s x, (sb/sw) 1], gram = x x^T):
     returns (a, c, u, m = mean(diag Gs)); a, c <= 1, so nothing overflows."""
@@ -472,7 +472,7 @@ def scaled_gram(gram, s, sw, sb, g):
     return aa, cc, u, m / B
 
 
-@njit(cache=True)
+@internal()
 def _layer_factor(state, l, sw, sb):
     """Factor of the covariance of layer l's units given its input x (x_true = e^s x),
     from grams[l] = x x^T."""
@@ -501,7 +501,7 @@ def _delta_of(grad, d, h, part_d, part_h, gd, dh):
     return delta_sums(part_d, part_h, h.shape[1], gd, dh)
 
 
-@njit(cache=True)
+@internal()
 def _delta_layer(sq, count, n_in, log_g, s, g, gd, dh, out):
     """Statistics of delta_l (sum of squares sq over ``count`` entries, log-scale log_g)
     into out; rescales gd = delta delta^T and dh = delta h^T to delta at unit RMS and
@@ -527,7 +527,7 @@ def _delta_layer(sq, count, n_in, log_g, s, g, gd, dh, out):
     return log_g
 
 
-@njit(cache=True)
+@internal()
 def _conditioned_mix(state, l, seed, trial):
     """The B x B matrices of delta_l W_l = C' Z' + R x for W_l conditioned on the forward:
     cd = C' and rmat = a R (in units of e^(log_g) sw, delta's log-scale and the weight std).
@@ -545,7 +545,7 @@ def _conditioned_mix(state, l, seed, trial):
         for j in range(B):
             pz[i, j] *= aa
     if cc > 0.0:
-        rng.fill_normal(key(seed, trial, l, rng.STREAM_COND_REST_BIAS), zb, 1.0)
+        rng.fill_normal_serial(key(seed, trial, l, rng.STREAM_COND_REST_BIAS), zb, 1.0)
         for i in range(B):
             for j in range(B):
                 pz[i, j] += cc * zb[i, 0]
@@ -563,7 +563,7 @@ def _conditioned_mix(state, l, seed, trial):
             rmat[i, j] *= scale
 
 
-@njit(parallel=True, cache=True)
+@internal(parallel=True)
 def _factor_mix_and_pinv(gd, cd, pz, mx, cf, chol, gp):
     """cd = factor of gd, then mx = cd pz; and gp = (cf cf^T)^+: the two chains of
     B x B work of a layer's backward that do not depend on each other, one per thread.

@@ -21,11 +21,10 @@ from numba import njit
 
 from . import conditional, matrix, residual
 from .elementwise import check_code
-from .layer import results
 
 
 @njit(cache=True)
-def run(matrix_state, conditional_state, net, act, draws, tops, given):
+def run(matrix_state, conditional_state, net, act, draws, tops, given, stats, grads):
     """Simulate ``draws.trials`` networks: one forward pass, a backward pass from each top.
 
     Exactly one of ``matrix_state`` / ``conditional_state`` is not None: the
@@ -34,10 +33,10 @@ def run(matrix_state, conditional_state, net, act, draws, tops, given):
     statistics of shape (trials, len(tops), depth, 2) where ``backward[:, i]`` is
     the net of depth ``tops[i]`` (gradient injected at its top; layers above it
     NaN). ``tops`` empty: no backward pass. ``given`` (a :data:`.layer.Given`,
-    matrix engine only) or None: every input drawn from its keyed stream.
+    matrix engine only) or None: every input drawn from its keyed stream. ``stats``,
+    ``grads``: those arrays NaN-filled (:func:`.layer.results`), filled in place.
     """
     check_code(act.code)
-    stats, grads = results(draws.trials, net.widths.size - 1, tops)
     for trial in range(draws.trials):
         if matrix_state is not None:
             matrix.forward_trial(matrix_state, net, act, draws, trial, given, stats[trial])

@@ -127,14 +127,23 @@ def dphi(a, p, h):
 
 
 @njit(inline="always")
-def phi_dphi(a, p, h):
-    """(phi(h), phi'(h)) in one call, sharing work where the formulas allow."""
+def phi_dphi_homogeneous(a, p, h):
+    """:func:`phi_dphi` of the homogeneous entries only (``homogeneous`` in the registry),
+    NaN for the others: what a homogeneous activation's kernels compile."""
     if a == RELU:
         return (h, 1.0) if h > 0.0 else (0.0, 0.0)
     if a == LINEAR:
         return h, 1.0
     if a == LEAKY_RELU:
         return (h, 1.0) if h > 0.0 else (p * h, p)
+    return NAN, NAN
+
+
+@njit(inline="always")
+def phi_dphi(a, p, h):
+    """(phi(h), phi'(h)) in one call, sharing work where the formulas allow."""
+    if a == RELU or a == LINEAR or a == LEAKY_RELU:
+        return phi_dphi_homogeneous(a, p, h)
     if a == TANH:
         return math.tanh(h), _sech2(h)
     if a == SIGMOID:

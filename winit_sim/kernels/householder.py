@@ -71,8 +71,7 @@ def draw(key, m, k, v, tau, sign):
         rejected = np.empty(rng.CHUNK, np.int32)
         off = _offset(m, j)
         x = v[off:off + m - j]
-        rng.fill_normal_row(key, uint64(off), x, 1.0, bits, rejected, rng.ZIG_X, rng.ZIG_XS,
-                            rng.ZIG_XNEXT, rng.ZIG_F)
+        rng.fill_normal_row(key, uint64(off), x, 1.0, bits, rejected)
         sq = 0.0
         for i in range(m - j):
             sq += x[i] * x[i]

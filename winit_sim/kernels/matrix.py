@@ -28,11 +28,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import FAST, rng
+from . import FAST, internal, rng
 from .blocks import rows_dot
 from .layer import (N_FORWARD, N_RS, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, copy_into, draw_input,
-                    draw_top_gradient, key, layer_statistics, log10_mean_sq, max_width,
+                    draw_top_gradient, key, layer_statistics, log10_mean_sq,
                     ordered_sum, output_log_scale)
 from .weights import (CONSTANT, ORTHOGONAL, elementwise_kind, fill_weights, times_weights,
                       times_weights_t)
@@ -46,16 +46,16 @@ State = namedtuple("State", ["seg_len", "wbuf", "wstore", "stored", "bbuf", "hbu
                              "loaded"])
 
 
-@njit(parallel=True, cache=True)
+@internal()
 def affine_rows(h, alpha, bias, beta):
     """h = alpha * h + beta * bias, bias broadcast over rows."""
     rows, n = h.shape
-    for r in prange(rows):
+    for r in range(rows):
         for j in range(n):
             h[r, j] = alpha * h[r, j] + beta * bias[j]
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@internal(parallel=True, fastmath=FAST)
 def _activate_rows(act, h, t, regime, y, d, rs):
     """activate_block and block_sums on every row: y, d and the per-row sums rs."""
     for r in prange(h.shape[0]):
@@ -63,18 +63,23 @@ def _activate_rows(act, h, t, regime, y, d, rs):
         block_sums(h[r], y[r], d[r], act.sat_thr, rs[r])
 
 
-@njit(parallel=True, cache=True)
+@internal()
 def scale_into(src, c, dst):
     """dst = c * src (dst may have another dtype)."""
     rows, n = src.shape
-    for r in prange(rows):
+    for r in range(rows):
         for j in range(n):
             dst[r, j] = c * src[r, j]
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@internal(parallel=True, fastmath=FAST)
 def product_rows(p, d, out, rowsq):
-    """out = p * d elementwise; rowsq[r] = sum of out[r]^2 in float64."""
+    """out = p * d elementwise; rowsq[r] = sum of out[r]^2 in float64.
+
+    Parallel for its bits, not its speed: Numba compiles a parallel loop's body with
+    its arrays marked as not aliased, so LLVM vectorises the fastmath sum even where
+    ``out`` is ``p`` (the residual engine). Made serial, it changed the residual
+    engine's bits in the corpus."""
     rows, n = p.shape
     for r in prange(rows):
         acc = 0.0
@@ -85,7 +90,7 @@ def product_rows(p, d, out, rowsq):
         rowsq[r] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@internal(parallel=True, fastmath=FAST)
 def row_sumsq(m, rowsq):
     rows, n = m.shape
     for r in prange(rows):
@@ -95,7 +100,7 @@ def row_sumsq(m, rowsq):
         rowsq[r] = acc
 
 
-@njit(cache=True)
+@internal()
 def use_fused(rows, kind, given):
     """Use W without storing it: small batches of the elementwise kinds, orthogonal
     and constant layers at any batch (a test of kinds and shapes only)."""
@@ -122,12 +127,12 @@ def weight_buffer_size(net, rows, given):
     return need
 
 
-@njit(cache=True)
 def new_state(net, rows, seg_len, given, proto):
-    """Buffers of a run in the compute dtype of ``proto`` (an empty array)."""
+    """Buffers of a run in the compute dtype of ``proto`` (an empty array); plain Python
+    (allocation only: nothing to compile)."""
     widths = net.widths
     depth = widths.size - 1
-    maxn = max_width(widths)
+    maxn = int(np.max(widths))
     dt = proto.dtype
     seg_len = min(seg_len, depth)
     n_seg = (depth + seg_len - 1) // seg_len
@@ -154,7 +159,7 @@ def new_state(net, rows, seg_len, given, proto):
         loaded=np.zeros(1, np.int64))                 # the segment held in seg_x / seg_d
 
 
-@njit(cache=True)
+@internal()
 def layer_weights(wbuf, net, seed, trial, given, l):
     """W_l (fan_out, fan_in): a view of the given weights, or sampled into ``wbuf``."""
     n_in, n_out = net.widths[l], net.widths[l + 1]
@@ -162,11 +167,11 @@ def layer_weights(wbuf, net, seed, trial, given, l):
         return given.weights[given.w_off[l]:given.w_off[l + 1]].reshape((n_out, n_in))
     w = wbuf[:n_out * n_in].reshape((n_out, n_in))
     fill_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT), w,
-                 net.orthogonal_layers)
+                 net.orthogonal_layers, net.uniform_layers)
     return w
 
 
-@njit(cache=True)
+@internal()
 def formed_weights(wbuf, wstore, stored, net, seed, trial, given, l):
     """W_l formed: sampled into ``wbuf`` at every use, or, with ``wstore`` (not None),
     sampled into ``wstore[l]`` at its first use in the trial (the forward) and read back
@@ -177,12 +182,12 @@ def formed_weights(wbuf, wstore, stored, net, seed, trial, given, l):
     w = wstore[l, :n_out * n_in].reshape((n_out, n_in))
     if stored[l] != trial + 1:
         fill_weights(net.sampler[l], net.scale[l], key(seed, trial, l, rng.STREAM_WEIGHT), w,
-                     net.orthogonal_layers)
+                     net.orthogonal_layers, net.uniform_layers)
         stored[l] = trial + 1
     return w
 
 
-@njit(cache=True)
+@internal()
 def times_layer(state, wbuf, net, seed, trial, given, l, a, out, forward):
     """out = a @ W_l.T (``forward``: a is the layer's input) or a @ W_l (a is its delta),
     W_l sampled inside the product or formed (:func:`formed_weights`).
@@ -201,12 +206,14 @@ def times_layer(state, wbuf, net, seed, trial, given, l, a, out, forward):
             return
     k = key(seed, trial, l, rng.STREAM_WEIGHT)
     if forward:
-        times_weights_t(kind, net.scale[l], k, a, out, net.orthogonal_layers)
+        times_weights_t(kind, net.scale[l], k, a, out, net.orthogonal_layers,
+                        net.uniform_layers)
     else:
-        times_weights(kind, net.scale[l], k, a, out, net.orthogonal_layers)
+        times_weights(kind, net.scale[l], k, a, out, net.orthogonal_layers,
+                      net.uniform_layers)
 
 
-@njit(cache=True)
+@internal()
 def layer_bias(bbuf, net, seed, trial, given, l):
     """Bias of layer l (float64, in ``bbuf``) and its RMS (0 when the net has no biases)."""
     n_out = net.widths[l + 1]
@@ -214,7 +221,7 @@ def layer_bias(bbuf, net, seed, trial, given, l):
     if given is not None:
         b[0, :] = given.biases[given.b_off[l]:given.b_off[l + 1]]
     elif net.bias_std > 0.0:
-        rng.fill_normal(key(seed, trial, l, rng.STREAM_BIAS), b, net.bias_std)
+        rng.fill_normal_serial(key(seed, trial, l, rng.STREAM_BIAS), b, net.bias_std)
     else:
         return b[0], 0.0
     acc = 0.0
@@ -233,12 +240,12 @@ def _forward_layer(state, net, act, seed, trial, given, l, x, s, xnext, d, out):
     n_out = net.widths[l + 1]
     rows = x.shape[0]
     h = state.hbuf[:rows * n_out].reshape((rows, n_out))
-    times_layer(state, state.wbuf, net, seed, trial, given, l, x, h, True)
+    times_layer(state, state.wbuf, net, seed, trial, given, l, x, h, np.bool_(True))
     bias, brms = layer_bias(state.bbuf, net, seed, trial, given, l)
     return activate_layer(state, act, h, add_bias(h, s, bias, brms), xnext, d, out)
 
 
-@njit(cache=True)
+@internal()
 def add_bias(h, s, bias, brms):
     """h_true = e^s h + bias in place, kept at a log-scale; returns it.
 
@@ -278,7 +285,7 @@ def activate_layer(state, act, h, t, xnext, d, out):
     return 0.0
 
 
-@njit(inline="always")
+@internal()
 def _segment_layer(state, net, act, seed, trial, given, l, first, out):
     """Layer l of the segment starting at ``first``: keep its input and phi', step xcur."""
     rows = state.rs.shape[0]
@@ -291,7 +298,7 @@ def _segment_layer(state, net, act, seed, trial, given, l, first, out):
         state.seg_d[k, :rows * n_out].reshape((rows, n_out)), out)
 
 
-@njit(cache=True)
+@internal()
 def load_input(net, seed, trial, given, x0):
     """The net's input: given, or drawn from its key (a function of its own: Numba
     resolves ``given is None`` per function when it compiles, not once inlined)."""
@@ -301,7 +308,7 @@ def load_input(net, seed, trial, given, x0):
         draw_input(seed, trial, net.input_std, x0)
 
 
-@njit(cache=True)
+@internal()
 def load_top_gradient(seed, trial, given, g):
     """dloss/dx at the top: given, or drawn from its key (see load_input)."""
     if given is not None:
@@ -361,7 +368,7 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
                                     grads[l])
 
 
-@njit(cache=True)
+@internal()
 def wgrad_sumsq(delta, x, wbuf):
     """sum over (i, j) of (delta^T x)_ij^2, by the cheaper of two exact routes.
 
@@ -382,7 +389,7 @@ def wgrad_sumsq(delta, x, wbuf):
     return ordered_sum(rowsq)
 
 
-@njit(cache=True)
+@internal()
 def _wgrad_by_grams(delta, x):
     """sum((delta delta^T) * (x x^T)) = ||delta^T x||_F^2."""
     rows = delta.shape[0]
@@ -418,5 +425,5 @@ def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
     out[1] = log10_mean_sq(wgrad_sumsq(dl, x, state.wbuf), n_in * n_out, log_g + state.log_s[l])
     if l > 0:
         times_layer(state, state.wbuf, net, seed, trial, given, l, dl,
-                    state.grad[:rows * n_in].reshape((rows, n_in)), False)
+                    state.grad[:rows * n_in].reshape((rows, n_in)), np.bool_(False))
     return log_g

@@ -47,10 +47,10 @@ from ..layers import NO_NORM
 # 1 or 2 matrices per block, the norm's code and whether it centres, pre/post,
 # log(alpha) and log(beta) (-inf for alpha = 0), eps, per (block, matrix) the
 # sampling code and scale, the biases' std and the input's std, and None when no
-# matrix is orthogonal (as Net's orthogonal_layers)
+# matrix is orthogonal, and the same for uniform (as Net's orthogonal_layers, uniform_layers)
 ResNet = namedtuple("ResNet", ["width", "hidden", "branch", "norm", "centered", "post",
                                "log_alpha", "log_beta", "eps", "sampler", "scale", "bias_std",
-                               "input_std", "orthogonal_layers"])
+                               "input_std", "orthogonal_layers", "uniform_layers"])
 
 # columns: the plain net's forward statistics of a, then these
 LOG10_STREAM_Q, LOG10_BRANCH_Q = N_FORWARD, N_FORWARD + 1
@@ -97,10 +97,10 @@ def weight_buffer_size(net, rows, given, conditional):
     return need
 
 
-@njit(cache=True)
 def new_state(net, rows, seg_len, given, proto, conditional):
     """Buffers of a run in the compute dtype of ``proto`` (an empty array); ``conditional``:
-    the run's matrices are drawn by :mod:`.residual_conditional`."""
+    the run's matrices are drawn by :mod:`.residual_conditional`. Plain Python
+    (allocation only: nothing to compile)."""
     depth = net.sampler.shape[0]
     n, m = net.width, net.hidden
     dt = proto.dtype
@@ -289,7 +289,7 @@ def _weights(state, net, seed, trial, given, l, j):
         return given.weights[given.w_off[i]:given.w_off[i + 1]].reshape((n_out, n_in))
     w = state.wbuf[:n_out * n_in].reshape((n_out, n_in))
     fill_weights(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), w,
-                 net.orthogonal_layers)
+                 net.orthogonal_layers, net.uniform_layers)
     return w
 
 
@@ -298,7 +298,7 @@ def times_t(state, net, seed, trial, given, l, j, x, out):
     """out = x @ M^T for matrix j of block l."""
     if use_fused(x.shape[0], net.sampler[l, j], given):
         times_weights_t(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), x,
-                        out, net.orthogonal_layers)
+                        out, net.orthogonal_layers, net.uniform_layers)
     else:
         rows_dot(x, _weights(state, net, seed, trial, given, l, j).T, out)
 
@@ -308,7 +308,7 @@ def _times(state, net, seed, trial, given, l, j, g, out):
     """out = g @ M for matrix j of block l."""
     if use_fused(g.shape[0], net.sampler[l, j], given):
         times_weights(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), g,
-                      out, net.orthogonal_layers)
+                      out, net.orthogonal_layers, net.uniform_layers)
     else:
         rows_dot(g, _weights(state, net, seed, trial, given, l, j), out)
 
@@ -322,8 +322,8 @@ def _add_bias(state, net, seed, trial, given, l, j, h, s):
         i = l * net.branch + j
         b[0, :] = given.biases[given.b_off[i]:given.b_off[i + 1]]
     elif net.bias_std > 0.0:
-        rng.fill_normal(key(seed, trial, l, _stream(j, rng.STREAM_BIAS, rng.STREAM_BIAS2)), b,
-                        net.bias_std)
+        rng.fill_normal_serial(key(seed, trial, l, _stream(j, rng.STREAM_BIAS, rng.STREAM_BIAS2)),
+                               b, net.bias_std)
     else:
         return s
     acc = 0.0

@@ -43,9 +43,9 @@ CondState = namedtuple("CondState", ["grams", "cfs", "rec", "g", "gd", "gz", "cd
 R_M, R_A, R_C, R_CHOL = range(4)
 
 
-@njit(cache=True)
 def new_state(seg_len, branch, rows, widest, proto):
-    """Buffers of a conditional residual run (``widest``: the largest matrix side)."""
+    """Buffers of a conditional residual run (``widest``: the largest matrix side); plain
+    Python (allocation only: nothing to compile)."""
     B = rows
     nch = column_blocks(widest)
     return CondState(
@@ -180,7 +180,7 @@ def backprop(cs, net, seed, trial, l, j, k, g, x, out):
         for r in range(B):
             pz[i, r] *= aa
     if cc > 0.0:
-        rng.fill_normal(key(seed, trial, l, rest_bias), cs.zb, 1.0)
+        rng.fill_normal_serial(key(seed, trial, l, rest_bias), cs.zb, 1.0)
         for i in range(B):
             for r in range(B):
                 pz[i, r] += cc * cs.zb[i, 0]

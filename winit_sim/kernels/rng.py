@@ -168,17 +168,21 @@ def _ziggurat_fast(bits, out, scale, rejected, zxs, zxn):
 
 
 @njit
-def fill_normal_row(key, first, row, scale, bits, rejected, zx, zxs, zxn, zf):
-    """row[c] = scale * N(0,1) drawn at counter first + c."""
+def fill_normal_row(key, first, row, scale, bits, rejected):
+    """row[c] = scale * N(0,1) drawn at counter first + c.
+
+    The tables are read here as globals, never passed in: a parallel loop passes a
+    global array on as a writable one, and the other type would compile this (and
+    what it calls) once more."""
     n = row.size
     for c0 in range(0, n, CHUNK):
         m = min(CHUNK, n - c0)
         b = bits[:m]
         _hash_block(key, first + uint64(c0), b)
-        nrej = _ziggurat_fast(b, row[c0:c0 + m], scale, rejected, zxs, zxn)
+        nrej = _ziggurat_fast(b, row[c0:c0 + m], scale, rejected, ZIG_XS, ZIG_XNEXT)
         for k in range(nrej):
             c = rejected[k]
-            row[c0 + c] = scale * _normal_slow(b[c], zx, zf)
+            row[c0 + c] = scale * _normal_slow(b[c], ZIG_X, ZIG_F)
 
 
 @njit
@@ -200,8 +204,18 @@ def fill_normal(key, out, scale):
     for r in prange(rows):
         bits = np.empty(CHUNK, np.uint64)
         rejected = np.empty(CHUNK, np.int32)
-        fill_normal_row(key, uint64(r) * uint64(cols), out[r], scale, bits, rejected,
-                         ZIG_X, ZIG_XS, ZIG_XNEXT, ZIG_F)
+        fill_normal_row(key, uint64(r) * uint64(cols), out[r], scale, bits, rejected)
+
+
+@njit(cache=True)
+def fill_normal_serial(key, out, scale):
+    """:func:`fill_normal` on one thread, the same numbers: for inputs, gradients and
+    biases, where a parallel loop's compile costs more than it saves."""
+    rows, cols = out.shape
+    bits = np.empty(CHUNK, np.uint64)
+    rejected = np.empty(CHUNK, np.int32)
+    for r in range(rows):
+        fill_normal_row(key, uint64(r) * uint64(cols), out[r], scale, bits, rejected)
 
 
 @njit(parallel=True, cache=True)

@@ -53,7 +53,7 @@ def train_step(model, a, p, opt, scratch):
     for l in range(depth + 1):
         offs[l + 1] = offs[l] + widths[l]
     x0 = xs[:, offs[0]:offs[1]].copy()
-    rng.fill_normal(rng.stream_key(seed, step, 0, rng.STREAM_INPUT), x0, 1.0)
+    rng.fill_normal_serial(rng.stream_key(seed, step, 0, rng.STREAM_INPUT), x0, 1.0)
     xs[:, offs[0]:offs[1]] = x0
     x = x0
     for l in range(depth):
@@ -214,7 +214,7 @@ def residual_train_step(model, a, p, opt, scratch):
     beta = math.exp(net.log_beta)
     normed = net.norm != 0
     x0 = np.empty((rows, n))
-    rng.fill_normal(rng.stream_key(seed, step, 0, rng.STREAM_INPUT), x0, 1.0)
+    rng.fill_normal_serial(rng.stream_key(seed, step, 0, rng.STREAM_INPUT), x0, 1.0)
     xs[0] = x0
     for l in range(depth):
         first, last = _block_matrices(net, w_flat, w_off, l)

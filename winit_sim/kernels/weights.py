@@ -23,7 +23,7 @@ is the constant times a row sum, O(batch x width) instead of O(batch x width^2).
 import numpy as np
 from numba import njit, prange, uint64
 
-from . import FAST, householder, rng
+from . import FAST, householder, internal, rng
 from ..inits import SAMPLINGS
 
 CONSTANT = SAMPLINGS.code("constant")
@@ -32,16 +32,18 @@ UNIFORM = SAMPLINGS.code("uniform")
 ORTHOGONAL = SAMPLINGS.code("orthogonal")
 _ROW_BLOCK = 16    # rows of W per task in the forward product
 NOT_DESCRIBED = "an orthogonal layer in a net described with orthogonal_layers=None"
+UNIFORM_NOT_DESCRIBED = "a uniform layer in a net described with uniform_layers=None"
 
 
 @njit(cache=True)
-def fill_weights(kind, scale, key, out, orthogonal_layers):
+def fill_weights(kind, scale, key, out, orthogonal_layers, uniform_layers):
     """Sample one layer's weights into ``out`` (fan_out, fan_in) from its stream key.
 
     Values are drawn in float64 and rounded once to ``out``'s dtype, so a
     float32 net uses the float64 net's weights, rounded. ``orthogonal_layers``:
     None when the net has no orthogonal layer, so that the Householder code is not
-    compiled (Numba resolves ``is None`` per signature); else True.
+    compiled (Numba resolves ``is None`` per signature); else True. ``uniform_layers``
+    the same for uniform layers (a normal net then compiles no uniform sampling).
     """
     fan_out, fan_in = out.shape
     if kind == CONSTANT:
@@ -52,7 +54,10 @@ def fill_weights(kind, scale, key, out, orthogonal_layers):
     elif kind == NORMAL:
         rng.fill_normal(key, out, scale)
     elif kind == UNIFORM:
-        rng.fill_uniform(key, out, scale)
+        if uniform_layers is None:
+            raise ValueError(UNIFORM_NOT_DESCRIBED)
+        else:
+            rng.fill_uniform(key, out, scale)
     elif kind == ORTHOGONAL:
         if orthogonal_layers is None:
             raise ValueError(NOT_DESCRIBED)
@@ -68,26 +73,28 @@ def elementwise_kind(kind):
     return kind == NORMAL or kind == UNIFORM
 
 
-@njit(inline="always")
-def _sample_span(kind, scale, key, first, out, bits, rejected):
-    """out[c] = weight at counter first + c (normal or uniform kinds)."""
+@internal()
+def _sample_span(kind, scale, key, first, out, bits, rejected, uniform_layers):
+    """out[c] = weight at counter first + c (normal or uniform kinds). A function of its
+    own, so that Numba prunes the uniform branch when ``uniform_layers`` is None."""
     if kind == NORMAL:
-        rng.fill_normal_row(key, first, out, scale, bits, rejected, rng.ZIG_X, rng.ZIG_XS,
-                            rng.ZIG_XNEXT, rng.ZIG_F)
-    elif kind == UNIFORM:
+        rng.fill_normal_row(key, first, out, scale, bits, rejected)
+    elif kind == UNIFORM and uniform_layers is not None:
         rng.fill_uniform_row(key, first, out, scale, bits)
-    else:   # not elementwise: never sampled on the fly (see elementwise_kind)
+    else:   # never sampled on the fly (see elementwise_kind), or refused before the loop
         out[:] = np.nan
 
 
 @njit(cache=True)
-def times_weights_t(kind, scale, key, x, h, orthogonal_layers):
+def times_weights_t(kind, scale, key, x, h, orthogonal_layers, uniform_layers):
     """h = x @ W.T for W (n_out, n_in) sampled from ``key``; x (B, n_in), h (B, n_out).
-    ``orthogonal_layers``: as in :func:`fill_weights`."""
+    ``orthogonal_layers``, ``uniform_layers``: as in :func:`fill_weights`."""
     if kind == CONSTANT:
         _times_constant(scale, x, h)
+    elif kind == UNIFORM and uniform_layers is None:
+        raise ValueError(UNIFORM_NOT_DESCRIBED)
     elif kind != ORTHOGONAL:
-        _times_drawn_t(kind, scale, key, x, h)
+        _times_drawn_t(kind, scale, key, x, h, uniform_layers)
     elif orthogonal_layers is None:
         raise ValueError(NOT_DESCRIBED)
     else:
@@ -95,26 +102,28 @@ def times_weights_t(kind, scale, key, x, h, orthogonal_layers):
 
 
 @njit(cache=True)
-def times_weights(kind, scale, key, delta, out, orthogonal_layers):
+def times_weights(kind, scale, key, delta, out, orthogonal_layers, uniform_layers):
     """out = delta @ W for W (n_out, n_in) sampled from ``key``; delta (B, n_out), out (B, n_in).
-    ``orthogonal_layers``: as in :func:`fill_weights`."""
+    ``orthogonal_layers``, ``uniform_layers``: as in :func:`fill_weights`."""
     if kind == CONSTANT:
         _times_constant(scale, delta, out)
+    elif kind == UNIFORM and uniform_layers is None:
+        raise ValueError(UNIFORM_NOT_DESCRIBED)
     elif kind != ORTHOGONAL:
-        _times_drawn(kind, scale, key, delta, out)
+        _times_drawn(kind, scale, key, delta, out, uniform_layers)
     elif orthogonal_layers is None:
         raise ValueError(NOT_DESCRIBED)
     else:
         householder.times_w(scale, key, delta, out)
 
 
-@njit(parallel=True, cache=True)
+@internal()
 def _times_constant(value, a, out):
     """out = a @ W.T for W of shape (out.shape[1], a.shape[1]) with every entry ``value``:
     out[b, :] = value * sum(a[b, :]), the row sum in float64 in index order, rounded once.
     A zero W gives +0 exactly (as a product with zeros does), whatever the signs in a."""
     rows, n = a.shape
-    for b in prange(rows):
+    for b in range(rows):
         acc = 0.0
         for k in range(n):
             acc += np.float64(a[b, k])
@@ -123,8 +132,8 @@ def _times_constant(value, a, out):
             out[b, j] = v
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
-def _times_drawn_t(kind, scale, key, x, h):
+@internal(parallel=True, fastmath=FAST)
+def _times_drawn_t(kind, scale, key, x, h, uniform_layers):
     """times_weights_t for the elementwise kinds: W drawn block by block."""
     rows, n_in = x.shape
     n_out = h.shape[1]
@@ -134,7 +143,8 @@ def _times_drawn_t(kind, scale, key, x, h):
         bits = np.empty(rng.CHUNK, np.uint64)
         rejected = np.empty(rng.CHUNK, np.int32)
         for j in range(blk * _ROW_BLOCK, min(n_out, (blk + 1) * _ROW_BLOCK)):
-            _sample_span(kind, scale, key, uint64(j) * uint64(n_in), w, bits, rejected)
+            _sample_span(kind, scale, key, uint64(j) * uint64(n_in), w, bits, rejected,
+                         uniform_layers)
             for b in range(rows):
                 acc = x.dtype.type(0.0)
                 xb = x[b]
@@ -143,8 +153,8 @@ def _times_drawn_t(kind, scale, key, x, h):
                 h[b, j] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
-def _times_drawn(kind, scale, key, delta, out):
+@internal(parallel=True, fastmath=FAST)
+def _times_drawn(kind, scale, key, delta, out, uniform_layers):
     """times_weights for the elementwise kinds."""
     rows, n_out = delta.shape
     n_in = out.shape[1]
@@ -161,7 +171,8 @@ def _times_drawn(kind, scale, key, delta, out):
         bits = np.empty(rng.CHUNK, np.uint64)
         rejected = np.empty(rng.CHUNK, np.int32)
         for j in range(n_out):
-            _sample_span(kind, scale, key, uint64(j) * uint64(n_in) + uint64(k0), w, bits, rejected)
+            _sample_span(kind, scale, key, uint64(j) * uint64(n_in) + uint64(k0), w, bits, rejected,
+                         uniform_layers)
             for b in range(rows):
                 dbj = delta[b, j]
                 ab = acc[b]
