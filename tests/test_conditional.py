@@ -173,12 +173,16 @@ def test_auto_picks_conditional_only_where_it_is_exact_and_faster():
     assert choose("he_uniform", 8) == "matrix"
     assert choose("normal:std=0", 8) == "matrix"
     # a conditional sweep cell equals simulate with the cell's seed and the same engine
-    df = ws.sweep([64], [5], ["tanh"], ["xavier_normal"], batch=4, trials=2, seed=3,
+    # (relu's cell runs the sweep's general variant, simulate's the pruned one)
+    df = ws.sweep([64], [5], ["tanh", "relu"], ["xavier_normal"], batch=4, trials=2, seed=3,
                   method="conditional", progress=False)
-    ref = ws.simulate(64, 5, activation="tanh", init="xavier_normal", batch=4, trials=2,
-                      seed=ws.seed_of_cell(3, 64, "tanh", "xavier_normal"), method="conditional")
-    got = df.drop(columns=["width", "depth", "activation", "init", "arch"]).reset_index(drop=True)
-    assert got.equals(ref)
+    for act in ("tanh", "relu"):
+        ref = ws.simulate(64, 5, activation=act, init="xavier_normal", batch=4, trials=2,
+                          seed=ws.seed_of_cell(3, 64, act, "xavier_normal"),
+                          method="conditional")
+        got = df[df.activation == act].drop(columns=["width", "depth", "activation", "init",
+                                                     "arch"]).reset_index(drop=True)
+        assert got.equals(ref)
 
 
 @pytest.mark.parametrize("init", ["he_uniform", "constant", "zeros", "normal:std=0",

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from .activations import kernel_data
+from .activations import kernel_data, resolve_activation
 from .checks import check_positive_int
 from .inits import (CONDITIONAL_INITS, GAUSSIAN_INITS, SAMPLINGS, is_gaussian, layer_sampler,
-                    on_conditional)
+                    on_conditional, resolve_init)
 from .kernels import (conditional, driver, householder, matrix, residual, residual_conditional,
                       residual_spectrum, spectrum)
 from .kernels.blocks import BLOCK
@@ -72,6 +72,20 @@ def uniform_layers(samplers):
 
 def _any_sampled(samplers, code):
     return True if np.any(np.asarray(samplers) == code) else None
+
+
+# what a run compiles beyond its own net's needs: ``smooth`` the scale-dependent
+# activations' formulas, ``uniform`` uniform sampling. A sweep compiles its kernels once
+# for all of its cells (one variant per engine, not one per kind of cell); the general
+# variant gives the same bits as a pruned one (tests: test_activations, test_reference)
+CompileScope = namedtuple("CompileScope", ["smooth", "uniform"])
+
+
+def compile_scope(activations, inits):
+    """The :data:`CompileScope` covering every (activation, init) of a grid's axes."""
+    return CompileScope(
+        any(not resolve_activation(a).entry.homogeneous for a in activations),
+        any(resolve_init(i).entry.sampling == "uniform" for i in inits))
 
 
 def describe(widths, activation, init, bias_std=0.0, input_std=1.0):
@@ -287,9 +301,18 @@ def plan(net, init, rows, dtype, method="matrix", segment=None, given=None):
     return Plan("matrix", net, dt, rows, seg_len, False)
 
 
-def execute(run_plan, activation, seed, trials, tops, given=None):
-    """Run a plan through the driver; returns the kernel's (forward, backward) arrays."""
+def execute(run_plan, activation, seed, trials, tops, given=None, scope=None):
+    """Run a plan through the driver; returns the kernel's (forward, backward) arrays.
+
+    ``scope``: a :data:`CompileScope` to compile for (None: only what this net needs).
+    """
     net, rows, proto = run_plan.net, run_plan.rows, np.empty(0, run_plan.dtype)
+    act = kernel_data(activation)
+    if scope is not None:
+        if scope.smooth:
+            act = act._replace(scale_dependent=True)
+        if scope.uniform:
+            net = net._replace(uniform_layers=True)
     draws = Draws(np.uint64(seed), trials, rows)
     tops = np.asarray(tops, dtype=np.int64)
     if isinstance(net, ResNet):
@@ -300,8 +323,7 @@ def execute(run_plan, activation, seed, trials, tops, given=None):
                 max(net.width, net.hidden), proto)
         residual_state = residual.new_state(net, rows, run_plan.seg_len, given, proto,
                                             cond_state is not None)
-        return driver.run_blocks(residual_state, cond_state, net, kernel_data(activation), draws,
-                                 tops, given)
+        return driver.run_blocks(residual_state, cond_state, net, act, draws, tops, given)
     matrix_state = conditional_state = None
     if run_plan.engine == "conditional":
         conditional_state = conditional.new_state(net, rows, run_plan.keep, proto)
@@ -312,16 +334,16 @@ def execute(run_plan, activation, seed, trials, tops, given=None):
         store = weight_store_entries(net, rows, given, run_plan.dtype.itemsize)
         matrix_state = matrix_state._replace(
             wstore=np.empty(store, run_plan.dtype) if store else None)
-    return driver.run(matrix_state, conditional_state, net, kernel_data(activation), draws, tops,
-                      given, *results(trials, net.widths.size - 1, tops))
+    return driver.run(matrix_state, conditional_state, net, act, draws, tops, given,
+                      *results(trials, net.widths.size - 1, tops))
 
 
 def simulate_arrays(widths, activation, init, *, rows, trials, seed, bias_std, input_std,
-                    dtype, tops, segment=None, method="matrix", blocks=None):
+                    dtype, tops, segment=None, method="matrix", blocks=None, scope=None):
     """Plan and run sampled networks: the kernel's (forward, backward) arrays.
 
     ``blocks``: a resolved residual arch (then ``widths`` is the stream's, uniform),
-    or None for the plain net.
+    or None for the plain net. ``scope``: as in :func:`execute`.
     """
     if blocks is None:
         net = describe(widths, activation, init, bias_std, input_std)
@@ -329,7 +351,7 @@ def simulate_arrays(widths, activation, init, *, rows, trials, seed, bias_std, i
         net = describe_blocks(blocks, int(widths[0]), widths.size - 1, activation, init,
                               bias_std, input_std)
     return execute(plan(net, init, rows, dtype, method, segment), activation, seed, trials,
-                   tops)
+                   tops, scope=scope)
 
 
 def jacobian_bytes(widths, samplers=None):

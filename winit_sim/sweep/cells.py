@@ -52,7 +52,8 @@ def _run_depths(grid, width, activation, init, arch, depths):
         widths, activation, init, rows=grid.batch, trials=grid.trials,
         seed=cell_seed(grid.seed, width, activation, init, arch), bias_std=grid.bias_std,
         input_std=1.0, dtype=grid.dtype, tops=tops if grid.backward else [],
-        method=grid.method, blocks=blocks)
+        method=grid.method, blocks=blocks,
+        scope=engine.compile_scope(grid.activations, grid.inits))
     parts = []
     for i, d in enumerate(depths):
         if blocks is None:
