@@ -55,12 +55,32 @@ def affine_rows(h, alpha, bias, beta):
             h[r, j] = alpha * h[r, j] + beta * bias[j]
 
 
+@internal()
+def _activate_rows(act, scale_dependent, h, t, regime, y, d, rs):
+    """activate_block and block_sums on every row: y, d and the per-row sums rs.
+
+    ``scale_dependent`` (act's, an argument so that Numba prunes): None for a
+    homogeneous activation, a few operations an entry, whose rows run serially and
+    compile no parallel loop (about 0.6 s of a first run). Either way each row calls
+    the same compiled kernels, so the bits are the same.
+    """
+    if scale_dependent is None:
+        for r in range(h.shape[0]):
+            _activate_row(act, h, t, regime, y, d, rs, r)
+    else:
+        _activate_rows_parallel(act, h, t, regime, y, d, rs)
+
+
 @internal(parallel=True, fastmath=FAST)
-def _activate_rows(act, h, t, regime, y, d, rs):
-    """activate_block and block_sums on every row: y, d and the per-row sums rs."""
+def _activate_rows_parallel(act, h, t, regime, y, d, rs):
     for r in prange(h.shape[0]):
-        activate_block(act, h[r], t, regime, y[r], d[r])
-        block_sums(h[r], y[r], d[r], act.sat_thr, rs[r])
+        _activate_row(act, h, t, regime, y, d, rs, r)
+
+
+@njit(inline="always")
+def _activate_row(act, h, t, regime, y, d, rs, r):
+    activate_block(act, h[r], t, regime, y[r], d[r])
+    block_sums(h[r], y[r], d[r], act.sat_thr, rs[r])
 
 
 @internal()
@@ -187,13 +207,19 @@ def formed_weights(wbuf, wstore, stored, net, seed, trial, given, l):
     return w
 
 
-@internal()
-def times_layer(state, wbuf, net, seed, trial, given, l, a, out, forward):
+@njit(inline="always")
+def times_layer(state, wbuf, net, seed, trial, given, l, a, out, forward, orthogonal_layers,
+                uniform_layers):
     """out = a @ W_l.T (``forward``: a is the layer's input) or a @ W_l (a is its delta),
     W_l sampled inside the product or formed (:func:`formed_weights`).
 
-    ``wbuf`` (state.wbuf) None: no layer of the run forms W (the engine's choice, from
-    :func:`weight_buffer_size`), so the formed path is not compiled.
+    Inlined, with ``forward`` a constant, so the forward step compiles only the forward
+    product and the backward step only the backward one (and neither costs a level of
+    calls, see :mod:`.driver`). ``wbuf`` (state.wbuf), ``orthogonal_layers`` and
+    ``uniform_layers`` (the net's) must be the calling function's own arguments: Numba
+    resolves ``is None`` on arguments, and then compiles no formed path when ``wbuf`` is
+    None (no layer of the run forms W, the engine's choice from
+    :func:`weight_buffer_size`), and no sampling of a kind the net lacks.
     """
     kind = net.sampler[l]
     if wbuf is not None:
@@ -206,11 +232,9 @@ def times_layer(state, wbuf, net, seed, trial, given, l, a, out, forward):
             return
     k = key(seed, trial, l, rng.STREAM_WEIGHT)
     if forward:
-        times_weights_t(kind, net.scale[l], k, a, out, net.orthogonal_layers,
-                        net.uniform_layers)
+        times_weights_t(kind, net.scale[l], k, a, out, orthogonal_layers, uniform_layers)
     else:
-        times_weights(kind, net.scale[l], k, a, out, net.orthogonal_layers,
-                      net.uniform_layers)
+        times_weights(kind, net.scale[l], k, a, out, orthogonal_layers, uniform_layers)
 
 
 @internal()
@@ -228,21 +252,6 @@ def layer_bias(bbuf, net, seed, trial, given, l):
     for j in range(n_out):
         acc += b[0, j] * b[0, j]
     return b[0], math.sqrt(acc / n_out)
-
-
-@njit(inline="always")
-def _forward_layer(state, net, act, seed, trial, given, l, x, s, xnext, d, out):
-    """One layer: x (input, x_true = e^s x) -> xnext (unit RMS), d = phi'(h); stats into out.
-
-    Returns the log-scale of xnext.
-    """
-    check_layer_kind(net, l)
-    n_out = net.widths[l + 1]
-    rows = x.shape[0]
-    h = state.hbuf[:rows * n_out].reshape((rows, n_out))
-    times_layer(state, state.wbuf, net, seed, trial, given, l, x, h, np.bool_(True))
-    bias, brms = layer_bias(state.bbuf, net, seed, trial, given, l)
-    return activate_layer(state, act, h, add_bias(h, s, bias, brms), xnext, d, out)
 
 
 @internal()
@@ -271,11 +280,11 @@ def activate_layer(state, act, h, t, xnext, d, out):
     regime = activation_regime(act.homogeneous, t)
     y = state.ybuf[:rows * n_out].reshape((rows, n_out))
     rs = state.rs
-    _activate_rows(act, h, t, regime, y, d, rs)
+    _activate_rows(act, act.scale_dependent, h, t, regime, y, d, rs)
     fallback = bounded_fallback(regime, rs)
     if fallback != regime:
         regime = fallback
-        _activate_rows(act, h, t, regime, y, d, rs)
+        _activate_rows(act, act.scale_dependent, h, t, regime, y, d, rs)
     v = output_log_scale(t, regime, act.phi0)
     rms = layer_statistics(rs, n_out, t, v, out)
     if rms > 0.0:
@@ -286,15 +295,25 @@ def activate_layer(state, act, h, t, xnext, d, out):
 
 
 @internal()
-def _segment_layer(state, net, act, seed, trial, given, l, first, out):
-    """Layer l of the segment starting at ``first``: keep its input and phi', step xcur."""
+def _segment_layer(state, wbuf, net, act, seed, trial, given, l, first, out, orthogonal_layers,
+                   uniform_layers):
+    """Layer l of the segment starting at ``first``: its input x (x_true = e^s x) kept in
+    seg_x, xcur <- the output at unit RMS (its log-scale in log_s), phi'(h) kept in seg_d;
+    the statistics into out. ``wbuf`` and the flags: ``state.wbuf`` and the net's (see
+    :func:`times_layer`)."""
     rows = state.rs.shape[0]
     n_in, n_out = net.widths[l], net.widths[l + 1]
     k = l - first
     copy_into(state.seg_x[k, :rows * n_in], state.xcur[:rows * n_in])
-    state.log_s[l + 1] = _forward_layer(
-        state, net, act, seed, trial, given, l, state.seg_x[k, :rows * n_in].reshape((rows, n_in)),
-        state.log_s[l], state.xcur[:rows * n_out].reshape((rows, n_out)),
+    check_layer_kind(net, l)
+    h = state.hbuf[:rows * n_out].reshape((rows, n_out))
+    times_layer(state, wbuf, net, seed, trial, given, l,
+                state.seg_x[k, :rows * n_in].reshape((rows, n_in)), h, True, orthogonal_layers,
+                uniform_layers)
+    bias, brms = layer_bias(state.bbuf, net, seed, trial, given, l)
+    state.log_s[l + 1] = activate_layer(
+        state, act, h, add_bias(h, state.log_s[l], bias, brms),
+        state.xcur[:rows * n_out].reshape((rows, n_out)),
         state.seg_d[k, :rows * n_out].reshape((rows, n_out)), out)
 
 
@@ -333,7 +352,8 @@ def forward_trial(state, net, act, draws, trial, given, stats):
         first = seg * seg_len
         copy_into(state.ckpt[seg, :rows * widths[first]], state.xcur[:rows * widths[first]])
         for l in range(first, min(depth, first + seg_len)):
-            _segment_layer(state, net, act, draws.seed, trial, given, l, first, stats[l])
+            _segment_layer(state, state.wbuf, net, act, draws.seed, trial, given, l, first,
+                           stats[l], net.orthogonal_layers, net.uniform_layers)
     state.loaded[0] = n_seg - 1
 
 
@@ -346,7 +366,8 @@ def _recompute_segment(state, net, act, seed, trial, given, seg):
     n = rows * net.widths[first]
     copy_into(state.xcur[:n], state.ckpt[seg, :n])
     for l in range(first, min(depth, first + state.seg_len)):
-        _segment_layer(state, net, act, seed, trial, given, l, first, state.scratch)
+        _segment_layer(state, state.wbuf, net, act, seed, trial, given, l, first, state.scratch,
+                       net.orthogonal_layers, net.uniform_layers)
     state.loaded[0] = seg
 
 
@@ -364,7 +385,8 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
             _recompute_segment(state, net, act, draws.seed, trial, given, seg)
         first = seg * seg_len
         for l in range(min(top, first + seg_len) - 1, first - 1, -1):
-            log_g = _backward_layer(state, net, draws.seed, trial, given, l, l - first, log_g,
+            log_g = _backward_layer(state, state.wbuf, net, draws.seed, trial, given, l,
+                                    l - first, log_g, net.orthogonal_layers, net.uniform_layers,
                                     grads[l])
 
 
@@ -404,11 +426,13 @@ def _wgrad_by_grams(delta, x):
     return max(acc, 0.0)
 
 
-@njit(inline="always")
-def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
+@internal()
+def _backward_layer(state, wbuf, net, seed, trial, given, l, k, log_g, orthogonal_layers,
+                    uniform_layers, out):
     """delta_l = grad * phi'(h_l); its stats into out; grad <- delta_l @ W_l. Returns log-scale.
 
-    ``k``: the layer's index in the segment held in seg_x / seg_d.
+    ``k``: the layer's index in the segment held in seg_x / seg_d. ``wbuf`` and the
+    flags: as in :func:`_segment_layer`.
     """
     rows = state.rs.shape[0]
     n_in, n_out = net.widths[l], net.widths[l + 1]
@@ -422,8 +446,9 @@ def _backward_layer(state, net, seed, trial, given, l, k, log_g, out):
         scale_into(dl, 1.0 / rms, dl)
         log_g += math.log(rms)
     x = state.seg_x[k, :rows * n_in].reshape((rows, n_in))
-    out[1] = log10_mean_sq(wgrad_sumsq(dl, x, state.wbuf), n_in * n_out, log_g + state.log_s[l])
+    out[1] = log10_mean_sq(wgrad_sumsq(dl, x, wbuf), n_in * n_out, log_g + state.log_s[l])
     if l > 0:
-        times_layer(state, state.wbuf, net, seed, trial, given, l, dl,
-                    state.grad[:rows * n_in].reshape((rows, n_in)), np.bool_(False))
+        times_layer(state, wbuf, net, seed, trial, given, l, dl,
+                    state.grad[:rows * n_in].reshape((rows, n_in)), False, orthogonal_layers,
+                    uniform_layers)
     return log_g

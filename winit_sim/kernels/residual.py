@@ -294,21 +294,22 @@ def _weights(state, net, seed, trial, given, l, j):
 
 
 @njit(cache=True)
-def times_t(state, net, seed, trial, given, l, j, x, out):
-    """out = x @ M^T for matrix j of block l."""
+def times_t(state, net, seed, trial, given, l, j, x, out, orthogonal_layers, uniform_layers):
+    """out = x @ M^T for matrix j of block l (the flags: the net's, see
+    :func:`.weights.times_weights_t`)."""
     if use_fused(x.shape[0], net.sampler[l, j], given):
         times_weights_t(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), x,
-                        out, net.orthogonal_layers, net.uniform_layers)
+                        out, orthogonal_layers, uniform_layers)
     else:
         rows_dot(x, _weights(state, net, seed, trial, given, l, j).T, out)
 
 
 @njit(cache=True)
-def _times(state, net, seed, trial, given, l, j, g, out):
-    """out = g @ M for matrix j of block l."""
+def _times(state, net, seed, trial, given, l, j, g, out, orthogonal_layers, uniform_layers):
+    """out = g @ M for matrix j of block l (the flags: as in :func:`times_t`)."""
     if use_fused(g.shape[0], net.sampler[l, j], given):
         times_weights(net.sampler[l, j], net.scale[l, j], _weight_key(seed, trial, l, j), g,
-                      out, net.orthogonal_layers, net.uniform_layers)
+                      out, orthogonal_layers, uniform_layers)
     else:
         rows_dot(g, _weights(state, net, seed, trial, given, l, j), out)
 
@@ -342,7 +343,8 @@ def _affine(state, cond, net, seed, trial, given, l, j, k, x, s, out):
         residual_conditional.keep_gram(cond, k, j, x)   # a zero matrix: out is its bias
         out[:, :] = 0.0   # (not 0 * out: the buffer may hold anything, inf included)
     else:
-        times_t(state, net, seed, trial, given, l, j, x, out)
+        times_t(state, net, seed, trial, given, l, j, x, out, net.orthogonal_layers,
+                net.uniform_layers)
     return _add_bias(state, net, seed, trial, given, l, j, out, s)
 
 
@@ -354,7 +356,8 @@ def _backprop(state, cond, net, seed, trial, given, l, j, k, g, x, out):
         return residual_conditional.backprop(cond, net, seed, trial, l, j, k, g, x, out)
     wsq = wgrad_sumsq(g, x, state.wbuf)
     if out.size > 0:
-        _times(state, net, seed, trial, given, l, j, g, out)
+        _times(state, net, seed, trial, given, l, j, g, out, net.orthogonal_layers,
+               net.uniform_layers)
     return wsq
 
 

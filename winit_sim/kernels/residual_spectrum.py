@@ -65,12 +65,14 @@ def _tangent_block(state, net, seed, trial, given, l, p):
                              ls, p, 0.0, pu)
     pa = np.empty((k, m))
     if net.branch == 2:
-        times_t(state, net, seed, trial, given, l, 0, pu, pa)
+        times_t(state, net, seed, trial, given, l, 0, pu, pa, net.orthogonal_layers,
+                net.uniform_layers)
     else:
         pa[:, :] = pu
     _scale_columns(pa, state.rec_d[0, :m])
     pf = np.empty((k, n))
-    times_t(state, net, seed, trial, given, l, net.branch - 1, pa, pf)
+    times_t(state, net, seed, trial, given, l, net.branch - 1, pa, pf, net.orthogonal_layers,
+            net.uniform_layers)
     out = np.empty((k, n))
     t = combine(p, net.log_beta, pf, net.log_alpha + s_pu, out)
     if net.post and net.norm != NO_NORM:     # J_N(z), z the block's sum

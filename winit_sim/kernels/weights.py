@@ -85,10 +85,14 @@ def _sample_span(kind, scale, key, first, out, bits, rejected, uniform_layers):
         out[:] = np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def times_weights_t(kind, scale, key, x, h, orthogonal_layers, uniform_layers):
     """h = x @ W.T for W (n_out, n_in) sampled from ``key``; x (B, n_in), h (B, n_out).
-    ``orthogonal_layers``, ``uniform_layers``: as in :func:`fill_weights`."""
+    ``orthogonal_layers``, ``uniform_layers``: as in :func:`fill_weights`.
+
+    Inlined into its callers (one level less for Numba to re-optimise, see
+    :mod:`.driver`); a caller passes the two flags on from its own arguments, since
+    Numba prunes ``is None`` only on a function's arguments, not on an inlined value."""
     if kind == CONSTANT:
         _times_constant(scale, x, h)
     elif kind == UNIFORM and uniform_layers is None:
@@ -101,10 +105,11 @@ def times_weights_t(kind, scale, key, x, h, orthogonal_layers, uniform_layers):
         householder.times_w_t(scale, key, x, h)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def times_weights(kind, scale, key, delta, out, orthogonal_layers, uniform_layers):
     """out = delta @ W for W (n_out, n_in) sampled from ``key``; delta (B, n_out), out (B, n_in).
-    ``orthogonal_layers``, ``uniform_layers``: as in :func:`fill_weights`."""
+    ``orthogonal_layers``, ``uniform_layers``: as in :func:`fill_weights` (and see
+    :func:`times_weights_t`)."""
     if kind == CONSTANT:
         _times_constant(scale, delta, out)
     elif kind == UNIFORM and uniform_layers is None:

@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr
 
 from ..activations import kernel_data, resolve_activation
 from ..checks import check_depths, check_nonneg_float, check_positive_int, resolve_widths
@@ -413,6 +412,7 @@ def _orthogonal_depth1(activation, log_q, sw2, tail):
     y below which the continuous part has the fraction ``tail`` of its mass), with
     top None when there is no continuous part.
     """
+    from scipy.special import ndtr   # here: importing scipy.special costs every run ~0.1 s
     zp = 10.0 ** np.linspace(-16.0, 1.0, 200001)
     z = np.concatenate([-zp[::-1], [0.0], zp])
     with np.errstate(divide="ignore"):
