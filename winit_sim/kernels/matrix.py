@@ -61,8 +61,8 @@ def _activate_rows(act, scale_dependent, h, t, regime, y, d, rs):
 
     ``scale_dependent`` (act's, an argument so that Numba prunes): None for a
     homogeneous activation, a few operations an entry, whose rows run serially and
-    compile no parallel loop (about 0.6 s of a first run). Either way each row calls
-    the same compiled kernels, so the bits are the same.
+    compile no parallel loop (no gufunc and its wrappers in a first run). Either way
+    each row calls the same compiled kernels, so the bits are the same.
     """
     if scale_dependent is None:
         for r in range(h.shape[0]):
