@@ -18,11 +18,22 @@ users or builds DataFrames, and nothing here imports from above ``kernels/``
 * :mod:`.sgd`          one SGD step with explicit weights (the training probe)
 """
 
-from numba import njit
+import numba
 
 # reassociation lets LLVM vectorise the per-row sums; the order is still fixed by
 # the code (never by the thread count), so results stay deterministic
 FAST = {"reassoc", "contract", "nsz"}
+
+
+def njit(*args, **options):
+    """Every kernel's ``numba.njit``, with NumPy's error model.
+
+    Numba's default model ("python") tests the divisor of every division and carries a
+    ZeroDivisionError raise for it: code that is part of every first compile (about
+    1 s of the CLI's). No kernel divides by zero by design; a float division by zero
+    gives inf or NaN, as in NumPy. The corpus check keeps the results' bits.
+    """
+    return numba.njit(*args, error_model="numpy", **options)
 
 
 def internal(**options):

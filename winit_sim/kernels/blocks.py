@@ -10,9 +10,9 @@ into fixed blocks the same way, for the matrix engine.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from . import FAST, rng
+from . import FAST, njit, rng
 
 # columns per block of every O(B^2 n) loop: a block of B rows stays in L1, and the
 # block count depends on n only, so sums never depend on the thread count

@@ -54,9 +54,9 @@ from collections import namedtuple
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from . import FAST, internal, orthogonal, rng
+from . import FAST, internal, njit, orthogonal, rng
 from .blocks import (BLOCK, add_scaled, column_blocks, cross_gram, draw_row_block, factor,
                      gram_block, mix_block, pinv_from_factor, sum_blocks)
 from .weights import NOT_DESCRIBED, ORTHOGONAL

@@ -17,9 +17,8 @@ into ``run`` (``inline="always"``), and the choice of engine costs no call at al
 first run).
 """
 import numpy as np
-from numba import njit
 
-from . import conditional, matrix, residual
+from . import conditional, matrix, njit, residual
 from .elementwise import check_code
 
 

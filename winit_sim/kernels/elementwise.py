@@ -16,7 +16,9 @@ c -> 0 with phi' there.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from . import njit
 
 from ..activations import ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA
 

@@ -33,9 +33,9 @@ order), not bit for bit.
 import math
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import prange, uint64
 
-from . import FAST, rng
+from . import FAST, njit, rng
 from .blocks import rows_dot
 
 _PANEL = 32   # reflectors per compact-WY panel

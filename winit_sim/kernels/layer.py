@@ -26,9 +26,8 @@ from collections import namedtuple
 import math
 
 import numpy as np
-from numba import njit
 
-from . import FAST, internal, rng
+from . import FAST, internal, njit, rng
 from .elementwise import RELU, phi_dphi, phi_dphi_homogeneous, phi_large, phi_small
 from ..layers import LAYER_KINDS
 

@@ -26,9 +26,9 @@ from collections import namedtuple
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from . import FAST, internal, rng
+from . import FAST, internal, njit, rng
 from .blocks import rows_dot
 from .layer import (N_FORWARD, N_RS, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, copy_into, draw_input,

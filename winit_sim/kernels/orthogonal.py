@@ -65,9 +65,9 @@ so A = g e^{s-t} sqrt(m) Fh L_Z^-1 and beta = sb e^-t <= 1.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from . import FAST, rng
+from . import FAST, njit, rng
 from .blocks import (BLOCK, column_blocks, cross_gram, draw_row_block, factor, gram_block,
                      lower_inverse, sum_blocks)
 from .layer import key

@@ -34,9 +34,9 @@ from collections import namedtuple
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from . import residual_conditional, rng
+from . import njit, residual_conditional, rng
 from .layer import N_FORWARD, N_RS, key, log10_mean_sq, ordered_sum
 from .matrix import (activate_layer, add_bias, load_input, load_top_gradient, product_rows,
                      row_sumsq, rows_dot, scale_into, use_fused, wgrad_sumsq)

@@ -28,9 +28,9 @@ from collections import namedtuple
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from . import rng
+from . import njit, rng
 from .blocks import (BLOCK, column_blocks, cross_gram, draw_row_block, factor, gram_block,
                      pinv_from_factor, sum_blocks)
 from .conditional import draw_mix, mix_rows, scaled_gram

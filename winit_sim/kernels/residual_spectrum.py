@@ -24,8 +24,8 @@ eps > 0 the direction N keeps the singular value eps / (var + eps) / sigma, smal
 not zero, so RMSNorm's J_N has full rank.
 """
 import numpy as np
-from numba import njit
 
+from . import njit
 from .residual import SC_OUT, SC_U, combine, forward_block, norm_backward, times_t
 from .spectrum import PRECONDITION_STEPS, log_singular_values, precondition, stratify
 from .matrix import load_input

@@ -15,7 +15,9 @@ a function of (key, counter) alone.
 import math
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import prange, uint64
+
+from . import njit
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

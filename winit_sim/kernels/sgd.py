@@ -3,9 +3,8 @@ from collections import namedtuple
 import math
 
 import numpy as np
-from numba import njit
 
-from . import rng
+from . import njit, rng
 from .elementwise import phi_dphi
 from .matrix import rows_dot
 

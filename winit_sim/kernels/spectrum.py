@@ -54,9 +54,8 @@ one thread, see ``engine.threads``), so results do not depend on the thread coun
 import math
 
 import numpy as np
-from numba import njit
 
-from . import FAST
+from . import FAST, njit
 from .layer import N_FORWARD, max_width
 from .matrix import activate_layer, add_bias, layer_bias, layer_weights, load_input
 

@@ -21,9 +21,9 @@ rounding. Constant layers (zeros included) are rank one, at any batch: each outp
 is the constant times a row sum, O(batch x width) instead of O(batch x width^2).
 """
 import numpy as np
-from numba import njit, prange, uint64
+from numba import prange, uint64
 
-from . import FAST, householder, internal, rng
+from . import FAST, householder, internal, njit, rng
 from ..inits import SAMPLINGS
 
 CONSTANT = SAMPLINGS.code("constant")
