@@ -266,7 +266,7 @@ def _compute_into(out_dir):
 
 def record():
     """Record with two threads and every kernel cached; the tests compare a run with one
-    thread and an empty cache (kernels compiled with their callers in view) to it."""
+    thread, from the kernels their session compiled cold, to it."""
     with tempfile.TemporaryDirectory() as tmp:
         data, info = load(start(tmp, threads=2), tmp)
         again, _ = load(start(tmp, threads=2), tmp)

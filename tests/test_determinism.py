@@ -5,7 +5,7 @@ import pytest
 import winit_sim as ws
 
 # one of each engine, arch and dtype path (the corpus holds many more, computed in another
-# process with an empty cache and compared with a record)
+# process from the kernels this session compiled cold, and compared with a record)
 PATHS = [
     dict(width=96, depth=12, activation="tanh", init="xavier_uniform", bias_std=0.1),
     dict(widths=[40, 300, 17, 64], activation="relu", init="orthogonal", dtype="float32"),
@@ -27,10 +27,10 @@ PATHS = [
 
 @pytest.mark.parametrize("kw", PATHS, ids=range(len(PATHS)))
 def test_bit_identical_for_1_and_2_threads(kw):
-    """One Numba thread against two on this machine's CPU (BLAS runs on one thread
-    inside the kernels either way). That an empty Numba cache gives the bits of a full one (a kernel compiled
-    with its callers in view could vectorise a sum differently), and another process
-    the bits of this one, is the corpus's check: test_corpus.py."""
+    """One Numba thread against two (BLAS runs on one thread inside the kernels either
+    way). That kernels compiled cold give the bits of cached ones (a kernel compiled with
+    its callers in view could vectorise a sum differently), and another process the bits
+    of this one, is the corpus's check: test_corpus.py."""
     kw = {"segment_layers": 5, "trials": 2, "seed": 11, **kw}
     one = ws.simulate(**kw, threads=1)
     two = ws.simulate(**kw, threads=2)
