@@ -34,12 +34,11 @@ INITS = ["zeros", "constant:value=0.05", "normal:std=0.1", "uniform:bound=0.2", 
          "lecun_uniform", "lecun_normal", "orthogonal:gain=1.3"]
 
 
-def canonical_env(threads=2, cache_dir=None):
+def canonical_env(threads=2):
     """os.environ with the settings that make the corpus's bits CPU-independent, with
-    ``threads`` Numba threads (and an empty Numba cache in ``cache_dir``, if given)."""
+    ``threads`` Numba threads (and the Numba cache NUMBA_CACHE_DIR names, if set)."""
     from numpy._core import _multiarray_umath
-    env = {"NUMBA_CACHE_DIR": str(cache_dir)} if cache_dir is not None else {}
-    return dict(os.environ, **env,
+    return dict(os.environ,
                 NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="", NUMBA_NUM_THREADS=str(threads),
                 OPENBLAS_CORETYPE="Prescott", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                 NPY_DISABLE_CPU_FEATURES=" ".join(_multiarray_umath.__cpu_dispatch__),
@@ -61,11 +60,11 @@ def machine():
                             for i in threadpool_info() if i["user_api"] == "blas"})}
 
 
-def start(out_dir, threads=2, cache_dir=None):
+def start(out_dir, threads=2):
     """Compute the corpus under canonical_env in a subprocess writing into ``out_dir``
     (see :func:`load`)."""
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--compute", out_dir],
-                            env=canonical_env(threads, cache_dir), stdout=subprocess.PIPE,
+                            env=canonical_env(threads), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
