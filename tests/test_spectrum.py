@@ -106,10 +106,12 @@ def _mp_log_sv(widths, activation, init, depth, digits, bias_std=0.0):
 @pytest.mark.parametrize("activation,init,bias_std,depth", [
     ("linear", "he_normal:gain=1", 0.0, 2000),
     ("tanh", "xavier_normal", 0.1, 2000),
+    ("tanh", "orthogonal", 1.0, 2000),
     ("relu", "he_normal", 0.0, 300)])
 def test_arbitrary_precision(activation, init, bias_std, depth):
     """Width 8, depth 2000: the singular values span over a thousand decades, so float64
-    products keep only the largest; mpmath keeps them all."""
+    products keep only the largest; mpmath keeps them all. Orthogonal layers exercise
+    the products that wait for their QR (isometric layers)."""
     widths = [8] * (depth + 1)
     df = ws.jacobian_spectrum(widths=widths, activation=activation, init=init, bias_std=bias_std)
     ours = _sv(df, depth) * LN10
@@ -157,14 +159,37 @@ def test_same_net_as_given_weights():
             assert np.array_equal(_sv(df, d, trial), _sv(given, d))
 
 
-def test_depth_prefix_and_threads():
-    kw = dict(activation="relu", init="he_normal", bias_std=0.1, trials=2)
+@pytest.mark.parametrize("activation,init", [("relu", "he_normal"),
+                                             ("tanh", "orthogonal:gain=1.1")])
+def test_depth_prefix_and_threads(activation, init):
+    kw = dict(activation=activation, init=init, bias_std=0.1, trials=2)
     deep = ws.jacobian_spectrum(16, 40, depths=[10, 40], threads=1, **kw)
     short = ws.jacobian_spectrum(16, 10, threads=2, **kw)
     for trial in (0, 1):
         assert np.array_equal(_sv(deep, 10, trial), _sv(short, 10, trial))
     again = ws.jacobian_spectrum(16, 40, depths=[10, 40], threads=2, **kw)
     assert np.array_equal(deep["log10_sv"].to_numpy(), again["log10_sv"].to_numpy())
+
+
+@pytest.mark.parametrize("decades", [0.5, 2.0, 9.0])
+def test_lapack_and_jacobi_paths_match_mpmath(decades):
+    """The last step's two paths: LAPACK where the values span under 1e4 (sweeps 0),
+    Jacobi beyond; both against an mpmath SVD of diag(e^s) T."""
+    mpmath = pytest.importorskip("mpmath")
+    from winit_sim.kernels.spectrum import spectrum_at
+    rng = np.random.default_rng(11)
+    k, n = 24, 30
+    t = rng.standard_normal((k, n)) / np.sqrt(n)
+    s = -np.linspace(0.0, decades * LN10, k)
+    out = np.empty(k)
+    sweeps = spectrum_at(t, s, out)
+    with mpmath.workdps(60):
+        a = mpmath.matrix([[mpmath.exp(mpmath.mpf(float(s[i]))) * mpmath.mpf(float(t[i, j]))
+                            for j in range(n)] for i in range(k)])
+        ref = np.sort([float(mpmath.log(v)) for v in mpmath.svd_r(a, compute_uv=False)])[::-1]
+    spread = (ref[0] - ref[-1]) / LN10
+    assert (sweeps == 0) == (spread < 4.0), (sweeps, spread)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-11)
 
 
 @pytest.mark.parametrize("activation,init", [("relu", "he_normal"), ("linear", "lecun_normal"),

@@ -402,10 +402,20 @@ def jacobian_arrays(net, activation, seed, trials, tops, given=None):
     sweeps = np.zeros((trials, tops.size), np.int64)
     act = kernel_data(activation)
     fwd = matrix.new_state(net, 1, 1, given, np.empty(0))
+    isometric = jacobian_isometric(net, given)
     for trial in range(trials):
-        spectrum.jacobian_trial(fwd, net, act, np.uint64(seed), trial, given, caps, tops,
-                                log_sv[trial], sweeps[trial])
+        spectrum.jacobian_trial(fwd, net, act, np.uint64(seed), trial, given, caps, isometric,
+                                tops, log_sv[trial], sweeps[trial])
     return log_sv, sweeps
+
+
+def jacobian_isometric(net, given):
+    """Per layer: True where W is sampled orthogonal with fan_out >= fan_in, a multiple of
+    an isometry (the spectrum's products through such layers may wait, see
+    :func:`winit_sim.kernels.spectrum.jacobian_trial`)."""
+    if given is not None:
+        return np.zeros(net.sampler.size, np.bool_)
+    return (net.sampler == ORTHOGONAL_CODE) & (net.widths[1:] >= net.widths[:-1])
 
 
 def jacobian_block_arrays(net, activation, seed, trials, tops, given=None):

@@ -77,15 +77,19 @@ def jacobian_spectrum(width=None, depth=None, *, widths=None, activation="relu",
         singular values of each (trial, depth), descending (``index`` 0 is the
         largest). Exact zeros (an exact rank loss: ReLU's inactive units, constant
         weights) are -inf. ``df.attrs`` holds the net (``"net"``), the Jacobi sweeps
-        (``"sweeps"``) and, with ``theory``, the predicted moments.
+        per (trial, depth) (``"sweeps"``; 0 where LAPACK computed the values, see the
+        Notes) and, with ``theory``, the predicted moments.
 
     Notes
     -----
     Computed in log space (:mod:`winit_sim.kernels.spectrum`), so singular values
     thousands of decades apart are each accurate to about 1e-12 relative (checked
     against a direct SVD and an arbitrary-precision product). Float64 throughout.
-    Cost per layer: one product and one QR of (width x n_0) matrices; memory:
-    about nine such matrices.
+    Cost per layer: one product of (width x n_0) matrices (only the active units'
+    rows and columns) and one QR, which orthogonal layers with a small enough
+    conditioning defer to a later layer; at each depth of ``depths``, LAPACK's SVD
+    where the values span less than 4 decades, else a one-sided Jacobi SVD. Memory:
+    about nine (width x n_0) matrices.
     """
     if weights is not None:
         return _given_spectrum(weights, x, activation, biases, depths, threads, arch)

@@ -154,16 +154,22 @@ def torch_residual_loop(width, depth, batch, dtype, branch=2, norm=True, seed=0)
     return [o.tolist() for o in out]
 
 
-def torch_jacobian_svdvals(width, depth, activation="tanh", seed=0):
+def torch_jacobian_svdvals(width, depth, activation="tanh", seed=0, init="orthogonal"):
     """The singular values of a deep MLP's input-output Jacobian as PyTorch users get them:
-    stored orthogonal weights, ``torch.func.jacrev`` and ``torch.linalg.svdvals`` (float64).
+    stored weights (``init``: ``"orthogonal"`` by ``orthogonal_``, ``"he_normal"`` by
+    ``kaiming_normal_``), ``torch.func.jacrev`` and ``torch.linalg.svdvals`` (float64).
     Returns them, descending (small ones are lost below ~1e-16 of the largest)."""
     import torch
     gen = torch.Generator().manual_seed(seed)
     ws = []
     for _ in range(depth):
         w = torch.empty(width, width, dtype=torch.float64)
-        torch.nn.init.orthogonal_(w, generator=gen)
+        if init == "orthogonal":
+            torch.nn.init.orthogonal_(w, generator=gen)
+        elif init == "he_normal":
+            torch.nn.init.kaiming_normal_(w, nonlinearity="relu", generator=gen)
+        else:
+            raise ValueError(f"init {init!r}: orthogonal or he_normal")
         ws.append(w)
     act = {"tanh": torch.tanh, "relu": torch.relu, "linear": lambda v: v}[activation]
 

@@ -28,7 +28,7 @@ Randomness: reflector j's vector is drawn at counters off_j .. off_j + m - j - 1
 the layer's weight key, off_j = j m - j (j - 1) / 2 (the vectors packed end to end).
 :func:`form` builds the same W explicitly for ``sample_weights``, training and the
 spectra; it agrees with the reflector products to rounding (the sums run in another
-order), not bit for bit.
+order, in panels of 128 reflectors), not bit for bit.
 """
 import math
 
@@ -38,7 +38,8 @@ from numba import prange, uint64
 from . import FAST, njit, rng
 from .blocks import rows_dot
 
-_PANEL = 32   # reflectors per compact-WY panel
+_PANEL = 32   # reflectors per compact-WY panel of the products
+_FORM_PANEL = 128   # ... and of :func:`form`, whose panels are products on BLAS alone
 
 
 @njit(inline="always")
@@ -89,24 +90,25 @@ def draw(key, m, k, v, tau, sign):
 
 
 @njit(cache=True)
-def panels(v, tau, m, k):
-    """The reflectors in compact-WY panels: panel p (reflectors c0 = p * _PANEL up to
-    c1) is H_c0 ... H_{c1-1} = I - V T V^T on coordinates c0..m-1, with V^T stored
-    dense and contiguous (zeros left of each vector's start) and T upper triangular.
+def panels(v, tau, m, k, width):
+    """The reflectors in compact-WY panels of ``width``: panel p (reflectors c0 = p *
+    width up to c1) is H_c0 ... H_{c1-1} = I - V T V^T on coordinates c0..m-1, with V^T
+    stored dense and contiguous (zeros left of each vector's start) and T upper
+    triangular.
 
     Returns (vt, t, starts): panel p is vt[starts[p]:starts[p + 1]] reshaped to
     (c1 - c0, m - c0), and t[p, :w, :w] its T.
     """
-    n_panels = (k + _PANEL - 1) // _PANEL
+    n_panels = (k + width - 1) // width
     starts = np.zeros(n_panels + 1, np.int64)
     for p in range(n_panels):
-        c0 = p * _PANEL
-        starts[p + 1] = starts[p] + (min(k, c0 + _PANEL) - c0) * (m - c0)
+        c0 = p * width
+        starts[p + 1] = starts[p] + (min(k, c0 + width) - c0) * (m - c0)
     vt = np.zeros(starts[n_panels])
-    t = np.zeros((n_panels, _PANEL, _PANEL))
+    t = np.zeros((n_panels, width, width))
     for p in range(n_panels):
-        c0 = p * _PANEL
-        w = min(k, c0 + _PANEL) - c0
+        c0 = p * width
+        w = min(k, c0 + width) - c0
         n = m - c0
         vp = vt[starts[p]:starts[p + 1]].reshape((w, n))
         for c in range(w):
@@ -158,7 +160,7 @@ def times_q(v, tau, sign, m, k, gain, c, out):
 
     Rows: out = [c S, 0] Q^T, the panels' transposes applied last panel first."""
     rows = c.shape[0]
-    vt, t, starts = panels(v, tau, m, k)
+    vt, t, starts = panels(v, tau, m, k, _PANEL)
     y = np.zeros((rows, m))
     for r in range(rows):
         for i in range(k):
@@ -178,7 +180,7 @@ def times_qt(v, tau, sign, m, k, gain, z, out):
 
     Rows: out = (z Q)[:, :k] S, the panels applied first panel first."""
     rows = z.shape[0]
-    vt, t, starts = panels(v, tau, m, k)
+    vt, t, starts = panels(v, tau, m, k, _PANEL)
     y = np.empty((rows, m))
     for r in range(rows):
         for i in range(m):
@@ -228,12 +230,43 @@ def times_w(gain, key, delta, out):
 @njit(cache=True)
 def form(gain, key, out):
     """The orthogonal W (fan_out, fan_in) of ``key`` itself, into ``out``: the rows of
-    gain (Q S)^T = times_q of the identity."""
+    gain (Q S)^T = times_q of the identity, in wider panels (``_FORM_PANEL``) whose three
+    products are all BLAS, on the rows each panel can change (a third of the work of a
+    full times_q). Agrees with times_q to rounding."""
     fan_out, fan_in = out.shape
     v, tau, sign, m, k = reflectors(key, fan_out, fan_in)
-    cols = np.empty((k, m))
-    times_q(v, tau, sign, m, k, gain, np.eye(k), cols)
-    if fan_out >= fan_in:
-        out[:, :] = cols.T
+    vt, t, starts = panels(v, tau, m, k, _FORM_PANEL)
+    # times_q of the identity, where row r stays zero right of column r until the panel
+    # holding reflector r: each panel (starting at c0) changes rows c0.. only. The
+    # buffers are allocated once (fresh pages cost as much as the arithmetic).
+    y = np.zeros((k, m))
+    for i in range(k):
+        y[i, i] = sign[i]
+    part_buf = np.empty(k * m)
+    update_buf = np.empty(k * m)
+    proj_buf = np.empty(k * _FORM_PANEL)
+    for p in range(starts.size - 2, -1, -1):
+        c0 = p * _FORM_PANEL
+        w = min(k, c0 + _FORM_PANEL) - c0
+        r, n = k - c0, m - c0
+        vp = vt[starts[p]:starts[p + 1]].reshape((w, n))
+        part = part_buf[:r * n].reshape((r, n))
+        part[:, :] = y[c0:, c0:]
+        proj = proj_buf[:r * w].reshape((r, w))
+        rows_dot(part, np.ascontiguousarray(vp.T), proj)   # part V
+        mixed = np.dot(proj, np.ascontiguousarray(t[p, :w, :w].T))   # ... T^T
+        update = update_buf[:r * n].reshape((r, n))
+        rows_dot(mixed, vp, update)                 # ... V^T
+        for i in range(r):
+            for j in range(n):
+                y[c0 + i, c0 + j] = part[i, j] - update[i, j]
+    if fan_out >= fan_in:   # out = gain y^T, in tiles that stay in cache
+        for i0 in range(0, m, 64):
+            for r0 in range(0, k, 64):
+                for i in range(i0, min(m, i0 + 64)):
+                    for r in range(r0, min(k, r0 + 64)):
+                        out[i, r] = gain * y[r, i]
     else:
-        out[:, :] = cols
+        for r in range(k):
+            for i in range(m):
+                out[r, i] = gain * y[r, i]

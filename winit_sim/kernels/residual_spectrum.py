@@ -27,7 +27,7 @@ import numpy as np
 
 from . import njit
 from .residual import SC_OUT, SC_U, combine, forward_block, norm_backward, times_t
-from .spectrum import PRECONDITION_STEPS, log_singular_values, precondition, stratify
+from .spectrum import spectrum_at, stratify
 from .matrix import load_input
 from ..layers import NO_NORM
 
@@ -110,6 +110,5 @@ def jacobian_blocks_trial(state, net, act, seed, trial, given, cap, tops, log_sv
         while ti < tops.size and tops[ti] == l + 1:
             log_sv[ti, :] = -np.inf
             if s.size > 0:
-                tp, sp = precondition(t_rows, s, PRECONDITION_STEPS)
-                sweeps[ti] = log_singular_values(tp, sp, log_sv[ti])
+                sweeps[ti] = spectrum_at(t_rows, s, log_sv[ti])
             ti += 1

@@ -31,11 +31,29 @@ Rows of D that are exactly 0 (ReLU's inactive units, saturated hard
 activations) are dropped before the QR, so an exact rank loss stays exact: those
 singular values are reported as 0 (log -inf), not as rounding noise. The rank
 is also capped per layer (``rank_cap``: constant weights have rank 1, zeros 0).
+The product of step 1 then only needs W's rows of active units and its columns
+of the previous layer's active units (a quarter of W for ReLU).
+
+Products that wait (isometric layers)
+-------------------------------------
+A layer whose W is a multiple of an isometry (sampled orthogonal, fan_out >=
+fan_in) and whose units are all active has cond(D W) = cond(D) = max|d| / min|d|
+on any input subspace. Its product X = D W X_prev skips steps 2-4 while the
+product of those bounds since the last QR stays below ``DELAY_MAX_COND`` and the
+entries stay within [1e-100, 1e100]: a column of X is then computed to a relative
+error of at most about eps times that bound (1e4 eps = 2e-12), where a QR per layer
+leaves eps cond(D) per layer. Tanh with orthogonal weights near isometry then
+needs a QR only every few tens of layers. A depth in ``tops`` always gets its QR.
+This reorders no sum of a stratified layer; it changes which layers are
+stratified, so results differ from a QR per layer by rounding (bounded above).
 
 Singular values of diag(e^s) T
 ------------------------------
-One-sided Jacobi (Hestenes) on the rows a_i = e^{s_i} t_i, each row carrying its
-log-scale. For a pair with s_i >= s_j, r = e^{s_j - s_i} <= 1 (it may underflow
+Where they span less than 1 / ``LAPACK_MIN_RATIO`` (1e4: tanh or linear nets near
+isometry), LAPACK's dgesdd on diag(e^(s - max s)) T: its error, about eps
+sigma_max per value, is then below eps / LAPACK_MIN_RATIO relative (checked on the
+computed values). Beyond that, one-sided Jacobi (Hestenes) on the rows
+a_i = e^{s_i} t_i, each row carrying its log-scale. For a pair with s_i >= s_j, r = e^{s_j - s_i} <= 1 (it may underflow
 to 0), a = |t_i|^2, b = |t_j|^2, g = t_i . t_j; the rotation that makes the two
 rows orthogonal has tangent t = tau r with
 
@@ -48,20 +66,37 @@ run until every pair's cosine |g| / sqrt(a b) is below ``JACOBI_TOL``.
 Jacobi computes each singular value to a relative accuracy set by the
 conditioning of T (O(1) by construction), not by the largest singular value.
 
-Determinism: everything runs in one thread in a fixed order (LAPACK and BLAS on
-one thread, see ``engine.threads``), so results do not depend on the thread count.
+Determinism: every LAPACK call and every product runs one BLAS thread in a fixed
+order; the W U products are single-threaded BLAS calls on fixed blocks of rows
+(:func:`.blocks.rows_dot`), so results do not depend on the thread count.
 """
 import math
 
 import numpy as np
+from numba import types
 
 from . import FAST, njit
+from .blocks import rows_dot
 from .layer import N_FORWARD, max_width
 from .matrix import activate_layer, add_bias, layer_bias, layer_weights, load_input
 
 JACOBI_TOL = 1e-15
 JACOBI_MAX_SWEEPS = 80
 PRECONDITION_STEPS = 2
+# LAPACK's singular values are kept where the smallest is at least this fraction of the
+# largest: their error, about eps sigma_max each, is then below ~1e-12 sigma_i
+LAPACK_MIN_RATIO = 1e-4
+# a product of isometric layers is stratified once the bound on its condition number
+# would pass this (its columns then carry relative errors up to about eps times it)
+DELAY_MAX_COND = 1e4
+_SCALE_GUARD = 1e100   # ... or once its entries leave [1 / guard, guard]
+
+# LAPACK dgesdd through Numba's own binding (what np.linalg.svd calls), with jobz "N":
+# singular values only, which np.linalg.svd in Numba cannot ask for
+_gesdd = types.ExternalFunction("numba_ez_gesdd", types.intc(
+    types.char, types.char, types.intp, types.intp, types.CPointer(types.float64), types.intp,
+    types.CPointer(types.float64), types.CPointer(types.float64), types.intp,
+    types.CPointer(types.float64), types.intp))
 
 
 @njit(cache=True)
@@ -118,7 +153,8 @@ def stratify(x, s, t_rows, perm_out, cap):
     for j in range(k):
         tp[j] = t_rows[perm[j]]
         perm_out[j] = perm[j]
-    t_new = np.dot(f, tp)
+    t_new = np.empty((kk, n0))
+    rows_dot(f, tp, t_new)
     return np.ascontiguousarray(q[:, :kk]), s_new, t_new
 
 
@@ -211,12 +247,75 @@ def log_singular_values(t_rows, s, out):
 
 
 @njit(cache=True)
-def jacobian_trial(fwd, net, act, seed, trial, given, rank_cap, tops, log_sv, sweeps):
+def _lapack_log_singular_values(t_rows, s, out):
+    """Natural logs of the singular values of diag(e^s) T by LAPACK (dgesdd), descending,
+    into out[:k]; False (out untouched) where they span more than LAPACK_MIN_RATIO.
+
+    dgesdd's values carry absolute errors of about eps sigma_max, so they are kept only
+    where sigma_min >= LAPACK_MIN_RATIO sigma_max: each is then relatively accurate to
+    about eps / LAPACK_MIN_RATIO. Checked on the computed values, which are within eps
+    sigma_max of the true ones.
+    """
+    k, n = t_rows.shape
+    top = s.max()
+    a = np.empty((k, n))   # row-major k x n is column-major n x k: the same values
+    for i in range(k):
+        f = math.exp(s[i] - top)
+        for c in range(n):
+            a[i, c] = f * t_rows[i, c]
+    vals = np.empty(k)
+    dummy = np.empty(1)
+    info = _gesdd(ord("d"), ord("N"), n, k, a.ctypes, n, vals.ctypes, dummy.ctypes, 1,
+                  dummy.ctypes, 1)
+    if info != 0 or not vals[k - 1] >= LAPACK_MIN_RATIO * vals[0]:
+        return False
+    for i in range(k):
+        out[i] = math.log(vals[i]) + top
+    return True
+
+
+@njit(cache=True)
+def spectrum_at(t_rows, s, out):
+    """Natural logs of the singular values of diag(e^s) T, descending, into out[:k].
+
+    LAPACK where they span less than 1 / LAPACK_MIN_RATIO (a spread of s beyond twice
+    that is not tried), else preconditioned one-sided Jacobi. Returns the Jacobi sweeps
+    (0: LAPACK).
+    """
+    if s.max() - s.min() <= -2.0 * math.log(LAPACK_MIN_RATIO):
+        if _lapack_log_singular_values(t_rows, s, out):
+            return 0
+    tp, sp = precondition(t_rows, s, PRECONDITION_STEPS)
+    return log_singular_values(tp, sp, out)
+
+
+@njit(cache=True)
+def _delay_cond(dl, xm):
+    """ln cond(D) of a layer whose units are all active, or inf where its product ``xm``
+    left [1 / _SCALE_GUARD, _SCALE_GUARD] (then it must be stratified)."""
+    top = 0.0
+    for v in xm.ravel():
+        top = max(top, abs(v))
+    if not 1.0 / _SCALE_GUARD <= top <= _SCALE_GUARD:
+        return np.inf
+    dmax = 0.0
+    dmin = np.inf
+    for v in dl:
+        dmax = max(dmax, abs(v))
+        dmin = min(dmin, abs(v))
+    return math.log(dmax / dmin)
+
+
+@njit(cache=True)
+def jacobian_trial(fwd, net, act, seed, trial, given, rank_cap, isometric, tops, log_sv,
+                   sweeps):
     """Singular values of dx_D/dx_0 at the net's input for every D in ``tops`` (ascending).
 
-    ``fwd``: a matrix-engine State of one row (its forward buffers). ``log_sv``
-    (len(tops), min(n_0, max n)) receives natural logs, descending, -inf for exact
-    zeros, NaN past min(n_0, n_D). ``sweeps[ti]``: Jacobi sweeps at that top.
+    ``fwd``: a matrix-engine State of one row (its forward buffers). ``isometric[l]``:
+    layer l's W is a multiple of an isometry (||W x|| = g ||x||), so cond(D W) = cond(D)
+    and its product may wait for the next stratification. ``log_sv`` (len(tops), min(n_0,
+    max n)) receives natural logs, descending, -inf for exact zeros, NaN past min(n_0,
+    n_D). ``sweeps[ti]``: Jacobi sweeps at that top (0: LAPACK, see :func:`spectrum_at`).
     """
     widths = net.widths
     depth = widths.size - 1
@@ -231,7 +330,11 @@ def jacobian_trial(fwd, net, act, seed, trial, given, rank_cap, tops, log_sv, sw
     d = np.empty(maxn)
     stats = np.empty(N_FORWARD)
     perm = np.empty(n0, np.int64)
+    # U's rows that are not zero (the previous layer's active units) and those rows; with
+    # a product waiting (log_cond > 0), U is that product applied to the last Q
+    u_rows = np.arange(n0)
     u = np.eye(n0)
+    log_cond = 0.0
     t_rows = np.eye(n0)
     s = np.zeros(n0)
     x = xa[:n0].reshape((1, n0))
@@ -239,7 +342,7 @@ def jacobian_trial(fwd, net, act, seed, trial, given, rank_cap, tops, log_sv, sw
     log_x = 0.0
     ti = 0
     for l in range(depth):
-        n_out = widths[l + 1]
+        n_in, n_out = widths[l], widths[l + 1]
         w = layer_weights(wbuf, net, seed, trial, given, l)
         h = fwd.hbuf[:n_out].reshape((1, n_out))
         np.dot(x, w.T, h)
@@ -250,28 +353,39 @@ def jacobian_trial(fwd, net, act, seed, trial, given, rank_cap, tops, log_sv, sw
         x = xnext
         k = s.size
         if k > 0:
+            rows = np.empty(n_out, np.int64)
             active = 0
             for i in range(n_out):
-                active += dl[0, i] != 0.0
-            xm = np.empty((active, k))
-            rows = np.empty(active, np.int64)
-            wu = np.dot(w, u)
-            a = 0
-            for i in range(n_out):
                 if dl[0, i] != 0.0:
-                    rows[a] = i
-                    xm[a] = dl[0, i] * wu[i]
-                    a += 1
-            q, s, t_rows = stratify(xm, s, t_rows, perm, min(rank_cap[l], k))
-            u = np.zeros((n_out, s.size))
+                    rows[active] = i
+                    active += 1
+            rows = rows[:active]
+            # D W U on the active rows, from U's nonzero rows only
+            if active == n_out and u_rows.size == n_in:
+                wsub = w
+            else:
+                wsub = np.empty((active, u_rows.size))
+                for a in range(active):
+                    for b in range(u_rows.size):
+                        wsub[a, b] = w[rows[a], u_rows[b]]
+            xm = np.empty((active, k))
+            rows_dot(wsub, u, xm)
             for a in range(active):
-                u[rows[a]] = q[a]
-        else:
-            u = np.zeros((n_out, 0))
+                xm[a] *= dl[0, rows[a]]
+            at_top = ti < tops.size and tops[ti] == l + 1
+            grow = np.inf
+            if isometric[l] and active == n_out and rank_cap[l] >= k and not at_top:
+                grow = _delay_cond(dl[0], xm)
+            if log_cond + grow <= math.log(DELAY_MAX_COND):
+                log_cond += grow
+                u = xm
+            else:
+                u, s, t_rows = stratify(xm, s, t_rows, perm, min(rank_cap[l], k))
+                log_cond = 0.0
+            u_rows = rows
         while ti < tops.size and tops[ti] == l + 1:
             count = min(n0, n_out)
             log_sv[ti, :count] = -np.inf
             if s.size > 0:
-                tp, sp = precondition(t_rows, s, PRECONDITION_STEPS)
-                sweeps[ti] = log_singular_values(tp, sp, log_sv[ti])
+                sweeps[ti] = spectrum_at(t_rows, s, log_sv[ti])
             ti += 1
