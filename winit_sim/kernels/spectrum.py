@@ -330,8 +330,8 @@ def jacobian_trial(fwd, net, act, seed, trial, given, rank_cap, isometric, tops,
     d = np.empty(maxn)
     stats = np.empty(N_FORWARD)
     perm = np.empty(n0, np.int64)
-    # U's rows that are not zero (the previous layer's active units) and those rows; with
-    # a product waiting (log_cond > 0), U is that product applied to the last Q
+    # U's nonzero rows (the previous layer's active units) and their indices: the last Q,
+    # or the products that wait applied to it (log_cond bounds their ln condition number)
     u_rows = np.arange(n0)
     u = np.eye(n0)
     log_cond = 0.0
