@@ -53,9 +53,10 @@ Where they span less than 1 / ``LAPACK_MIN_RATIO`` (1e4: tanh or linear nets nea
 isometry), LAPACK's dgesdd on diag(e^(s - max s)) T: its error, about eps
 sigma_max per value, is then below eps / LAPACK_MIN_RATIO relative (checked on the
 computed values). Beyond that, one-sided Jacobi (Hestenes) on the rows
-a_i = e^{s_i} t_i, each row carrying its log-scale. For a pair with s_i >= s_j, r = e^{s_j - s_i} <= 1 (it may underflow
-to 0), a = |t_i|^2, b = |t_j|^2, g = t_i . t_j; the rotation that makes the two
-rows orthogonal has tangent t = tau r with
+a_i = e^{s_i} t_i, each row carrying its log-scale. For a pair with s_i >= s_j,
+r = e^{s_j - s_i} <= 1 (it may underflow to 0), a = |t_i|^2, b = |t_j|^2,
+g = t_i . t_j; the rotation that makes the two rows orthogonal has tangent
+t = tau r with
 
     tau = 2 g / (b r^2 - a) / (1 + sqrt(1 + w^2)),   w = 2 g r / (b r^2 - a),
 
