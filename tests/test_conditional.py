@@ -140,11 +140,16 @@ def test_same_distribution_as_the_matrix_engine(act, init, bias_std):
 
 
 @pytest.mark.parametrize("act, init, trials", [("relu", "he_normal", 128),
-                                               ("tanh", "xavier_normal", 24)])
+                                               ("tanh", "xavier_normal", 32)])
 def test_width_100000_matches_mean_field(act, init, trials):
-    """Mean over nets of q at depth 50 within 4 standard errors of mean field; SE < 0.5%."""
+    """Mean over nets of q at depth 50 within 4 standard errors of mean field; SE < 0.5%.
+
+    Two inputs per net: the spread of q over nets is nearly all between nets (their
+    weights), so a batch of 8 measured the same SE for relu (0.377% against 0.380%) at
+    four times the cost.
+    """
     from winit_sim import theory
-    df = ws.simulate(100_000, 50, activation=act, init=init, batch=8, trials=trials, seed=5,
+    df = ws.simulate(100_000, 50, activation=act, init=init, batch=2, trials=trials, seed=5,
                      backward=False, method="conditional")
     q = 10 ** df.loc[df.layer == 50, "log10_pre_q"].to_numpy()
     pred = theory.predict(100_000, 50, activation=act, init=init)

@@ -36,7 +36,7 @@ import numpy as np
 from numba import prange, uint64
 
 from . import FAST, njit, rng
-from .blocks import rows_dot
+from .blocks import plain, rows_dot
 
 _PANEL = 32   # reflectors per compact-WY panel of the products
 _FORM_PANEL = 128   # ... and of :func:`form`, whose panels are products on BLAS alone
@@ -160,7 +160,7 @@ def times_q(v, tau, sign, m, k, gain, c, out):
 
     Rows: out = [c S, 0] Q^T, the panels' transposes applied last panel first."""
     rows = c.shape[0]
-    vt, t, starts = panels(v, tau, m, k, _PANEL)
+    vt, t, starts = panels(v, tau, m, k, plain(_PANEL))
     y = np.zeros((rows, m))
     for r in range(rows):
         for i in range(k):
@@ -180,7 +180,7 @@ def times_qt(v, tau, sign, m, k, gain, z, out):
 
     Rows: out = (z Q)[:, :k] S, the panels applied first panel first."""
     rows = z.shape[0]
-    vt, t, starts = panels(v, tau, m, k, _PANEL)
+    vt, t, starts = panels(v, tau, m, k, plain(_PANEL))
     y = np.empty((rows, m))
     for r in range(rows):
         for i in range(m):
@@ -235,7 +235,7 @@ def form(gain, key, out):
     full times_q). Agrees with times_q to rounding."""
     fan_out, fan_in = out.shape
     v, tau, sign, m, k = reflectors(key, fan_out, fan_in)
-    vt, t, starts = panels(v, tau, m, k, _FORM_PANEL)
+    vt, t, starts = panels(v, tau, m, k, plain(_FORM_PANEL))
     # times_q of the identity, where row r stays zero right of column r until the panel
     # holding reflector r: each panel (starting at c0) changes rows c0.. only. The
     # buffers are allocated once (fresh pages cost as much as the arithmetic).

@@ -37,6 +37,7 @@ import numpy as np
 from numba import prange
 
 from . import njit, residual_conditional, rng
+from .blocks import plain
 from .layer import N_FORWARD, N_RS, key, log10_mean_sq, ordered_sum
 from .matrix import (activate_layer, add_bias, load_input, load_top_gradient, product_rows,
                      row_sumsq, rows_dot, scale_into, use_fused, wgrad_sumsq)
@@ -384,7 +385,7 @@ def forward_block(state, cond, net, act, seed, trial, given, l, k, out):
     sc[SC_U] = s_u
     a = state.hbuf[:rows * m].reshape((rows, m))
     if net.branch == 2:
-        t = _affine(state, cond, net, seed, trial, given, l, 0, k, u, s_u, a)
+        t = _affine(state, cond, net, seed, trial, given, l, plain(0), k, u, s_u, a)
     else:
         a[:, :] = u
         t = s_u
@@ -471,7 +472,7 @@ def _backward_block(state, cond, net, seed, trial, given, l, k, lg, out):
     gu = state.gu[:rows * below].reshape((rows, below))
     if net.branch == 2:
         out[B_WGRAD] = log10_mean_sq(
-            _backprop(state, cond, net, seed, trial, given, l, 0, k, delta, u, gu), n * m,
+            _backprop(state, cond, net, seed, trial, given, l, plain(0), k, delta, u, gu), n * m,
             ld + sc[SC_U])
     if l == 0:
         return lg

@@ -26,6 +26,7 @@ not zero, so RMSNorm's J_N has full rank.
 import numpy as np
 
 from . import njit
+from .blocks import plain
 from .residual import SC_OUT, SC_U, combine, forward_block, norm_backward, times_t
 from .spectrum import spectrum_at, stratify
 from .matrix import load_input
@@ -65,7 +66,7 @@ def _tangent_block(state, net, seed, trial, given, l, p):
                              ls, p, 0.0, pu)
     pa = np.empty((k, m))
     if net.branch == 2:
-        times_t(state, net, seed, trial, given, l, 0, pu, pa, net.orthogonal_layers,
+        times_t(state, net, seed, trial, given, l, plain(0), pu, pa, net.orthogonal_layers,
                 net.uniform_layers)
     else:
         pa[:, :] = pu
@@ -100,7 +101,7 @@ def jacobian_blocks_trial(state, net, act, seed, trial, given, cap, tops, log_sv
     state.log_s[0] = 0.0
     ti = 0
     for l in range(depth):
-        state.log_s[l + 1] = forward_block(state, None, net, act, seed, trial, given, l, 0,
+        state.log_s[l + 1] = forward_block(state, None, net, act, seed, trial, given, l, plain(0),
                                             stats)
         if s.size > 0:
             xt, shift = _tangent_block(state, net, seed, trial, given, l, p)

@@ -222,9 +222,29 @@ def chi1(activation, sw2, sb2, q=None):
 
 
 def critical_sw2(activation, sb2=0.0, lo=1e-3, hi=1e3):
-    """The sigma_w^2 with chi_1 = 1 at the fixed point (the edge of chaos), by bisection."""
-    sb2 = check_nonneg_float(sb2, "sb2")
+    """The sigma_w^2 with chi_1 = 1 at the fixed point (the edge of chaos), by bisection.
 
+    Each search is some 500 fixed-point scans (about a second), so results are kept
+    per (activation, sb2, lo, hi) for the process: the gain table, the CLI and the
+    phase diagram ask for the same ones again.
+    """
+    key = (resolve_activation(activation).canonical(), check_nonneg_float(sb2, "sb2"),
+           float(lo), float(hi))
+    if key not in _CRITICAL:
+        try:
+            _CRITICAL[key] = _critical_sw2(*key)
+        except ValueError as err:   # kept too: the search is as long when it fails
+            _CRITICAL[key] = err
+    found = _CRITICAL[key]
+    if isinstance(found, ValueError):
+        raise ValueError(str(found))
+    return found
+
+
+_CRITICAL = {}
+
+
+def _critical_sw2(activation, sb2, lo, hi):
     def excess(sw2):
         fp = fixed_point(activation, sw2, sb2)
         q = fp.q if fp.status == "converged" else (1e-300 if fp.status == "collapses to 0"
