@@ -429,7 +429,7 @@ def forward_trial(state, cond, net, act, draws, trial, given, stats):
     state.loaded[0] = n_seg - 1
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _recompute_segment(state, cond, net, act, seed, trial, given, seg):
     """Re-run one segment from its checkpoint (same keys, same arithmetic: bit-identical)."""
     depth = net.sampler.shape[0]
@@ -440,7 +440,7 @@ def _recompute_segment(state, cond, net, act, seed, trial, given, seg):
     state.loaded[0] = seg
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _backward_block(state, cond, net, seed, trial, given, l, k, lg, out):
     """dloss/dx_l (in grad, log-scale lg) -> dloss/dx_{l-1}; the block's gradient
     statistics into ``out``. Returns the new log-scale."""
