@@ -430,12 +430,21 @@ def _cross_block(a, a0, b, b0, m, out):
             out[i, k] = prod[i, k]
 
 
+# from this many rows the full block products are BLAS calls: per 512-column block, one
+# thread, BLAS took 0.4x to 0.6x the time of the register loops at 128 and 256 rows, about
+# the same at 64, and up to twice their time at 8 to 32 (float32 and float64, measured)
+BLAS_MIN_ROWS = 128
+
+
 @njit(inline="always")
 def cross_block(a, a0, b, b0, m, out):
-    """:func:`_cross_block` with plain offsets (see :func:`plain`): the full (not symmetric)
-    block products of the conditional engines' backward, where BLAS runs 1.6x the rate of
-    :func:`gram_block` (float32, 256 x 256 x 1024, one thread, measured)."""
-    _cross_block(a, plain(a0), b, plain(b0), plain(m), out)
+    """out = a[:, a0:a0+m] @ b[:, b0:b0+m]^T, the full (not symmetric) block products of
+    the conditional engines' backward: :func:`_cross_block` (BLAS) from BLAS_MIN_ROWS
+    rows, :func:`gram_block` below (bit for bit what it was before BLAS)."""
+    if a.shape[0] >= BLAS_MIN_ROWS:
+        _cross_block(a, plain(a0), b, plain(b0), plain(m), out)
+    else:
+        gram_block(a, a0, b, b0, m, out, False)
 
 
 @njit(cache=True)
@@ -455,6 +464,10 @@ def _add_product_block(out, j0, j1, coef, src, s0):
 
 
 @njit(inline="always")
-def add_product_block(out, j0, j1, coef, src, s0):
-    """:func:`_add_product_block` with plain offsets (see :func:`plain`)."""
-    _add_product_block(out, plain(j0), plain(j1), coef, src, plain(s0))
+def add_product_block(out, j0, j1, coef, coef_t, src, s0):
+    """out[:, j0:j1] += coef @ src[:, s0:s0+m]: :func:`_add_product_block` (BLAS, on
+    ``coef_t``, coef in out's dtype) from BLAS_MIN_ROWS rows, :func:`mix_block` below."""
+    if out.shape[0] >= BLAS_MIN_ROWS:
+        _add_product_block(out, plain(j0), plain(j1), coef_t, src, plain(s0))
+    else:
+        mix_block(out, j0, j1, coef, src, s0)

@@ -78,14 +78,14 @@ def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
     """
     rows, n = out.shape
     nch = column_blocks(n)
-    rc = r.astype(out.dtype)   # as mix_block rounds each coefficient
+    rc = r.astype(out.dtype)   # for BLAS (mix_block rounds each coefficient the same way)
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
         for i in range(rows):   # accumulated in the compute dtype (float32: twice the lanes)
             out[i, j0:j1] = 0.0
         mix_block(out, j0, j1, c, z, j0)
-        add_product_block(out, j0, j1, rc, x, j0)
+        add_product_block(out, j0, j1, r, rc, x, j0)
         if below:
             _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch])
 
