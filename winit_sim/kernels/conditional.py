@@ -57,9 +57,8 @@ import numpy as np
 from numba import prange
 
 from . import FAST, internal, njit, orthogonal, rng
-from .blocks import (BLOCK, add_product_block, add_scaled, column_blocks, cross_block,
-                     cross_gram, draw_row_block, factor, gram_block, mix_block,
-                     pinv_from_factor, sum_blocks)
+from .blocks import (BLOCK, add_scaled, column_blocks, cross_gram, draw_row_block, factor,
+                     gram_block, mix_block, pinv_from_factor, sum_blocks)
 from .weights import NOT_DESCRIBED, ORTHOGONAL
 from .layer import (N_RS, RS_M2, RS_SUM, RS_YSQ, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
@@ -78,14 +77,13 @@ def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
     """
     rows, n = out.shape
     nch = column_blocks(n)
-    rc = r.astype(out.dtype)   # for BLAS (mix_block rounds each coefficient the same way)
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
         for i in range(rows):   # accumulated in the compute dtype (float32: twice the lanes)
             out[i, j0:j1] = 0.0
         mix_block(out, j0, j1, c, z, j0)
-        add_product_block(out, j0, j1, r, rc, x, j0)
+        mix_block(out, j0, j1, r, x, j0)
         if below:
             _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch])
 
@@ -208,7 +206,7 @@ def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
         if rest:
             for i in range(rows):
                 draw_row_block(rest_key, i, n, j0, z[i, j0:j1], bits, rejected)
-            cross_block(z, j0, x, j0, m, part_z[ch])
+            gram_block(z, j0, x, j0, m, part_z[ch], False)
 
 
 @internal(fastmath=FAST)
@@ -225,7 +223,7 @@ def _delta_block(grad, d, h, j0, j1, pd, ph):
         for j in range(m):
             ti[j] = gi[j] * di[j]
     gram_block(tile, 0, tile, 0, m, pd, True)
-    cross_block(tile, 0, h, j0, m, ph)
+    gram_block(tile, 0, h, j0, m, ph, False)
 
 
 @internal(parallel=True, fastmath=FAST)

@@ -31,8 +31,8 @@ import numpy as np
 from numba import prange
 
 from . import njit, rng
-from .blocks import (BLOCK, column_blocks, cross_block, cross_gram, draw_row_block, factor,
-                     gram_block, pinv_from_factor, sum_blocks)
+from .blocks import (BLOCK, column_blocks, cross_gram, draw_row_block, factor, gram_block,
+                     pinv_from_factor, sum_blocks)
 from .conditional import draw_mix, mix_rows, scaled_gram
 from .layer import key
 
@@ -124,7 +124,7 @@ def _output_sums(key_pre, g, part_gz, part_gg):
         rejected = np.empty(rng.CHUNK, np.int32)
         for i in range(rows):
             draw_row_block(key_pre, i, n, j0, tile[i], bits, rejected)
-        cross_block(g, j0, tile, 0, j1 - j0, part_gz[ch])
+        gram_block(g, j0, tile, 0, j1 - j0, part_gz[ch], False)
         gram_block(g, j0, g, j0, j1 - j0, part_gg[ch], True)
 
 
@@ -140,7 +140,7 @@ def _input_sums(key_rest, x, z, part_zx):
         rejected = np.empty(rng.CHUNK, np.int32)
         for i in range(rows):
             draw_row_block(key_rest, i, n, j0, z[i, j0:j1], bits, rejected)
-        cross_block(z, j0, x, j0, j1 - j0, part_zx[ch])
+        gram_block(z, j0, x, j0, j1 - j0, part_zx[ch], False)
 
 
 @njit(cache=True)
