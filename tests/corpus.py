@@ -139,6 +139,10 @@ def compute():
         batch=9, dtype="float32", seed=11, method="conditional")
     sim("conditional/blocks", widths=[1100, 600, 1030, 513], activation="tanh",
         init="xavier_normal", batch=3, bias_std=0.3, method="conditional")
+    # BLAS_MIN_ROWS and over: the backward's BLAS block products (float64: the tests'
+    # NumPy reference at batch 130)
+    sim("conditional/blas32", width=256, depth=4, activation="relu", init="he_normal",
+        batch=128, dtype="float32", seed=22, method="conditional")
     sim("conditional/regenerated", width=4200, depth=130, activation="tanh",
         init="xavier_normal", batch=8, seed=12, method="conditional")
     sim("conditional/deep", width=64, depth=500, activation="tanh", init="large", batch=4,
@@ -173,6 +177,8 @@ def compute():
         init="xavier_normal", batch=6, dtype="float32", arch="gpt2", method="conditional")
     sim("residual/conditional/deep", width=32, depth=2000, activation="relu", init="he_normal",
         batch=4, arch="residual", method="conditional")
+    sim("residual/conditional/blas", width=300, depth=3, activation="gelu", init="he_normal",
+        batch=128, bias_std=0.1, arch="residual:branch=2,norm=layernorm", method="conditional")
 
     # orthogonal layers on the conditional engine: rectangular frames, biases
     sim("conditional/orthogonal", widths=[64, 96, 48, 700], activation="tanh",

@@ -10,7 +10,7 @@ into fixed blocks the same way, for the matrix engine.
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from . import FAST, njit, rng
 
@@ -397,6 +397,48 @@ def pinv_from_factor(f, chol, out):
     np.dot(scaled, scaled.T, out)
 
 
+# BLAS dgemm through Numba's own binding (what np.dot calls), with its leading dimensions
+# and alpha, beta: in-place updates of blocks of larger arrays, which np.dot cannot do
+_dgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp,
+    types.CPointer(types.float64), types.CPointer(types.float64), types.intp,
+    types.CPointer(types.float64), types.intp, types.CPointer(types.float64),
+    types.CPointer(types.float64), types.intp))
+
+
+@njit(inline="always")
+def _lead(a):
+    """The leading dimension BLAS sees for a float64 array whose rows are contiguous
+    (the column-major view of row-major storage)."""
+    return max(a.strides[0] // 8, a.shape[1], 1)
+
+
+@njit(inline="always")
+def gemm(alpha, a, transpose_a, b, transpose_b, beta, c):
+    """c = alpha op(a) @ op(b) + beta c in float64, one BLAS call; op(a) is a or a.T.
+
+    Each array may be a block of a larger one (any row stride) whose rows are
+    contiguous. Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T, and a
+    row-major array read column-major is its transpose: the flags carry over. Inlined:
+    its callers pass several array layouts, each of which would be a compile.
+    """
+    m, n = c.shape
+    inner = b.shape[1] if transpose_b else b.shape[0]
+    if m == 0 or n == 0:
+        return
+    if inner == 0:
+        for i in range(m):
+            for j in range(n):
+                c[i, j] = beta * c[i, j] if beta != 0.0 else 0.0
+        return
+    coef = np.empty(2)
+    coef[0] = alpha
+    coef[1] = beta
+    _dgemm(ord("d"), ord("T") if transpose_b else ord("N"),
+           ord("T") if transpose_a else ord("N"), n, m, inner, coef.ctypes, b.ctypes,
+           _lead(b), a.ctypes, _lead(a), coef[1:].ctypes, c.ctypes, _lead(c))
+
+
 _DOT_BLOCKS = 4  # fixed (not the thread count), so the split never changes a result
 
 
@@ -410,3 +452,63 @@ def rows_dot(a, b, out):
         i1 = min(n, i0 + step)
         if i0 < i1:
             np.dot(a[i0:i1], b, out[i0:i1])
+
+
+# from this many rows the conditional engines' full block products are BLAS calls: per
+# 512-column block on one thread, BLAS took 0.4x to 0.6x the time of the register loops at
+# 128 and 256 rows, about the same at 64, and up to twice their time at 8 to 32 (float32
+# and float64, measured)
+BLAS_MIN_ROWS = 128
+
+
+def blas_products(rows):
+    """The conditional engines' type-level flag for a batch of ``rows``: True from
+    BLAS_MIN_ROWS (the full block products are BLAS calls), else None. Passed down as an
+    argument, None prunes the BLAS branch, so smaller batches compile none of it."""
+    return True if rows >= BLAS_MIN_ROWS else None
+
+
+@njit(cache=True)
+def _cross_block(a, a0, b, b0, m, out):
+    """out = a[:, a0:a0+m] @ b[:, b0:b0+m]^T (stored in out's dtype) by one BLAS call in
+    the inputs' dtype, on contiguous copies of the two blocks (the copies cost O(B m),
+    the product O(B^2 m)). The caller pins BLAS to one thread, so the sums' order is
+    BLAS's own and never depends on the thread count."""
+    ta = np.empty((a.shape[0], m), a.dtype)
+    tb = np.empty((b.shape[0], m), b.dtype)
+    for i in range(a.shape[0]):
+        ta[i, :] = a[i, a0:a0 + m]
+    for i in range(b.shape[0]):
+        tb[i, :] = b[i, b0:b0 + m]
+    prod = np.dot(ta, tb.T)
+    for i in range(out.shape[0]):
+        for k in range(out.shape[1]):
+            out[i, k] = prod[i, k]
+
+
+@njit(inline="always")
+def cross_block(a, a0, b, b0, m, out):
+    """:func:`_cross_block` with plain offsets (see :func:`plain`)."""
+    _cross_block(a, plain(a0), b, plain(b0), plain(m), out)
+
+
+@njit(cache=True)
+def _add_product_block(out, j0, j1, coef, src, s0):
+    """out[:, j0:j1] += coef @ src[:, s0:s0+m] by one BLAS call in out's dtype (``coef`` in
+    out's dtype already), on a contiguous copy of src's block."""
+    m = j1 - j0
+    ts = np.empty((src.shape[0], m), src.dtype)
+    for i in range(src.shape[0]):
+        ts[i, :] = src[i, s0:s0 + m]
+    prod = np.dot(coef, ts)
+    for i in range(out.shape[0]):
+        oi = out[i, j0:j1]
+        pi = prod[i]
+        for j in range(m):
+            oi[j] += pi[j]
+
+
+@njit(inline="always")
+def add_product_block(out, j0, j1, coef, src, s0):
+    """:func:`_add_product_block` with plain offsets (see :func:`plain`)."""
+    _add_product_block(out, plain(j0), plain(j1), coef, src, plain(s0))
