@@ -95,7 +95,7 @@ def jacobian_blocks_trial(state, net, act, seed, trial, given, cap, tops, log_sv
     stats = state.scratch
     perm = np.empty(n, np.int64)
     p = np.eye(n)
-    t_rows = np.empty((0, n))   # T = I (see stratify)
+    t_rows = np.eye(n)
     s = np.zeros(n)
     load_input(net, seed, trial, given, state.xcur[:n].reshape((1, n)))
     state.log_s[0] = 0.0
