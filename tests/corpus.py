@@ -139,10 +139,6 @@ def compute():
         batch=9, dtype="float32", seed=11, method="conditional")
     sim("conditional/blocks", widths=[1100, 600, 1030, 513], activation="tanh",
         init="xavier_normal", batch=3, bias_std=0.3, method="conditional")
-    # BLAS_MIN_ROWS and over: the backward's BLAS block products (the types of
-    # test_conditional's NumPy-reference check at batch 130: one compile for both)
-    sim("conditional/blas", widths=[300, 200, 260], activation="tanh", init="xavier_normal",
-        batch=130, bias_std=0.2, seed=21, method="conditional")
     sim("conditional/regenerated", width=4200, depth=130, activation="tanh",
         init="xavier_normal", batch=8, seed=12, method="conditional")
     sim("conditional/deep", width=64, depth=500, activation="tanh", init="large", batch=4,
@@ -177,8 +173,6 @@ def compute():
         init="xavier_normal", batch=6, dtype="float32", arch="gpt2", method="conditional")
     sim("residual/conditional/deep", width=32, depth=2000, activation="relu", init="he_normal",
         batch=4, arch="residual", method="conditional")
-    sim("residual/conditional/blas", width=300, depth=3, activation="gelu", init="he_normal",
-        batch=128, bias_std=0.1, arch="residual:branch=2,norm=layernorm", method="conditional")
 
     # orthogonal layers on the conditional engine: rectangular frames, biases
     sim("conditional/orthogonal", widths=[64, 96, 48, 700], activation="tanh",

@@ -31,15 +31,15 @@ import numpy as np
 from numba import prange
 
 from . import njit, rng
-from .blocks import (BLOCK, blas_products, column_blocks, cross_block, cross_gram,
-                     draw_row_block, factor, gram_block, pinv_from_factor, sum_blocks)
+from .blocks import (BLOCK, column_blocks, cross_gram, draw_row_block, factor, gram_block,
+                     pinv_from_factor, sum_blocks)
 from .conditional import draw_mix, mix_rows, scaled_gram
 from .layer import key
 
 # per matrix of each block of a segment: its input's x x^T, the factor C of Gs / m,
 # and (m, a, c, Cholesky?); the buffers of the backward
 CondState = namedtuple("CondState", ["grams", "cfs", "rec", "g", "gd", "gz", "cd", "pz", "rmat",
-                                     "zb", "zbuf", "part_a", "part_b", "blas"])
+                                     "zb", "zbuf", "part_a", "part_b"])
 R_M, R_A, R_C, R_CHOL = range(4)
 
 
@@ -57,8 +57,7 @@ def new_state(seg_len, branch, rows, widest, proto):
         zb=np.empty((B, 1), proto.dtype),
         zbuf=np.empty(B * widest, proto.dtype),
         part_a=np.zeros((nch, B, B)),
-        part_b=np.zeros((nch, B, B)),
-        blas=blas_products(B))   # a type: see conditional.mix_rows
+        part_b=np.zeros((nch, B, B)))
 
 
 @njit(cache=True)
@@ -113,9 +112,9 @@ def affine(cs, net, seed, trial, l, j, k, x, s, out):
 
 
 @njit(parallel=True, cache=True)
-def _output_sums(key_pre, g, part_gz, part_gg, blas):
+def _output_sums(key_pre, g, part_gz, part_gg):
     """Per column block c of g (B x q): part_gz[c] = g Z^T (Z: the forward's normals, drawn
-    again; by BLAS where ``blas`` is True) and part_gg[c] = g g^T (upper triangle)."""
+    again) and part_gg[c] = g g^T (upper triangle)."""
     rows, n = g.shape
     for ch in prange(column_blocks(n)):
         j0 = ch * BLOCK
@@ -125,17 +124,14 @@ def _output_sums(key_pre, g, part_gz, part_gg, blas):
         rejected = np.empty(rng.CHUNK, np.int32)
         for i in range(rows):
             draw_row_block(key_pre, i, n, j0, tile[i], bits, rejected)
-        if blas is None:
-            gram_block(g, j0, tile, 0, j1 - j0, part_gz[ch], False)
-        else:
-            cross_block(g, j0, tile, 0, j1 - j0, part_gz[ch])
+        gram_block(g, j0, tile, 0, j1 - j0, part_gz[ch], False)
         gram_block(g, j0, g, j0, j1 - j0, part_gg[ch], True)
 
 
 @njit(parallel=True, cache=True)
-def _input_sums(key_rest, x, z, part_zx, blas):
+def _input_sums(key_rest, x, z, part_zx):
     """z = Z' (B x p, standard normals of ``key_rest``) and per column block c
-    part_zx[c] = Z' x^T (by BLAS where ``blas`` is True)."""
+    part_zx[c] = Z' x^T."""
     rows, n = x.shape
     for ch in prange(column_blocks(n)):
         j0 = ch * BLOCK
@@ -144,10 +140,7 @@ def _input_sums(key_rest, x, z, part_zx, blas):
         rejected = np.empty(rng.CHUNK, np.int32)
         for i in range(rows):
             draw_row_block(key_rest, i, n, j0, z[i, j0:j1], bits, rejected)
-        if blas is None:
-            gram_block(z, j0, x, j0, j1 - j0, part_zx[ch], False)
-        else:
-            cross_block(z, j0, x, j0, j1 - j0, part_zx[ch])
+        gram_block(z, j0, x, j0, j1 - j0, part_zx[ch], False)
 
 
 @njit(cache=True)
@@ -159,7 +152,7 @@ def backprop(cs, net, seed, trial, l, j, k, g, x, out):
     pre, rest, rest_bias = _streams(j)
     gd, gz = cs.gd, cs.gz
     nch = column_blocks(q)
-    _output_sums(key(seed, trial, l, pre), g, cs.part_a, cs.part_b, cs.blas)
+    _output_sums(key(seed, trial, l, pre), g, cs.part_a, cs.part_b)
     sum_blocks(cs.part_a[:nch], gz, False)
     sum_blocks(cs.part_b[:nch], gd, True)
     gram = cs.grams[k, j]
@@ -180,7 +173,7 @@ def backprop(cs, net, seed, trial, l, j, k, g, x, out):
     # the unseen part M' of the weights: g M' = C' Z'~, C' C'^T = g g^T
     factor(gd, cd)
     z = cs.zbuf[:B * p].reshape((B, p))
-    _input_sums(key(seed, trial, l, rest), x, z, cs.part_a, cs.blas)
+    _input_sums(key(seed, trial, l, rest), x, z, cs.part_a)
     sum_blocks(cs.part_a[:column_blocks(p)], pz, False)
     # Z'~ Xs^T = a Z' x^T + c z'_b 1^T
     for i in range(B):
@@ -201,5 +194,5 @@ def backprop(cs, net, seed, trial, l, j, k, g, x, out):
         for r in range(B):
             rmat[i, r] *= scale
             cd[i, r] *= sw
-    mix_rows(cd, z, rmat, x, out, False, x, x, cs.part_a, cs.part_b, cs.blas)
+    mix_rows(cd, z, rmat, x, out, False, x, x, cs.part_a, cs.part_b)
     return wsq
