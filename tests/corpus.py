@@ -139,6 +139,10 @@ def compute():
         batch=9, dtype="float32", seed=11, method="conditional")
     sim("conditional/blocks", widths=[1100, 600, 1030, 513], activation="tanh",
         init="xavier_normal", batch=3, bias_std=0.3, method="conditional")
+    # BLAS_MIN_ROWS and over: the backward's BLAS block products (the types of
+    # test_conditional's NumPy-reference check at batch 130: one compile for both)
+    sim("conditional/blas", widths=[300, 200, 260], activation="tanh", init="xavier_normal",
+        batch=130, bias_std=0.2, seed=21, method="conditional")
     sim("conditional/regenerated", width=4200, depth=130, activation="tanh",
         init="xavier_normal", batch=8, seed=12, method="conditional")
     sim("conditional/deep", width=64, depth=500, activation="tanh", init="large", batch=4,

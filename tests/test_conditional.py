@@ -38,6 +38,14 @@ def test_layers_wider_than_one_block_match_the_reference(act, bias_std):
     _compare([1100, 600, 1030, 513], act, "xavier_normal", bias_std, batch=3)
 
 
+def test_large_batches_match_the_reference():
+    """From blocks.BLAS_MIN_ROWS samples the backward's full block products are BLAS
+    calls; batch 130 takes that path (and 130 > 60: rank-deficient Grams too)."""
+    from winit_sim.kernels.blocks import BLAS_MIN_ROWS
+    assert 130 >= BLAS_MIN_ROWS
+    _compare([200, 150, 60, 170], "tanh", "xavier_normal", 0.3, batch=130)
+
+
 def test_tiny_float32_signals_keep_their_gram():
     """tanh under a tiny init: the signal shrinks by ~e^-2.5 per layer, below float32's
     range (1e-38) long before the small-signal limit (e^-200) takes over. The float32

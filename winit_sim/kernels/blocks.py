@@ -410,3 +410,63 @@ def rows_dot(a, b, out):
         i1 = min(n, i0 + step)
         if i0 < i1:
             np.dot(a[i0:i1], b, out[i0:i1])
+
+
+# from this many rows the conditional engines' full block products are BLAS calls: per
+# 512-column block on one thread, BLAS took 0.4x to 0.6x the time of the register loops at
+# 128 and 256 rows, about the same at 64, and up to twice their time at 8 to 32 (float32
+# and float64, measured)
+BLAS_MIN_ROWS = 128
+
+
+def blas_products(rows):
+    """The conditional engines' type-level flag for a batch of ``rows``: True from
+    BLAS_MIN_ROWS (the full block products are BLAS calls), else None. Passed down as an
+    argument, None prunes the BLAS branch, so smaller batches compile none of it."""
+    return True if rows >= BLAS_MIN_ROWS else None
+
+
+@njit(cache=True)
+def _cross_block(a, a0, b, b0, m, out):
+    """out = a[:, a0:a0+m] @ b[:, b0:b0+m]^T (stored in out's dtype) by one BLAS call in
+    the inputs' dtype, on contiguous copies of the two blocks (the copies cost O(B m),
+    the product O(B^2 m)). The caller pins BLAS to one thread, so the sums' order is
+    BLAS's own and never depends on the thread count."""
+    ta = np.empty((a.shape[0], m), a.dtype)
+    tb = np.empty((b.shape[0], m), b.dtype)
+    for i in range(a.shape[0]):
+        ta[i, :] = a[i, a0:a0 + m]
+    for i in range(b.shape[0]):
+        tb[i, :] = b[i, b0:b0 + m]
+    prod = np.dot(ta, tb.T)
+    for i in range(out.shape[0]):
+        for k in range(out.shape[1]):
+            out[i, k] = prod[i, k]
+
+
+@njit(inline="always")
+def cross_block(a, a0, b, b0, m, out):
+    """:func:`_cross_block` with plain offsets (see :func:`plain`)."""
+    _cross_block(a, plain(a0), b, plain(b0), plain(m), out)
+
+
+@njit(cache=True)
+def _add_product_block(out, j0, j1, coef, src, s0):
+    """out[:, j0:j1] += coef @ src[:, s0:s0+m] by one BLAS call in out's dtype (``coef`` in
+    out's dtype already), on a contiguous copy of src's block."""
+    m = j1 - j0
+    ts = np.empty((src.shape[0], m), src.dtype)
+    for i in range(src.shape[0]):
+        ts[i, :] = src[i, s0:s0 + m]
+    prod = np.dot(coef, ts)
+    for i in range(out.shape[0]):
+        oi = out[i, j0:j1]
+        pi = prod[i]
+        for j in range(m):
+            oi[j] += pi[j]
+
+
+@njit(inline="always")
+def add_product_block(out, j0, j1, coef, src, s0):
+    """:func:`_add_product_block` with plain offsets (see :func:`plain`)."""
+    _add_product_block(out, plain(j0), plain(j1), coef, src, plain(s0))

@@ -57,8 +57,9 @@ import numpy as np
 from numba import prange
 
 from . import FAST, internal, njit, orthogonal, rng
-from .blocks import (BLOCK, add_scaled, column_blocks, cross_gram, draw_row_block, factor,
-                     gram_block, mix_block, pinv_from_factor, sum_blocks)
+from .blocks import (BLOCK, add_product_block, add_scaled, blas_products, column_blocks,
+                     cross_block, cross_gram, draw_row_block, factor, gram_block, mix_block,
+                     pinv_from_factor, sum_blocks)
 from .weights import NOT_DESCRIBED, ORTHOGONAL
 from .layer import (N_RS, RS_M2, RS_SUM, RS_YSQ, activate_block, activation_regime, block_sums,
                     bounded_fallback, check_layer_kind, draw_input, draw_top_gradient, key,
@@ -67,25 +68,30 @@ from .layer import (N_RS, RS_M2, RS_SUM, RS_YSQ, activate_block, activation_regi
 
 
 @internal(parallel=True, fastmath=FAST)
-def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h):
+def mix_rows(c, z, r, x, out, below, d, h, part_d, part_h, blas):
     """out = c @ z + r @ x for small square c, r (B x B) and z, x, out (B x n).
 
     With ``below``, out is the gradient w.r.t. the layer below's output, and
     the same pass also adds up that layer's delta = out * d (d = its phi',
     h its pre-activations) as :func:`delta_grams` does, while the block is in
-    cache.
+    cache. ``blas`` (:func:`.blocks.blas_products`): None, r @ x in register loops;
+    True, by BLAS (r rounded to out's dtype first, as the loops round each coefficient).
     """
     rows, n = out.shape
     nch = column_blocks(n)
+    rc = r.astype(out.dtype)
     for ch in prange(nch):
         j0 = ch * BLOCK
         j1 = min(n, j0 + BLOCK)
         for i in range(rows):   # accumulated in the compute dtype (float32: twice the lanes)
             out[i, j0:j1] = 0.0
         mix_block(out, j0, j1, c, z, j0)
-        mix_block(out, j0, j1, r, x, j0)
+        if blas is None:
+            mix_block(out, j0, j1, r, x, j0)
+        else:
+            add_product_block(out, j0, j1, rc, x, j0)
         if below:
-            _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch])
+            _delta_block(out, d, h, j0, j1, part_d[ch], part_h[ch], blas)
 
 
 # how layer j's pre-activations are drawn (H = C Z, Z from ``key``, plus bias_coef times
@@ -96,7 +102,7 @@ State = namedtuple("State", [
     "keep", "grams", "kept_h", "cfs", "chol", "t_l", "m_l", "a_l", "c_l", "beta_l", "regimes",
     "log_s",
     "xs_l", "buf_x", "buf_h", "buf_h2", "buf_d", "buf_d2", "buf_z", "grad", "part_rs", "part_g",
-    "part_h", "rs", "g", "gp", "gd", "cd", "dh", "pz", "mx", "rmat", "zb", "zz", "bz"])
+    "part_h", "rs", "g", "gp", "gd", "cd", "dh", "pz", "mx", "rmat", "zb", "zz", "bz", "blas"])
 
 
 @internal(fastmath=FAST)
@@ -176,14 +182,15 @@ def forward_pass(pre, act, h, part_rs, part_g):
 
 
 @internal(parallel=True, fastmath=FAST)
-def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
+def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z, blas):
     """The backward's view of layer j, one pass over column blocks.
 
     With ``regen``, h = C Z is drawn again from its key (the forward's bits);
     then x = xs * phi(h_true) (layer j+1's input at unit RMS) and
     d = phi'(h_true) in the compute dtype. With ``rest``, also z = Z' of layer
     j+1 (standard normals at counter k * n + j of ``rest_key``) and per block c
-    the products z x^T into part_z[c], in the compute dtype as cross_gram.
+    the products z x^T into part_z[c], in the compute dtype as cross_gram (by BLAS
+    where ``blas`` is True, see :func:`mix_rows`).
     """
     rows, n = h.shape
     nch = column_blocks(n)
@@ -206,13 +213,17 @@ def activation_pass(pre, regen, act, xs, h, x, d, rest, rest_key, z, part_z):
         if rest:
             for i in range(rows):
                 draw_row_block(rest_key, i, n, j0, z[i, j0:j1], bits, rejected)
-            gram_block(z, j0, x, j0, m, part_z[ch], False)
+            if blas is None:
+                gram_block(z, j0, x, j0, m, part_z[ch], False)
+            else:
+                cross_block(z, j0, x, j0, m, part_z[ch])
 
 
 @internal(fastmath=FAST)
-def _delta_block(grad, d, h, j0, j1, pd, ph):
+def _delta_block(grad, d, h, j0, j1, pd, ph, blas):
     """Block j0:j1 of delta = grad * d (in a tile, never stored): pd = delta delta^T (upper
-    triangle), ph = delta h^T, in the compute dtype as cross_gram."""
+    triangle), ph = delta h^T, in the compute dtype as cross_gram (by BLAS where ``blas``
+    is True, see :func:`mix_rows`)."""
     rows = grad.shape[0]
     m = j1 - j0
     tile = np.empty((rows, m), grad.dtype)
@@ -223,16 +234,20 @@ def _delta_block(grad, d, h, j0, j1, pd, ph):
         for j in range(m):
             ti[j] = gi[j] * di[j]
     gram_block(tile, 0, tile, 0, m, pd, True)
-    gram_block(tile, 0, h, j0, m, ph, False)
+    if blas is None:
+        gram_block(tile, 0, h, j0, m, ph, False)
+    else:
+        cross_block(tile, 0, h, j0, m, ph)
 
 
 @internal(parallel=True, fastmath=FAST)
-def delta_grams(grad, d, h, part_d, part_h):
+def delta_grams(grad, d, h, part_d, part_h, blas):
     """Per block c of delta = grad * d: part_d[c] = delta delta^T, part_h[c] = delta h^T
     (added up by :func:`delta_sums`)."""
     n = grad.shape[1]
     for c in prange(column_blocks(n)):
-        _delta_block(grad, d, h, c * BLOCK, min(n, (c + 1) * BLOCK), part_d[c], part_h[c])
+        _delta_block(grad, d, h, c * BLOCK, min(n, (c + 1) * BLOCK), part_d[c], part_h[c],
+                     blas)
 
 
 @internal()
@@ -345,7 +360,8 @@ def new_state(net, rows, keep, proto):
         rs=np.zeros((B, N_RS)),
         g=np.empty((B, B)), gp=np.empty((B, B)), gd=np.empty((B, B)), cd=np.empty((B, B)),
         dh=np.empty((B, B)), pz=np.empty((B, B)), mx=np.empty((B, B)), rmat=np.empty((B, B)),
-        zb=np.empty((B, 1), dt), zz=np.empty((B, B)), bz=np.empty(B))
+        zb=np.empty((B, 1), dt), zz=np.empty((B, B)), bz=np.empty(B),
+        blas=blas_products(B))   # a type: None compiles no BLAS block product
 
 
 @njit(inline="always")
@@ -393,8 +409,9 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
     scratch = state.buf_z[:B * n_top].reshape((B, n_top))
     d_top = state.buf_d[:B * n_top].reshape((B, n_top))
     activation_pass(_pre(state, seed, trial, j), not state.keep, act, state.xs_l[top], h,
-                    scratch, d_top, np.bool_(False), np.uint64(0), scratch, state.part_g)
-    sq = _delta_of(gl, d_top, h, state.part_g, state.part_h, state.gd, state.dh)
+                    scratch, d_top, np.bool_(False), np.uint64(0), scratch, state.part_g,
+                    state.blas)
+    sq = _delta_of(gl, d_top, h, state.part_g, state.part_h, state.gd, state.dh, state.blas)
     cur, below = state.buf_h, state.buf_h2
     d_cur, d_below = state.buf_d, state.buf_d2
     for l in range(top - 1, -1, -1):
@@ -412,14 +429,14 @@ def backward_from(state, net, act, draws, trial, given, top, grads):
         zx = state.buf_z[:B * n_in].reshape((B, n_in))
         activation_pass(_pre(state, seed, trial, l - 1), not state.keep, act, state.xs_l[l], hb,
                         xl, db, np.bool_(True), key(seed, trial, l, rng.STREAM_COND_REST), zx,
-                        state.part_g)
+                        state.part_g, state.blas)
         sum_blocks(state.part_g[:column_blocks(n_in)], state.pz, False)
         _conditioned_mix_of(net.orthogonal_layers, state, net, seed, trial, l, zx,
                             state.grad[:B * n_out].reshape((B, n_out)),
                             d_cur[:B * n_out].reshape((B, n_out)), sq)
         # grad <- delta_l W_l, and layer l-1's delta sums in the same pass
         mix_rows(state.cd, zx, state.rmat, xl, state.grad[:B * n_in].reshape((B, n_in)), True,
-                 db, hb, state.part_g, state.part_h)
+                 db, hb, state.part_g, state.part_h, state.blas)
         sq = delta_sums(state.part_g, state.part_h, n_in, state.gd, state.dh)
         log_g += math.log(net.scale[l])
         cur, below = below, cur
@@ -495,9 +512,9 @@ def _layer_factor(state, l, sw, sb):
 
 
 @njit(inline="always")
-def _delta_of(grad, d, h, part_d, part_h, gd, dh):
+def _delta_of(grad, d, h, part_d, part_h, gd, dh, blas):
     """gd, dh and sum delta^2 of the top layer's delta = grad * d (see delta_grams)."""
-    delta_grams(grad, d, h, part_d, part_h)
+    delta_grams(grad, d, h, part_d, part_h, blas)
     return delta_sums(part_d, part_h, h.shape[1], gd, dh)
 
 

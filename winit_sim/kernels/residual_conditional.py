@@ -194,5 +194,6 @@ def backprop(cs, net, seed, trial, l, j, k, g, x, out):
         for r in range(B):
             rmat[i, r] *= scale
             cd[i, r] *= sw
-    mix_rows(cd, z, rmat, x, out, False, x, x, cs.part_a, cs.part_b)
+    # None: the residual engine keeps the register loops at every batch (no BLAS path)
+    mix_rows(cd, z, rmat, x, out, False, x, x, cs.part_a, cs.part_b, None)
     return wsq
