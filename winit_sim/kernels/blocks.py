@@ -10,7 +10,7 @@ into fixed blocks the same way, for the matrix engine.
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from . import FAST, njit, rng
 
@@ -395,6 +395,48 @@ def pinv_from_factor(f, chol, out):
             for i in range(rows):
                 scaled[i, k] = f[i, k] / lam
     np.dot(scaled, scaled.T, out)
+
+
+# BLAS dgemm through Numba's own binding (what np.dot calls), with its leading dimensions
+# and alpha, beta: in-place updates of blocks of larger arrays, which np.dot cannot do
+_dgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp,
+    types.CPointer(types.float64), types.CPointer(types.float64), types.intp,
+    types.CPointer(types.float64), types.intp, types.CPointer(types.float64),
+    types.CPointer(types.float64), types.intp))
+
+
+@njit(inline="always")
+def _lead(a):
+    """The leading dimension BLAS sees for a float64 array whose rows are contiguous
+    (the column-major view of row-major storage)."""
+    return max(a.strides[0] // 8, a.shape[1], 1)
+
+
+@njit(inline="always")
+def gemm(alpha, a, transpose_a, b, transpose_b, beta, c):
+    """c = alpha op(a) @ op(b) + beta c in float64, one BLAS call; op(a) is a or a.T.
+
+    Each array may be a block of a larger one (any row stride) whose rows are
+    contiguous. Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T, and a
+    row-major array read column-major is its transpose: the flags carry over. Inlined:
+    its callers pass several array layouts, each of which would be a compile.
+    """
+    m, n = c.shape
+    inner = b.shape[1] if transpose_b else b.shape[0]
+    if m == 0 or n == 0:
+        return
+    if inner == 0:
+        for i in range(m):
+            for j in range(n):
+                c[i, j] = beta * c[i, j] if beta != 0.0 else 0.0
+        return
+    coef = np.empty(2)
+    coef[0] = alpha
+    coef[1] = beta
+    _dgemm(ord("d"), ord("T") if transpose_b else ord("N"),
+           ord("T") if transpose_a else ord("N"), n, m, inner, coef.ctypes, b.ctypes,
+           _lead(b), a.ctypes, _lead(a), coef[1:].ctypes, c.ctypes, _lead(c))
 
 
 _DOT_BLOCKS = 4  # fixed (not the thread count), so the split never changes a result

@@ -26,20 +26,31 @@ a Householder QR of a Gaussian matrix would produce them, minus the QR:
 
 Randomness: reflector j's vector is drawn at counters off_j .. off_j + m - j - 1 of
 the layer's weight key, off_j = j m - j (j - 1) / 2 (the vectors packed end to end).
-:func:`form` builds the same W explicitly for ``sample_weights``, training and the
-spectra; it agrees with the reflector products to rounding (the sums run in another
-order, in panels of 128 reflectors), not bit for bit.
+:func:`form` builds the same W explicitly for ``sample_weights`` and training; it
+agrees with the reflector products to rounding (the sums run in another order, in
+panels of 128 reflectors), not bit for bit. The spectra apply the reflectors to
+columns (:func:`times_columns`, 128-reflector panels, BLAS on fixed blocks of
+columns in parallel) and never form W.
+
+:func:`qr_columns` is a Householder QR of any matrix built from the same pieces:
+LAPACK's dgeqrf on panels of ``_QR_PANEL`` columns, the trailing columns and Q's
+columns (:func:`times_columns` of the identity) updated on fixed blocks in parallel,
+so that the spectra's QRs use both cores with results that do not depend on the
+thread count (LAPACK's own threaded QR gives no such promise).
 """
 import math
 
 import numpy as np
-from numba import prange, uint64
+from numba import prange, types, uint64
 
 from . import FAST, njit, rng
-from .blocks import plain, rows_dot
+from .blocks import gemm, plain, rows_dot
 
 _PANEL = 32   # reflectors per compact-WY panel of the products
-_FORM_PANEL = 128   # ... and of :func:`form`, whose panels are products on BLAS alone
+_FORM_PANEL = 128   # ... and of :func:`form` and :func:`times_columns` (products on BLAS alone)
+_QR_PANEL = 32   # columns per panel of :func:`qr_columns` (its dgeqrf part runs serially)
+# columns per task of times_columns: fixed, so that no result depends on the thread count
+_COLUMN_BLOCK = 256
 
 
 @njit(inline="always")
@@ -99,33 +110,50 @@ def panels(v, tau, m, k, width):
     Returns (vt, t, starts): panel p is vt[starts[p]:starts[p + 1]] reshaped to
     (c1 - c0, m - c0), and t[p, :w, :w] its T.
     """
+    vt, t, starts = _empty_panels(m, k, width)
+    for p in range(starts.size - 1):
+        _fill_panel(v, tau, m, k, width, p, vt[starts[p]:starts[p + 1]], t[p])
+    return vt, t, starts
+
+
+@njit(inline="always")
+def _empty_panels(m, k, width):
+    """Zeroed (vt, t) of :func:`panels` and the panels' offsets in vt."""
     n_panels = (k + width - 1) // width
     starts = np.zeros(n_panels + 1, np.int64)
     for p in range(n_panels):
         c0 = p * width
         starts[p + 1] = starts[p] + (min(k, c0 + width) - c0) * (m - c0)
-    vt = np.zeros(starts[n_panels])
-    t = np.zeros((n_panels, width, width))
-    for p in range(n_panels):
-        c0 = p * width
-        w = min(k, c0 + width) - c0
-        n = m - c0
-        vp = vt[starts[p]:starts[p + 1]].reshape((w, n))
-        for c in range(w):
-            off = _offset(m, c0 + c)
-            vp[c, c:] = v[off:off + n - c]
-        gram = np.dot(vp, vp.T)
-        tp = t[p]
-        # T = [[T_prev, -tau_c T_prev V_prev^T v_c], [0, tau_c]]
-        for c in range(w):
-            tc = tau[c0 + c]
-            tp[c, c] = tc
-            for i in range(c):
-                acc = 0.0
-                for q in range(i, c):
-                    acc += tp[i, q] * gram[q, c]
-                tp[i, c] = -tc * acc
-    return vt, t, starts
+    return np.zeros(starts[n_panels]), np.zeros((n_panels, width, width)), starts
+
+
+@njit(cache=True)
+def _fill_panel(v, tau, m, k, width, p, flat, tp):
+    """Panel p of :func:`panels`: its V^T into ``flat`` (zeroed) and its T into tp."""
+    c0 = p * width
+    w = min(k, c0 + width) - c0
+    n = m - c0
+    vp = flat.reshape((w, n))
+    for c in range(w):
+        off = _offset(m, c0 + c)
+        vp[c, c:] = v[off:off + n - c]
+    _panel_t(vp, tau[c0:c0 + w], tp)
+
+
+@njit(inline="always")
+def _panel_t(vp, tau, tp):
+    """T (upper triangular) of the panel whose V^T is ``vp``, H_0 ... H_{w-1} = I - V T
+    V^T with H_c = I - tau_c v_c v_c^T."""
+    gram = np.dot(vp, vp.T)
+    # T = [[T_prev, -tau_c T_prev V_prev^T v_c], [0, tau_c]]
+    for c in range(vp.shape[0]):
+        tc = tau[c]
+        tp[c, c] = tc
+        for i in range(c):
+            acc = 0.0
+            for q in range(i, c):
+                acc += tp[i, q] * gram[q, c]
+            tp[i, c] = -tc * acc
 
 
 @njit(cache=True)
@@ -270,3 +298,169 @@ def form(gain, key, out):
         for r in range(k):
             for i in range(m):
                 out[r, i] = gain * y[r, i]
+
+
+@njit(parallel=True, cache=True)
+def wide_panels(key, fan_out, fan_in):
+    """The orthogonal W (fan_out, fan_in) of ``key`` for :func:`times_columns`: its
+    reflectors in panels of ``_FORM_PANEL`` (vt, t, starts, as :func:`panels`, built in
+    parallel: each panel is its own) and the sign fixes."""
+    v, tau, sign, m, k = reflectors(key, fan_out, fan_in)
+    vt, t, starts = _empty_panels(m, k, _FORM_PANEL)
+    n_panels = starts.size - 1
+    for i in prange(n_panels):
+        p = _balanced(i, n_panels)
+        _fill_panel(v, tau, m, k, _FORM_PANEL, p, vt[starts[p]:starts[p + 1]], t[p])
+    return vt, t, starts, sign
+
+
+@njit(inline="always")
+def _panel_left(vp, tp, z, proj, mixed, transposed):
+    """z <- (I - V T V^T) z (T^T where ``transposed``) for the columns z (n, c) on the
+    panel's coordinates: three BLAS products, the last one in place."""
+    gemm(1.0, vp, False, z, False, 0.0, proj)            # V^T z
+    gemm(1.0, tp, transposed, proj, False, 0.0, mixed)   # T V^T z, or T^T V^T z
+    gemm(-1.0, vp, True, mixed, False, 1.0, z)           # z - V (...)
+
+
+@njit(parallel=True, cache=True)
+def times_columns(gain, wide, cols, out):
+    """out = W @ cols for the orthogonal W (fan_out, fan_in) of ``wide`` (vt, t, starts,
+    sign: :func:`wide_panels`, or any panels of :func:`panels`' layout): cols (fan_in,
+    r) -> out (fan_out, r), without forming W. ``cols`` with no rows stands for the
+    identity (r = fan_in): out = W.
+
+    W = g Q S: Q S c = H_0 (... H_{k-1} [S c; 0]), the panels last first; the identity's
+    column j needs only the panels up to the one holding reflector j (H_i e_j = e_j for
+    i > j).
+    W = g (Q S)^T: S (Q^T c)[:k], the panels first first, with T^T.
+    The columns are independent: fixed blocks of ``_COLUMN_BLOCK`` run in parallel (the
+    identity's in an order that balances them), each through its panels with
+    single-threaded BLAS, so the thread count changes no bit. 4 (m k - k^2 / 2) flops per
+    column, where forming W and multiplying costs more.
+    """
+    fan_out = out.shape[0]
+    identity = cols.shape[0] == 0
+    fan_in = out.shape[1] if identity else cols.shape[0]
+    r = out.shape[1]
+    m, k = max(fan_out, fan_in), min(fan_out, fan_in)
+    forward = fan_out >= fan_in
+    # the identity's blocks carry unequal work: smaller ones balance better
+    size = _COLUMN_BLOCK // 2 if identity else _COLUMN_BLOCK
+    n_blocks = (r + size - 1) // size
+    for i in prange(n_blocks):
+        j0 = (_balanced(i, n_blocks) if identity else np.int64(i)) * size
+        _column_block(gain, wide, cols, out, j0, min(r, j0 + size), identity, forward, m, k)
+
+
+@njit(cache=True)
+def _column_block(gain, wide, cols, out, j0, j1, identity, forward, m, k):
+    """Columns j0..j1 of :func:`times_columns`, through the panels with single-threaded
+    BLAS. A function of its own, so the parallel loop that calls it stays small to
+    compile."""
+    vt, t, starts, sign = wide
+    width = t.shape[1]
+    fan_out = out.shape[0]
+    n_panels = starts.size - 1
+    cb = j1 - j0
+    y = np.zeros((m, cb))
+    proj = np.empty((width, cb))
+    mixed = np.empty((width, cb))
+    for j in range(cb):
+        if identity:
+            y[j0 + j, j] = sign[j0 + j] if forward else 1.0
+        else:
+            for q in range(k if forward else m):
+                y[q, j] = sign[q] * cols[q, j0 + j] if forward else cols[q, j0 + j]
+    reach = (j1 - 1) // width + 1 if identity and forward else n_panels
+    for step in range(reach):
+        p = reach - 1 - step if forward else step
+        c0 = p * width
+        w = min(k, c0 + width) - c0
+        vp = vt[starts[p]:starts[p + 1]].reshape((w, m - c0))
+        _panel_left(vp, t[p, :w, :w], y[c0:], proj[:w], mixed[:w], not forward)
+    for q in range(fan_out):
+        f = gain if forward else gain * sign[q]
+        for j in range(cb):
+            out[q, j0 + j] = f * y[q, j]
+
+
+# LAPACK dgeqrf through Numba's own binding (what np.linalg.qr calls), for qr's panels
+_geqrf = types.ExternalFunction("numba_ez_geqrf", types.intc(
+    types.char, types.intp, types.intp, types.CPointer(types.float64), types.intp,
+    types.CPointer(types.float64)))
+
+
+@njit(inline="always")
+def _balanced(b, n_blocks):
+    """The b-th of n_blocks blocks of a triangular workload in the order last, first,
+    second last, ...: contiguous halves of the iterations then carry similar work."""
+    b = np.int64(b)     # a prange index may be unsigned
+    return n_blocks - 1 - b // 2 if b % 2 == 0 else b // 2
+
+
+@njit(parallel=True, cache=True)
+def _reflect_trailing(at, c0, c1, vp, tp):
+    """Columns c1.. of A (rows of ``at``, A's transpose) <- (I - V T^T V^T) on coordinates
+    c0..: each row a^T <- a^T - (a^T V) T V^T, in fixed blocks of rows."""
+    k = at.shape[0]
+    w = vp.shape[0]
+    n_blocks = (k - c1 + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK
+    for b in prange(n_blocks):
+        j0 = c1 + np.int64(b) * _COLUMN_BLOCK
+        _trailing_block(at[j0:min(k, j0 + _COLUMN_BLOCK), c0:], vp, tp)
+
+
+@njit(cache=True)
+def _trailing_block(rows, vp, tp):
+    """rows <- rows - (rows V) T V^T (single-threaded BLAS); a function of its own, so
+    the parallel loop that calls it stays small to compile."""
+    w = vp.shape[0]
+    proj = np.empty((rows.shape[0], w))
+    mixed = np.empty((rows.shape[0], w))
+    gemm(1.0, rows, False, vp, True, 0.0, proj)       # a^T V
+    gemm(1.0, proj, False, tp, False, 0.0, mixed)     # ... T
+    gemm(-1.0, mixed, False, vp, False, 1.0, rows)    # a^T - (...) V^T
+
+
+@njit(inline="always")
+def _factor_columns(at):
+    """Householder QR of A, given by its columns as the rows of ``at`` (k x m,
+    overwritten), in panels of ``_QR_PANEL`` columns: LAPACK's dgeqrf on each panel, the
+    trailing columns updated in fixed blocks in parallel with single-threaded BLAS
+    (:func:`.blocks.gemm`). Returns R (min(m, k) x k) and the reflectors' panels."""
+    k, m = at.shape
+    kk = min(m, k)
+    tau = np.zeros(kk)
+    vt, t, starts = _empty_panels(m, kk, _QR_PANEL)
+    for p in range(starts.size - 1):
+        c0 = p * _QR_PANEL
+        w = min(kk, c0 + _QR_PANEL) - c0
+        n = m - c0
+        _geqrf(ord("d"), n, w, at[c0, c0:].ctypes, m, tau[c0:].ctypes)
+        vp = vt[starts[p]:starts[p + 1]].reshape((w, n))
+        for c in range(w):
+            vp[c, c] = 1.0
+            vp[c, c + 1:] = at[c0 + c, c0 + c + 1:]
+        _panel_t(vp, tau[c0:c0 + w], t[p])
+        if c0 + w < k:
+            _reflect_trailing(at, c0, c0 + w, vp, t[p, :w, :w])
+    r = np.zeros((kk, k))
+    for j in range(k):
+        for i in range(min(j + 1, kk)):
+            r[i, j] = at[j, i]
+    return r, vt, t, starts
+
+
+@njit(cache=True)
+def qr_columns(at):
+    """(q, r) of np.linalg.qr(A) (reduced) for A given by its columns as the rows of
+    ``at`` (k x m, overwritten): :func:`_factor_columns`, then Q's columns by
+    :func:`times_columns` of the identity. The thread count changes no bit; the sums run in another order
+    than LAPACK's blocked QR."""
+    k, m = at.shape
+    kk = min(m, k)
+    r, vt, t, starts = _factor_columns(at)
+    q = np.empty((m, kk))
+    times_columns(1.0, (vt, t, starts, np.ones(kk)), np.empty((0, kk)), q)
+    return q, r

@@ -83,28 +83,40 @@ def _tangent_block(state, net, seed, trial, given, l, p):
 
 
 @njit(cache=True)
+def block_step(state, net, act, seed, trial, given, l, p):
+    """Block l of the forward on one row (slot 0 of ``state``), then J_l U from p = U^T
+    (or, with no rows in p, nothing): returns (X^T, log-scale) with J_l U = e^scale X.
+    At l = 0 it first loads the net's input."""
+    n = net.width
+    if l == 0:
+        load_input(net, seed, trial, given, state.xcur[:n].reshape((1, n)))
+        state.log_s[0] = 0.0
+    state.log_s[l + 1] = forward_block(state, None, net, act, seed, trial, given, l, plain(0),
+                                        state.scratch)
+    if p.shape[0] == 0:
+        return np.empty((0, n)), 0.0
+    return _tangent_block(state, net, seed, trial, given, l, p)
+
+
 def jacobian_blocks_trial(state, net, act, seed, trial, given, cap, tops, log_sv, sweeps):
     """Singular values of dx_D/dx_0 of a residual net at every D in ``tops`` (ascending),
-    as :func:`.spectrum.jacobian_trial` gives them for an MLP.
+    as :func:`.spectrum.jacobian_trial` gives them for an MLP, and like it a Python loop
+    of compiled steps (:func:`block_step`, then the shared linear algebra).
 
     ``state``: a :mod:`.residual` State of one row and one record slot. ``cap``: the
     rank each block's Jacobian can have at most.
     """
     n = net.width
     depth = net.sampler.shape[0]
-    stats = state.scratch
     perm = np.empty(n, np.int64)
     p = np.eye(n)
-    t_rows = np.eye(n)
+    t_rows = np.empty((0, n))   # T = I (see stratify)
     s = np.zeros(n)
-    load_input(net, seed, trial, given, state.xcur[:n].reshape((1, n)))
-    state.log_s[0] = 0.0
     ti = 0
     for l in range(depth):
-        state.log_s[l + 1] = forward_block(state, None, net, act, seed, trial, given, l, plain(0),
-                                            stats)
+        xt, shift = block_step(state, net, act, seed, trial, given, l,
+                               p if s.size > 0 else p[:0])
         if s.size > 0:
-            xt, shift = _tangent_block(state, net, seed, trial, given, l, p)
             q, s, t_rows = stratify(np.ascontiguousarray(xt.T), s + shift, t_rows, perm,
                                     min(cap, s.size))
             p = np.ascontiguousarray(q.T)
