@@ -359,3 +359,18 @@ def reference_residual(weights, x, activation, grad_output=None, biases=None, *,
                 gu = np.einsum("ri,rik->rk", gu, jac_in)
             g = beta * g + gu
     return rows
+
+
+def reflector_product(fo, fi, gain, key):
+    """The orthogonal W (fo, fi) of a weight ``key``: its Householder reflectors (v_j,
+    tau_j, the sign fix) applied one at a time to the identity, as Q = H_0 ... H_{k-1}
+    defines it."""
+    from winit_sim.kernels import householder
+    v, tau, sign, m, k = householder.reflectors(key, fo, fi)
+    q = np.eye(m)[:, :k]
+    for j in range(k - 1, -1, -1):
+        off = j * m - j * (j - 1) // 2
+        vj = v[off:off + m - j]
+        q[j:] -= tau[j] * np.outer(vj, vj @ q[j:])
+    w = gain * q * sign
+    return w if fo >= fi else w.T

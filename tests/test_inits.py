@@ -171,16 +171,9 @@ def test_formed_orthogonal_matches_reflectors_applied_one_by_one(fo, fi):
     """``sample_weights`` forms W in 128-reflector BLAS panels; NumPy applies the same
     reflectors (v_j, tau_j, the sign fix) one at a time to the identity, as the
     Householder product Q = H_0 ... H_{k-1} defines it (several panels, tall, wide)."""
-    from winit_sim.kernels import householder, rng as krng
+    from winit_sim.kernels import rng as krng
+    from naive import reflector_product
     key = np.uint64(krng.stream_key(4, 0, 2, krng.STREAM_WEIGHT))
-    v, tau, sign, m, k = householder.reflectors(key, fo, fi)
-    q = np.eye(m)[:, :k]
-    for j in range(k - 1, -1, -1):
-        off = j * m - j * (j - 1) // 2
-        vj = v[off:off + m - j]
-        q[j:] -= tau[j] * np.outer(vj, vj @ q[j:])
-    want = 1.3 * q * sign
-    if fo < fi:
-        want = want.T
+    want = reflector_product(fo, fi, 1.3, key)
     w = ws.sample_weights("orthogonal:gain=1.3", fi, fo, seed=4, layer=2)
     np.testing.assert_allclose(w, want, rtol=0, atol=1e-13)

@@ -12,6 +12,7 @@ import winit_sim as ws
 from winit_sim.kernels import blocks, householder, spectrum
 from winit_sim.kernels import rng as krng
 
+from naive import reflector_product
 from test_spectrum import _explicit_jacobians, _sv
 
 
@@ -37,25 +38,13 @@ def test_gemm_on_strided_blocks(ta, tb):
     np.testing.assert_allclose(c, want, rtol=0, atol=1e-13)
 
 
-def _reflector_product(fo, fi, gain, key):
-    """W of ``key`` from its reflectors, applied one at a time to the identity."""
-    v, tau, sign, m, k = householder.reflectors(key, fo, fi)
-    q = np.eye(m)[:, :k]
-    for j in range(k - 1, -1, -1):
-        off = j * m - j * (j - 1) // 2
-        vj = v[off:off + m - j]
-        q[j:] -= tau[j] * np.outer(vj, vj @ q[j:])
-    w = gain * q * sign
-    return w if fo >= fi else w.T
-
-
 @pytest.mark.parametrize("fo, fi, r", [(300, 200, 130), (200, 300, 300), (400, 400, 600),
                                        (7, 5, 1)])
 def test_times_columns_applies_w(fo, fi, r):
     """W @ cols without forming W (several 128-reflector panels and 256-column blocks,
     tall and wide W), and W itself from the identity marker (no rows)."""
     key = np.uint64(krng.stream_key(4, 0, 2, krng.STREAM_WEIGHT))
-    w = _reflector_product(fo, fi, 1.3, key)
+    w = reflector_product(fo, fi, 1.3, key)
     cols = np.random.default_rng(3).standard_normal((fi, r))
     wide = householder.wide_panels(key, fo, fi)
     out = np.empty((fo, r))

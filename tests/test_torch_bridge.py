@@ -130,6 +130,11 @@ def test_gains_table_in_torch_terms():
                 pytest.approx(row.gain, rel=1e-12)
     assert np.isnan(table.loc["gelu", "calculate_gain"])   # torch has none for gelu
     assert table.loc["relu", "kaiming_a"] == 0.0
+    # one spec, a name or a (name, params) tuple, is one row (not a list of letters)
+    one = wt.gains_table("relu")
+    assert list(one.activation) == ["relu"] and one.gain.iloc[0] == table.loc["relu", "gain"]
+    leaky = wt.gains_table(("leaky_relu", {"slope": 0.2}))
+    assert len(leaky) == 1 and leaky.gain.iloc[0] == pytest.approx(math.sqrt(2 / 1.04))
 
 
 # ---------------------------------------------------------------------------- diagnose

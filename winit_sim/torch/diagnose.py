@@ -1,6 +1,5 @@
 """One forward and backward pass of a torch model with hooks: simulate's statistics per
 module, with a verdict from the variance-decay tables' thresholds."""
-import contextlib
 import math
 
 import numpy as np
@@ -12,6 +11,7 @@ from ..checks import check_positive_int, check_seed
 from ..inits import resolve_init
 from ..report.tables import STABLE_DECADES, SYMMETRIC_RATIO
 from ..simulate import dphi
+from .dataflow import WeightTracer, devices, prepare_inputs, preserved
 from .init import init_
 from .modules import activation_of, adds_input, check_model, first_tensor, role
 
@@ -75,6 +75,7 @@ class _Recorder:
         self.calls = {}   # id(module) -> records made for it (an attention's out_proj)
         self.residuals = 0   # blocks found so far
         self.conv_context = False
+        self.by_name = dict(model.named_modules(remove_duplicate=False))
         names = {}
         for name, module in model.named_modules():
             names.setdefault(id(module), name)
@@ -123,15 +124,37 @@ class _Recorder:
             self.record(name, module, this, y, x)
         return hook
 
-    def record(self, name, module, kind, y, x=None):
+    def weight_use(self, use, running):
+        """A row for a weight use the module hooks do not see (:mod:`.dataflow`): a
+        matrix applied by a module of a class torch does not define (HF ``Conv1D``) or
+        through ``F.linear`` on another module's parameter, an embedding, and the gain
+        of a norm class torch does not define (``LlamaRMSNorm``: a product with a
+        vector parameter, in a module whose class name says Norm)."""
+        owner = self.by_name.get(use.module)
+        if use.op == "multi_head_attention_forward" or use.output is None:
+            return   # nn.MultiheadAttention's own row (and out_proj's, see _leave)
+        if running and running[-1] is owner and role(owner) is not None:
+            return   # the module's own hook records it
+        kind = use.kind
+        if kind == "scale":
+            if owner is None or "norm" not in type(owner).__name__.lower():
+                return
+            kind = "norm"
+        if kind in ("linear", "conv"):
+            self.conv_context = kind == "conv"
+        # an embedding's weight too: the backward then reaches the layers above it
+        self.record(use.module, owner, kind, use.output, use.input,
+                    weight=use.weight if kind in ("linear", "conv", "embedding") else None)
+
+    def record(self, name, module, kind, y, x=None, weight=None):
         unit_dim = 1 if (self.conv_context and y.ndim >= 3) else -1
         rec = {"module": name, "type": type(module).__name__ if module is not None else "",
                "role": kind,
                "shape": tuple(y.shape), **output_stats(y, unit_dim),
                "frac_saturated": _saturated(module, x) if kind == "activation" else math.nan,
                "grad_q": math.nan, "weight": None}
-        if kind in ("linear", "conv"):
-            rec["weight"] = module.weight
+        if weight is not None or kind in ("linear", "conv"):
+            rec["weight"] = module.weight if weight is None else weight
         if module is not None:
             self.calls[id(module)] = self.calls.get(id(module), 0) + 1
         if y.requires_grad:
@@ -143,17 +166,6 @@ class _Recorder:
         for h in self.handles:
             h.remove()
         self.handles = []
-
-
-def _prepare_inputs(inputs):
-    """The model's positional inputs as a tuple; floating ones are cloned and require
-    grad (so the gradient reaches the input and every module's output)."""
-    args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-    if not args or not all(isinstance(a, torch.Tensor) for a in args):
-        raise TypeError("inputs must be a tensor or a tuple of tensors, got "
-                        f"{type(inputs).__name__}")
-    return tuple(a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
-                 for a in args)
 
 
 def _run_failed(rec, err):
@@ -175,15 +187,17 @@ def _run_failed(rec, err):
 def _measure(model, inputs, loss, cotangent_seed):
     """One forward and backward pass: the records of every module of interest, with the
     input's and the output's, in forward order."""
-    args = _prepare_inputs(inputs)
+    args = prepare_inputs(inputs)
     rec = _Recorder(model)
     first_weighted = next((role(m) for m in model.modules() if role(m) in ("linear", "conv")),
                           None)
     rec.conv_context = first_weighted == "conv"
     rec.record(INPUT, None, "input", args[0])
+    tracer = WeightTracer(model, on_use=lambda use: rec.weight_use(use, tracer.running))
     try:
         try:
-            out = model(*args)
+            with tracer:
+                out = model(*args)
         except (RuntimeError, ValueError, TypeError, IndexError) as err:
             raise _run_failed(rec, err) from err
         y = first_tensor(out)
@@ -281,26 +295,6 @@ def verdicts(df):
     return df
 
 
-@contextlib.contextmanager
-def preserved(model):
-    """Restore a model's parameters and buffers (values), ``.grad``, and every module's
-    training flag on exit."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    saved = [t.detach().clone() for t in tensors]
-    grads = [p.grad for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for t, s in zip(tensors, saved):
-                t.copy_(s)
-        for p, g in zip(model.parameters(), grads):
-            p.grad = g
-        for m, mode in modes:
-            m.training = mode
-
-
 def _reinit(model, init, trial):
     if init is not None:
         init_(model, init, seed=trial)
@@ -309,12 +303,6 @@ def _reinit(model, init, trial):
     for m in model.modules():
         if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
             m.reset_parameters()
-
-
-def _devices(inputs):
-    args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-    return sorted({a.device.index or 0 for a in args
-                   if isinstance(a, torch.Tensor) and a.device.type == "cuda"})
 
 
 def diagnose(model, inputs, *, loss=None, cotangent_seed=0, trials=1, init=None):
@@ -347,7 +335,11 @@ def diagnose(model, inputs, *, loss=None, cotangent_seed=0, trials=1, init=None)
         One row per call of a module of interest, in the order the calls end: every
         Linear, Conv, normalisation, activation and nn.MultiheadAttention, every
         container whose output adds its input (role ``residual``: the stream at the
-        block's end), and the ``(input)`` and ``(output)``. Columns: ``depth_index``,
+        block's end), and the ``(input)`` and ``(output)``; and one per weight use the
+        forward pass makes outside those modules (:mod:`.dataflow`): a matrix applied by
+        a module of another class (HF ``Conv1D``: role ``linear``) or through ``F.linear``
+        on a parameter, an embedding (role ``embedding``, with its weight's gradient), and
+        the gain of a norm class torch does not define (role ``norm``). Columns: ``depth_index``,
         ``module``, ``type``, ``role``, ``shape``, then as :func:`winit_sim.simulate`
         defines them on the module's output y: ``log10_pre_q`` (Linear / Conv: y is a
         pre-activation) or ``log10_out_q`` (the rest), log10 mean(y^2);
@@ -376,9 +368,9 @@ def diagnose(model, inputs, *, loss=None, cotangent_seed=0, trials=1, init=None)
         raise ValueError(f"{type(model).__name__} has no module diagnose reports on "
                          f"(Linear, Conv1d/2d/3d, a normalisation, an activation, "
                          f"MultiheadAttention)")
-    _prepare_inputs(inputs)
+    prepare_inputs(inputs)
     frames = []
-    with torch.random.fork_rng(devices=_devices(inputs)), preserved(model):
+    with torch.random.fork_rng(devices=devices(inputs)), preserved(model):
         for t in range(trials):
             if trials > 1 or init is not None:
                 _reinit(model, init, t)

@@ -7,14 +7,17 @@ Every torch activation winit_sim knows is read from the activation registry
 """
 from collections import namedtuple
 import math
+import weakref
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..activations import ACTIVATIONS, resolve_activation
+from ..simulate import phi
 
 # roles of the modules diagnose reports on, in the order of the docs
-ROLES = ("linear", "conv", "norm", "activation", "attention", "residual")
+ROLES = ("linear", "conv", "norm", "activation", "attention", "residual", "embedding")
 WEIGHTED_ROLES = ("linear", "conv")
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
@@ -40,7 +43,8 @@ def check_model(model):
 
 
 def role(module):
-    """The module's role in a diagnosis (one of :data:`ROLES` but residual), or None."""
+    """The module's role in a diagnosis (one of :data:`ROLES` but residual and embedding,
+    which come from the container and the dataflow), or None."""
     if isinstance(module, nn.Linear):
         return "linear"
     if isinstance(module, CONV_TYPES):
@@ -58,13 +62,88 @@ def role(module):
 
 def activation_of(module):
     """The winit_sim activation spec ``(name, params)`` computing the same function as a
-    torch module, or None. GELU's tanh approximation reads as the exact gelu (they differ
-    by under 1e-3)."""
+    torch module, or None. A torch.nn class of the registry is read by its class; any
+    other module without parameters or children (HuggingFace's ``NewGELUActivation``,
+    timm's ``GELU``, ...) by what it computes (:func:`identify_activation`). GELU's tanh
+    approximation reads as the exact gelu (:data:`APPROXIMATE_GELU` says how close)."""
     for entry in ACTIVATIONS:
         cls = getattr(nn, entry.torch_module, None) if entry.torch_module else None
         if cls is not None and type(module) is cls:
             return entry.name, {k: float(getattr(module, attr))
                                 for k, attr in entry.torch_params.items()}
+    if type(module).__module__.startswith("torch.nn") or isinstance(module, PASS_THROUGH):
+        return None
+    found = identify_activation(module)
+    return None if found is None else found[0]
+
+
+# where an unknown module is evaluated: h in [-6, 6], 0 and the kinks included
+_GRID = np.linspace(-6.0, 6.0, 241)
+EXACT_TOL = 1e-6   # max |module(h) - phi(h)| / (1 + |phi(h)|) for an exact match
+# the tanh form of gelu differs from the exact one by at most 4.8e-4 on the grid
+APPROXIMATE_GELU = 1e-3
+_IDENTIFIED = weakref.WeakKeyDictionary()   # module -> identify_activation's result
+
+
+def _fitted_params(name, y):
+    """The parameter of a one-parameter registry entry that fits y = module(_GRID)."""
+    at = {v: float(y[np.argmin(np.abs(_GRID - v))]) for v in (-1.0, 0.0, -6.0)}
+    if name == "leaky_relu":
+        return {"slope": -at[-1.0]}
+    if name == "elu":
+        return {"alpha": at[-6.0] / math.expm1(-6.0)}
+    if name == "softplus":
+        return {"beta": math.log(2.0) / at[0.0]} if at[0.0] > 0 else None
+    return {}
+
+
+def identify_activation(module):
+    """``(spec, note)``: the registry activation (name, params) that ``module`` computes,
+    found by evaluating it on h in [-6, 6] in float64, or None.
+
+    Each entry is tried with its parameter fitted from the values (leaky_relu's slope,
+    elu's alpha, softplus's beta) and must then agree to ``EXACT_TOL`` at every point;
+    ``note`` is "" for such a match. A module within ``APPROXIMATE_GELU`` of gelu (its
+    tanh approximation, as HF's ``NewGELUActivation`` and ``nn.GELU(approximate='tanh')``
+    compute) is read as gelu, with a note saying so. Modules with parameters or children,
+    or that fail on a 1-D float64 tensor, are not activations here.
+    """
+    if module not in _IDENTIFIED:
+        _IDENTIFIED[module] = _identify(module)
+    return _IDENTIFIED[module]
+
+
+def _identify(module):
+    if any(True for _ in module.parameters()) or any(True for _ in module.children()):
+        return None
+    try:
+        with torch.no_grad():
+            y = module(torch.from_numpy(_GRID.copy()))
+    except Exception:   # noqa: BLE001 (anything a foreign forward raises: not an activation)
+        return None
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != _GRID.shape:
+        return None
+    y = y.detach().to(torch.float64).numpy()
+    if not np.all(np.isfinite(y)):
+        return None
+    gelu_gap = math.inf
+    for entry in ACTIVATIONS:
+        params = _fitted_params(entry.name, y)
+        if params is None:
+            continue
+        try:
+            spec = resolve_activation((entry.name, params))
+        except ValueError:
+            continue
+        ref = phi(spec, _GRID)
+        gap = float(np.max(np.abs(y - ref) / (1.0 + np.abs(ref))))
+        if gap <= EXACT_TOL:
+            return (entry.name, params), ""
+        if entry.name == "gelu":
+            gelu_gap = gap
+    if gelu_gap <= APPROXIMATE_GELU:
+        return ("gelu", {}), (f"{type(module).__name__} is gelu's tanh approximation "
+                              f"(within {gelu_gap:.1e} of the exact gelu): read as gelu")
     return None
 
 
@@ -92,21 +171,6 @@ def weighted_layers(model):
             if act is not None:
                 layers[-1] = layers[-1]._replace(activation=act)
     return layers
-
-
-def layer_activations(layers, activation):
-    """Each layer's activation spec: ``activation`` (one spec for all, or a mapping from
-    layer name to spec, the rest found), else the one found after it, else linear."""
-    if activation is None or isinstance(activation, dict):
-        given = activation or {}
-        unknown = sorted(set(given) - {layer.name for layer in layers})
-        if unknown:
-            raise ValueError(f"activation names no weighted layer: {unknown}; the layers are "
-                             f"{[layer.name for layer in layers]}")
-        specs = [given.get(layer.name, layer.activation or "linear") for layer in layers]
-    else:
-        specs = [activation] * len(layers)
-    return [resolve_activation(s) for s in specs]
 
 
 def first_tensor(value):

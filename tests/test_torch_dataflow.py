@@ -1,0 +1,296 @@
+"""winit_sim.torch on layers that are not torch's own classes: the forward pass's weight
+uses (HF Conv1D, F.linear on a parameter, custom norms, packed q/k/v, tied weights),
+activations read by what they compute, init_ following the dataflow, and real
+HuggingFace models built from tiny configs with random init (nothing downloaded)."""
+import math
+
+import numpy as np
+import pytest
+
+import winit_sim as ws
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+wt = pytest.importorskip("winit_sim.torch")
+from winit_sim.torch.dataflow import UNKNOWN, trace  # noqa: E402
+from winit_sim.torch.modules import identify_activation  # noqa: E402
+
+
+class Conv1D(nn.Module):
+    """HuggingFace's Conv1D as GPT-2 uses it: y = x W + b with W stored (in, out)."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        out = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
+        return out.view(x.shape[:-1] + (self.nf,))
+
+
+class TanhGELU(nn.Module):
+    """HF's NewGELUActivation: gelu's tanh approximation, written out."""
+
+    def forward(self, x):
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi)
+                                           * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+class Swish(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+class SquaredReLU(nn.Module):
+    def forward(self, x):
+        return torch.relu(x) ** 2
+
+
+class RMSNorm(nn.Module):
+    """LlamaRMSNorm's arithmetic: a norm class torch does not define."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+
+
+class MLP(nn.Module):
+    """GPT2MLP's registration order: c_fc, c_proj, then the activation."""
+
+    def __init__(self, n, act):
+        super().__init__()
+        self.c_fc = Conv1D(4 * n, n)
+        self.c_proj = Conv1D(n, 4 * n)
+        self.act = act
+        self.drop = nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.drop(self.c_proj(self.act(self.c_fc(x))))
+
+
+class TinyLM(nn.Module):
+    """Token ids in: an embedding, a fused q/k/v applied with F.linear (timm Eva's way), a
+    custom norm, nn.MultiheadAttention, a GPT-2 MLP, and a head tied to the embedding."""
+
+    def __init__(self, vocab=40, n=16, act=None):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, n)
+        self.norm = RMSNorm(n)
+        self.qkv = nn.Linear(n, 3 * n)
+        self.mha = nn.MultiheadAttention(n, 2, batch_first=True)
+        self.mlp = MLP(n, act if act is not None else TanhGELU())
+        self.head = nn.Linear(n, vocab, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        h = self.norm(x)
+        q, k, v = F.linear(h, self.qkv.weight, self.qkv.bias).chunk(3, dim=-1)
+        a, _ = self.mha(q, k, v)
+        x = x + a
+        x = x + self.mlp(x)
+        return self.head(x)
+
+
+def _ids(vocab=40, shape=(3, 6)):
+    return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(0))
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------- activations
+
+@pytest.mark.parametrize("module,expect,approximate", [
+    (TanhGELU(), ("gelu", {}), True),
+    (nn.GELU(approximate="tanh"), ("gelu", {}), True),
+    (Swish(), ("silu", {}), False),
+    (nn.LeakyReLU(0.2), ("leaky_relu", {"slope": 0.2}), False),
+    (nn.Softplus(beta=2.0), ("softplus", {"beta": 2.0}), False),
+    (nn.ELU(alpha=0.7), ("elu", {"alpha": 0.7}), False),
+])
+def test_activations_are_read_by_what_they_compute(module, expect, approximate):
+    spec, note = identify_activation(module)
+    assert spec[0] == expect[0]
+    for key, value in expect[1].items():
+        assert spec[1][key] == pytest.approx(value, rel=1e-9)
+    assert ("tanh approximation" in note) == approximate
+
+
+def test_unknown_activations_are_not_guessed():
+    assert identify_activation(SquaredReLU()) is None
+    assert identify_activation(nn.Linear(3, 3)) is None   # parameters: not an activation
+    assert wt.modules.activation_of(SquaredReLU()) is None
+
+
+# ---------------------------------------------------------------------------- dataflow
+
+def test_every_weight_use_is_found_whatever_its_class():
+    model = TinyLM()
+    before = _state(model)
+    flow = trace(model, _ids())
+    uses = {(u.param, u.kind, u.layout) for u in flow.uses}
+    assert ("emb.weight", "embedding", "out_in") in uses
+    assert ("norm.weight", "scale", "vector") in uses
+    assert ("qkv.weight", "linear", "out_in") in uses          # F.linear, module not called
+    assert ("mha.in_proj_weight", "attention", "packed_qkv") in uses
+    assert ("mlp.c_fc.weight", "linear", "in_out") in uses     # addmm, (in, out)
+    assert ("mlp.c_proj.weight", "linear", "in_out") in uses
+    # the tied matrix is named by the module using it, the other name kept
+    head = [u for u in flow.uses if u.param == "head.weight"]
+    assert len(head) == 1 and head[0].tied == ("emb.weight",)
+    fc = next(u for u in flow.uses if u.param == "mlp.c_fc.weight")
+    assert (fc.fan_in, fc.fan_out) == (16, 64)
+    # activations follow the dataflow, not the registration order
+    acts = {flow.uses[i].param: a for i, a in flow.activations.items()}
+    assert acts["mlp.c_fc.weight"] == ("gelu", {})
+    assert "mlp.c_proj.weight" not in acts and "qkv.weight" not in acts
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_activation_through_norm_dropout_and_views():
+    conv = nn.Conv2d(3, 8, 3)
+    model = nn.Sequential(conv, nn.BatchNorm2d(8), nn.Identity(), nn.Dropout(0.0),
+                          nn.ReLU(), nn.Conv2d(8, 4, 1), nn.Flatten(), nn.Tanh())
+    flow = trace(model, torch.randn(2, 3, 6, 6))
+    acts = {flow.uses[i].param: a for i, a in flow.activations.items()}
+    assert acts == {"0.weight": ("relu", {}), "5.weight": ("tanh", {})}
+
+
+# ---------------------------------------------------------------------------- diagnose
+
+def test_diagnose_has_a_row_for_every_weight_and_norm():
+    model = TinyLM()
+    before = _state(model)
+    df = wt.diagnose(model, _ids(), loss=lambda out: out.square().mean())
+    rows = set(zip(df.module, df.role))
+    for expect in [("emb", "embedding"), ("norm", "norm"), ("qkv", "linear"),
+                   ("mha", "attention"), ("mha.out_proj", "linear"), ("mlp.c_fc", "linear"),
+                   ("mlp.act", "activation"), ("mlp.c_proj", "linear"), ("head", "linear")]:
+        assert expect in rows, expect
+    weighted = df[df.role.isin(["linear", "embedding"])]
+    assert np.isfinite(weighted[["log10_grad_q", "log10_wgrad_q"]].to_numpy()).all()
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# ---------------------------------------------------------------------------- init_
+
+def test_init_covers_every_matrix_with_inputs():
+    model = TinyLM()
+    emb_before = model.emb.weight.detach().clone()
+    table = wt.init_(model, "xavier_normal", inputs=_ids(), seed=3)
+    by_module = table.set_index("module")
+    # nn.Linear first (registration order), then the rest in order of first use
+    assert list(table.module) == ["qkv", "mha.out_proj", "head", "mha[q]", "mha[k]",
+                                  "mha[v]", "mlp.c_fc", "mlp.c_proj"]
+    l_fc = int(by_module.loc["mlp.c_fc", "layer"])
+    w = ws.sample_weights("xavier_normal", 16, 64, seed=3, layer=l_fc)
+    assert np.array_equal(model.mlp.c_fc.weight.detach().numpy(), w.T.astype(np.float32))
+    assert "transposed" in by_module.loc["mlp.c_fc", "note"]
+    for j, part in enumerate("qkv"):
+        lj = int(by_module.loc[f"mha[{part}]", "layer"])
+        w = ws.sample_weights("xavier_normal", 16, 16, seed=3, layer=lj)
+        got = model.mha.in_proj_weight.detach()[16 * j:16 * (j + 1)].numpy()
+        assert np.array_equal(got, w.astype(np.float32))
+        assert np.all(model.mha.in_proj_bias.detach()[16 * j:16 * (j + 1)].numpy() == 0)
+    # the head is tied to the embedding: left alone, and said so
+    assert torch.equal(model.emb.weight.detach(), emb_before)
+    assert "tied to emb.weight" in by_module.loc["head", "note"]
+    wt.init_(model, "xavier_normal", inputs=_ids(), seed=3, tied="init")
+    assert not torch.equal(model.emb.weight.detach(), emb_before)
+
+
+def test_init_without_inputs_keeps_its_layers_and_warns():
+    model = TinyLM()
+    with pytest.warns(UserWarning, match="mlp.c_fc.weight.*inputs="):
+        table = wt.init_(model, "he_normal")
+    assert list(table.module) == ["qkv", "mha.out_proj", "head"]
+    # the same nn.Linear layers get the same matrices with inputs as without
+    other = TinyLM()
+    wt.init_(other, "he_normal", inputs=_ids())
+    assert torch.equal(model.qkv.weight, other.qkv.weight)
+
+
+def test_gain_auto_follows_the_dataflow():
+    model = TinyLM(act=nn.ReLU())
+    table = wt.init_(model, "orthogonal:gain=auto", inputs=_ids()).set_index("module")
+    assert table.loc["mlp.c_fc", "activation"] == "relu"
+    assert table.loc["mlp.c_fc", "gain"] == pytest.approx(math.sqrt(2.0))
+    assert table.loc["mlp.c_proj", "activation"] == "linear"   # registered before act
+    # an activation winit_sim does not know is named, not read as gain 1
+    with pytest.raises(ValueError, match="mlp.c_fc.*SquaredReLU"):
+        wt.init_(TinyLM(act=SquaredReLU()), "orthogonal:gain=auto", inputs=_ids())
+    table = wt.init_(TinyLM(act=SquaredReLU()), "orthogonal:gain=auto", inputs=_ids(),
+                     activation={"mlp.c_fc": "relu"}).set_index("module")
+    assert table.loc["mlp.c_fc", "gain"] == pytest.approx(math.sqrt(2.0))
+
+
+def test_init_bad_input():
+    with pytest.raises(ValueError, match="tied must be one of"):
+        wt.init_(TinyLM(), "he_normal", inputs=_ids(), tied="yes")
+    with pytest.raises(TypeError, match="inputs must be a tensor"):
+        wt.init_(TinyLM(), "he_normal", inputs=[1, 2])
+    with pytest.raises(ValueError, match="no weight matrix.*inputs="):
+        wt.init_(nn.Sequential(nn.ReLU()), "he_normal")
+
+
+# ---------------------------------------------------------------------------- real models
+
+def _hf_models():
+    transformers = pytest.importorskip("transformers")
+    transformers.utils.logging.set_verbosity_error()
+    ids = _ids(100, (2, 8))
+    return {
+        "gpt2": (transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=16,
+            bos_token_id=0, eos_token_id=0)), (ids,)),
+        "llama": (transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=100)), (ids,)),
+        "bert": (transformers.BertModel(transformers.BertConfig(
+            num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+            vocab_size=100)), (ids,)),
+    }
+
+
+def test_real_hf_models():
+    """GPT-2 (Conv1D, NewGELUActivation, tied head), LLaMA (LlamaRMSNorm, SiLU) and BERT from
+    tiny configs: a row for every weight matrix and norm, init_ covers every matrix that is
+    not an embedding, and neither changes the model beyond what init_ writes."""
+    for name, (model, inputs) in _hf_models().items():
+        torch.manual_seed(0)
+        before = _state(model)
+        df = wt.diagnose(model, inputs, loss=lambda out: out[0].square().mean())
+        assert all(torch.equal(before[k], v) for k, v in _state(model).items()), name
+        seen = set(df.module)
+        modules = dict(model.named_modules())
+        for pname, p in model.named_parameters():
+            owner = pname.rpartition(".")[0]
+            if pname.endswith("weight") and not isinstance(modules[owner], nn.Embedding):
+                assert owner in seen, (name, pname)
+        assert np.isfinite(df.log10_grad_q.dropna()).all(), name
+        table = wt.init_(model, "he_normal", inputs=inputs)
+        covered = set(table.module)
+        for pname, p in model.named_parameters():
+            owner = pname.rpartition(".")[0]
+            if p.ndim == 2 and not isinstance(modules[owner], nn.Embedding):
+                assert owner in covered, (name, pname)
+        if name == "gpt2":
+            t = table.set_index("module")
+            assert t.loc["transformer.h.0.mlp.c_fc", "activation"] == "gelu"
+            assert t.loc["transformer.h.0.mlp.c_proj", "activation"] == "linear"
+            assert "tied" in t.loc["lm_head", "note"]
+            assert torch.equal(model.transformer.wte.weight, before["transformer.wte.weight"])
+            w = ws.sample_weights("he_normal", 32, 128, layer=int(
+                t.loc["transformer.h.0.mlp.c_fc", "layer"]))
+            assert np.array_equal(model.transformer.h[0].mlp.c_fc.weight.detach().numpy(),
+                                  w.T.astype(np.float32))

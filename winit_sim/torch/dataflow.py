@@ -1,0 +1,326 @@
+"""What a forward pass does with a model's parameters, whatever the modules' classes.
+
+A :class:`torch.overrides.TorchFunctionMode` sees every torch function the forward calls,
+at the outermost level (a functional such as ``F.layer_norm`` is seen once, not the
+operators inside it). A call that takes one of the model's parameters as a weight is a
+:data:`WeightUse`: ``F.linear`` (nn.Linear, and any module that calls it on a
+parameter, such as timm Eva's fused q/k/v), ``addmm`` / ``matmul`` with a parameter
+operand (HuggingFace's ``Conv1D``, whose weight is (in, out), the transpose of
+nn.Linear's), convolutions, embeddings, the normalisation functionals, a product with a
+one-dimensional parameter (the gain of a norm torch does not define, such as
+``LlamaRMSNorm``, or a layer scale), and ``F.multi_head_attention_forward`` (the packed
+q/k/v projection of nn.MultiheadAttention, three matrices with their own fans).
+
+Each use names its parameter as the model registers it, the module that owns it, the
+matrix's layout and fans (torch's definitions: fan_in = in_features x receptive field),
+and the output tensor of the call, so that a diagnosis can measure it.
+"""
+from collections import namedtuple
+import contextlib
+import math
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from .modules import PASS_THROUGH, activation_of
+
+WeightUse = namedtuple("WeightUse", ["op", "kind", "param", "module", "tied", "layout",
+                                     "fan_in", "fan_out", "receptive_field", "weight",
+                                     "output", "input"])
+WeightUse.__doc__ = """One use of a parameter as a weight in a forward pass.
+
+``op``: the torch function's name; ``kind``: linear, conv, embedding, norm, scale or
+attention; ``param``: the parameter's registered name (the first, where it is tied);
+``module``: the name of the module that owns it; ``tied``: its other names;
+``layout``: "out_in" (nn.Linear's (fan_out, fan_in)), "in_out" (the transpose, as HF
+Conv1D stores it), "conv", "vector" or "packed_qkv"; ``fan_in``, ``fan_out``: the
+matrix's (a convolution's unfolded kernel: fan_in = in_channels / groups x k,
+fan_out = out_channels; for packed_qkv, of each of the three), ``receptive_field``: k;
+``weight``: the parameter; ``output`` / ``input``: the call's first output and input
+tensors."""
+
+# function -> (kind, argument position of the weight, its keyword, layout)
+_LINEAR = {F.linear: ("linear", 1, "weight", "out_in")}
+_CONV = {f: ("conv", 1, "weight", "conv") for f in (F.conv1d, F.conv2d, F.conv3d)}
+_NORMS = {F.layer_norm: ("norm", 2, "weight", "vector"),
+          F.group_norm: ("norm", 2, "weight", "vector"),
+          F.batch_norm: ("norm", 3, "weight", "vector"),
+          F.instance_norm: ("norm", 3, "weight", "vector")}
+if hasattr(F, "rms_norm"):
+    _NORMS[F.rms_norm] = ("norm", 2, "weight", "vector")
+_EMBEDDING = {F.embedding: ("embedding", 1, "weight", "out_in")}
+_BY_POSITION = {**_LINEAR, **_CONV, **_NORMS, **_EMBEDDING}
+# products whose operand may be a parameter matrix (x @ W: W is (in, out))
+_MATMULS = {torch.matmul, torch.mm, torch.Tensor.matmul, torch.Tensor.mm,
+            torch.Tensor.__matmul__, torch.Tensor.__rmatmul__}
+_MULS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__}
+_ADDS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
+# what a layer's output may pass through before its activation: views, copies, dropout,
+# normalisations (and adding a bias parameter, see WeightTracer._passes)
+_PASS_FUNCS = {torch.Tensor.view, torch.Tensor.view_as, torch.Tensor.reshape,
+               torch.Tensor.reshape_as, torch.reshape, torch.Tensor.transpose,
+               torch.transpose, torch.Tensor.permute, torch.permute, torch.Tensor.contiguous,
+               torch.Tensor.__getitem__, torch.Tensor.split, torch.split, torch.Tensor.chunk,
+               torch.chunk, torch.Tensor.flatten, torch.flatten, torch.Tensor.unflatten,
+               torch.Tensor.squeeze, torch.Tensor.unsqueeze, torch.Tensor.clone,
+               torch.Tensor.to, torch.Tensor.float, torch.Tensor.type_as, F.dropout,
+               F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, *_NORMS}
+
+
+def _param(args, kwargs, position, keyword, default):
+    value = _argument(args, kwargs, position, keyword)
+    return float(default if value is None else value)
+
+
+# functional activations: function -> its registry spec from the call's arguments
+_ACTIVATION_FUNCS = {
+    **{f: (lambda a, k: ("relu", {})) for f in (F.relu, torch.relu, torch.Tensor.relu)},
+    **{f: (lambda a, k: ("tanh", {})) for f in (torch.tanh, torch.Tensor.tanh, F.tanh)},
+    **{f: (lambda a, k: ("sigmoid", {}))
+       for f in (torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid)},
+    F.gelu: lambda a, k: ("gelu", {}),
+    F.silu: lambda a, k: ("silu", {}),
+    F.selu: lambda a, k: ("selu", {}),
+    F.leaky_relu: lambda a, k: ("leaky_relu",
+                                {"slope": _param(a, k, 1, "negative_slope", 0.01)}),
+    F.elu: lambda a, k: ("elu", {"alpha": _param(a, k, 1, "alpha", 1.0)}),
+    F.softplus: lambda a, k: ("softplus", {"beta": _param(a, k, 1, "beta", 1.0)}),
+}
+UNKNOWN = "unknown"   # an activation winit_sim does not know: (UNKNOWN, {"module": name})
+
+
+def parameter_names(model):
+    """{id(parameter): [every name it is registered under]} (tied weights have several)."""
+    names = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return names
+
+
+def _first_tensor(value):
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            if isinstance(v, torch.Tensor):
+                return v
+    return None
+
+
+def _argument(args, kwargs, position, keyword):
+    if len(args) > position:
+        return args[position]
+    return kwargs.get(keyword)
+
+
+class WeightTracer(TorchFunctionMode):
+    """Records every :data:`WeightUse` of ``model``'s parameters while active; each is
+    passed to ``on_use`` as it happens (in forward order), and kept in ``uses``.
+
+    A tied parameter (one tensor under several names) is named, at each use, by the name
+    whose module is running (the innermost one): an LM head that shares the embedding's
+    matrix is the head where the head uses it.
+    """
+
+    def __init__(self, model, on_use=None):
+        super().__init__()
+        self.names = parameter_names(model)
+        self.modules = dict(model.named_modules(remove_duplicate=False))
+        self.on_use = on_use
+        self.uses = []
+        # uses[i]'s activation: the first one its output reaches through views, dropout,
+        # norms and bias additions (a registry spec, or (UNKNOWN, {"module": class}))
+        self.activations = {}
+        self.running = []   # the modules being called, outermost first
+        self._hooks = []
+        self._sources = {}   # id(tensor) -> (weakref, index of the use it comes from)
+
+    def _source(self, t):
+        if not isinstance(t, torch.Tensor):
+            return None
+        ref, index = self._sources.get(id(t), (None, None))
+        return index if ref is not None and ref() is t else None
+
+    def _mark(self, out, index):
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                self._sources[id(t)] = (weakref.ref(t), index)
+
+    def _reach(self, index, spec):
+        """The activation of use ``index`` is ``spec``, unless it has one already."""
+        if index is not None and index not in self.activations:
+            self.activations[index] = spec
+
+    def __enter__(self):
+        def push(module, args):
+            self.running.append(module)
+            # an activation module takes one tensor (a rotary embedding takes several)
+            index = self._source(args[0]) if len(args) == 1 else None
+            if index is None or isinstance(module, PASS_THROUGH) or \
+                    any(True for _ in module.children()):
+                return
+            spec = activation_of(module)
+            if spec is not None:
+                self._reach(index, spec)
+            elif type(module).__module__ == "torch.nn.modules.activation" or (
+                    not type(module).__module__.startswith("torch.nn")
+                    and not any(True for _ in module.parameters())):
+                self._reach(index, (UNKNOWN, {"module": type(module).__name__}))
+
+        def pop(module, args, output):   # returns None: the output stays as it is
+            if self.running:
+                self.running.pop()
+
+        self._hooks = [torch.nn.modules.module.register_module_forward_pre_hook(push),
+                       torch.nn.modules.module.register_module_forward_hook(pop)]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        self.running = []
+        return super().__exit__(*exc)
+
+    def _name(self, t):
+        return self.names.get(id(t)) if isinstance(t, torch.nn.Parameter) else None
+
+    def _ordered(self, names):
+        """``names`` with the one whose module runs innermost first."""
+        if len(names) == 1:
+            return names
+        for m in reversed(self.running):
+            for i, n in enumerate(names):
+                if self.modules.get(n.rpartition(".")[0]) is m:
+                    return [n] + names[:i] + names[i + 1:]
+        return names
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        for use in self._uses(func, args, kwargs, out):
+            self.uses.append(use)
+            if use.kind in ("linear", "conv", "attention"):
+                self._mark(out, len(self.uses) - 1)
+            if self.on_use is not None:
+                self.on_use(use)
+        index = self._source(_first_tensor(args))
+        if index is not None:
+            if func in _ACTIVATION_FUNCS:
+                self._reach(index, _ACTIVATION_FUNCS[func](args, kwargs))
+            elif func in _PASS_FUNCS or self._adds_bias(func, args):
+                self._mark(out, index)
+        return out
+
+    def _adds_bias(self, func, args):
+        """x + b with b a one-dimensional parameter (a bias added outside the product)."""
+        return func in _ADDS and len(args) >= 2 and any(
+            self._name(a) is not None and a.ndim == 1 for a in args[:2])
+
+    def _use(self, func, kind, layout, w, out, x):
+        names = self._ordered(self._name(w))
+        shape = tuple(w.shape)
+        if layout == "in_out":
+            fan_in, fan_out, k = shape[0], shape[1], 1
+        elif layout == "conv":   # the unfolded kernel's matrix (torch's fan_out is x k)
+            k = math.prod(shape[2:])
+            fan_in, fan_out = math.prod(shape[1:]), shape[0]
+        elif layout == "packed_qkv":
+            fan_in, fan_out, k = shape[1], shape[0] // 3, 1
+        elif layout == "vector":
+            fan_in, fan_out, k = shape[0], shape[0], 1
+        else:
+            fan_in, fan_out, k = shape[1], shape[0], 1
+        return WeightUse(getattr(func, "__name__", str(func)), kind, names[0],
+                         names[0].rpartition(".")[0], tuple(names[1:]), layout, fan_in,
+                         fan_out, k, w, _first_tensor(out), x)
+
+    def _uses(self, func, args, kwargs, out):
+        x = _first_tensor(args)
+        if func in _BY_POSITION:
+            kind, pos, key, layout = _BY_POSITION[func]
+            w = _argument(args, kwargs, pos, key)
+            if self._name(w) is not None:
+                yield self._use(func, kind, layout, w, out,
+                                _argument(args, kwargs, 0, "input"))
+        elif func is torch.addmm:   # addmm(bias, x, W): HF Conv1D, W (in, out)
+            w = _argument(args, kwargs, 2, "mat2")
+            if self._name(w) is not None and w.ndim == 2:
+                yield self._use(func, "linear", "in_out", w, out,
+                                _argument(args, kwargs, 1, "mat1"))
+        elif func in _MATMULS and len(args) >= 2:
+            a, b = args[0], args[1]
+            if func is torch.Tensor.__rmatmul__:
+                a, b = b, a
+            if self._name(b) is not None and b.ndim == 2:
+                yield self._use(func, "linear", "in_out", b, out, a)
+            elif self._name(a) is not None and a.ndim == 2:
+                yield self._use(func, "linear", "out_in", a, out, b)
+        elif func in _MULS and len(args) >= 2:
+            for w, other in ((args[0], args[1]), (args[1], args[0])):
+                if self._name(w) is not None and w.ndim == 1 and \
+                        isinstance(other, torch.Tensor) and other.ndim >= 1 and \
+                        other.shape[-1] == w.shape[0]:
+                    yield self._use(func, "scale", "vector", w, out, other)
+                    break
+        elif func is F.multi_head_attention_forward:
+            # (query, key, value, embed_dim, num_heads, in_proj_weight, in_proj_bias,
+            #  bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, ...)
+            packed = _argument(args, kwargs, 5, "in_proj_weight")
+            if self._name(packed) is not None:
+                yield self._use(func, "attention", "packed_qkv", packed, out, x)
+            proj = _argument(args, kwargs, 11, "out_proj_weight")
+            if self._name(proj) is not None:
+                yield self._use(func, "linear", "out_in", proj, out, None)
+
+
+def prepare_inputs(inputs):
+    """The model's positional inputs as a tuple; floating ones are cloned and require
+    grad (so the gradient reaches the input and every module's output)."""
+    args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        raise TypeError("inputs must be a tensor or a tuple of tensors, got "
+                        f"{type(inputs).__name__}")
+    return tuple(a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
+                 for a in args)
+
+
+def devices(inputs):
+    """The CUDA devices the inputs are on (for torch.random.fork_rng)."""
+    args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    return sorted({a.device.index or 0 for a in args
+                   if isinstance(a, torch.Tensor) and a.device.type == "cuda"})
+
+
+@contextlib.contextmanager
+def preserved(model):
+    """Restore a model's parameters and buffers (values), ``.grad``, and every module's
+    training flag on exit."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    saved = [t.detach().clone() for t in tensors]
+    grads = [p.grad for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, s in zip(tensors, saved):
+                t.copy_(s)
+        for p, g in zip(model.parameters(), grads):
+            p.grad = g
+        for m, mode in modes:
+            m.training = mode
+
+
+def trace(model, inputs):
+    """The :class:`WeightTracer` of one forward pass of ``model`` on ``inputs`` (a tensor
+    or a tuple of positional tensors), without gradients; the model's parameters,
+    buffers, training flags and the global torch RNG are as they were afterwards."""
+    args = prepare_inputs(inputs)
+    tracer = WeightTracer(model)
+    with torch.random.fork_rng(devices=devices(inputs)), preserved(model), \
+            torch.no_grad(), tracer:
+        model(*args)
+    return tracer
