@@ -264,18 +264,21 @@ def _hf_models():
 
 def test_real_hf_models():
     """GPT-2 (Conv1D, NewGELUActivation, tied head), LLaMA (LlamaRMSNorm, SiLU) and BERT from
-    tiny configs: a row for every weight matrix and norm, init_ covers every matrix that is
-    not an embedding, and neither changes the model beyond what init_ writes."""
+    tiny configs: a row for every weight matrix and norm, every verdict stable, init_
+    covers every matrix that is not an embedding, and diagnose leaves the model as it
+    was."""
     for name, (model, inputs) in _hf_models().items():
         torch.manual_seed(0)
         before = _state(model)
-        df = wt.diagnose(model, inputs, loss=lambda out: out[0].square().mean())
+        df = wt.diagnose(model, inputs)   # sum(output * g) on logits / last hidden state
         assert all(torch.equal(before[k], v) for k, v in _state(model).items()), name
+        # healthy default inits, judged block by block: nothing vanishes or explodes
+        assert (df.verdict == "stable").all(), (name, df[df.verdict != "stable"].module)
         seen = set(df.module)
         modules = dict(model.named_modules())
         for pname, p in model.named_parameters():
             owner = pname.rpartition(".")[0]
-            if pname.endswith("weight") and not isinstance(modules[owner], nn.Embedding):
+            if pname.endswith("weight"):   # every matrix, norm and embedding
                 assert owner in seen, (name, pname)
         assert np.isfinite(df.log10_grad_q.dropna()).all(), name
         table = wt.init_(model, "he_normal", inputs=inputs)
@@ -294,3 +297,65 @@ def test_real_hf_models():
                 t.loc["transformer.h.0.mlp.c_fc", "layer"]))
             assert np.array_equal(model.transformer.h[0].mlp.c_fc.weight.detach().numpy(),
                                   w.T.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+def test_block_groups():
+    from winit_sim.torch.diagnose import block_group
+    assert block_group("transformer.h.3.mlp.c_proj", "linear") == \
+        ("transformer.h.*.mlp.c_proj", 3)
+    assert block_group("transformer.h.3", "residual") == ("transformer.h.*", 3)
+    assert block_group("stages.1.blocks.2.conv1", "conv") == ("stages.1.blocks.*.conv1", 2)
+    assert block_group("4", "linear") == ("", -1)            # a plain stack
+    assert block_group("head", "linear") == ("", -1)
+
+
+class PreLNBlock(nn.Module):
+    """x + proj(gelu(fc(ln(x)))), the out-projection 1/sqrt(2 L) smaller, as GPT-2 draws it."""
+
+    def __init__(self, n, n_blocks):
+        super().__init__()
+        self.ln = nn.LayerNorm(n)
+        self.fc = nn.Linear(n, 4 * n)
+        self.act = nn.GELU()
+        self.proj = nn.Linear(4 * n, n)
+        for lin, std in ((self.fc, 0.02), (self.proj, 0.02 / math.sqrt(2 * n_blocks))):
+            nn.init.normal_(lin.weight, std=std)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x):
+        return x + self.proj(self.act(self.fc(self.ln(x))))
+
+
+def test_verdicts_judge_blocks_by_their_trend():
+    """In a healthy pre-LN stack the out-projection is far smaller than the first layer of
+    its block by design: compared with that first layer it read "vanishing" in every block;
+    judged across blocks its trend is flat. A stack whose blocks multiply the stream is
+    judged exploding by the same rule."""
+    torch.manual_seed(0)
+    n, blocks = 32, 6
+    model = nn.Sequential(nn.Linear(16, n), *[PreLNBlock(n, blocks) for _ in range(blocks)])
+    x = torch.randn(64, 16)
+    df = wt.diagnose(model, x)
+    proj = df[df.block_group == "*.proj"]
+    assert len(proj) == blocks and (proj.verdict == "stable").all()
+    assert proj.forward_decades.iloc[0] == 0.0
+    assert abs(proj.decades_per_block.iloc[0]) < 0.1
+    # the old reading: each proj against the first linear of the net, about -1.9 decades
+    assert (proj.log10_pre_q - df[df.role == "linear"].log10_pre_q.iloc[0] < -1).all()
+    res = df[df.role == "residual"]
+    assert list(res.block_group.unique()) == ["*"] and (res.verdict == "stable").all()
+    for block in model[1:]:   # without the norm, each branch multiplies the stream
+        block.ln = nn.Identity()
+        nn.init.normal_(block.fc.weight, std=0.3)
+        nn.init.normal_(block.proj.weight, std=0.3)
+    df = wt.diagnose(model, x)
+    res = df[df.role == "residual"]
+    assert res.decades_per_block.iloc[0] > 0.2 and (res.verdict == "exploding").all()
+
+
+def test_token_inputs_are_no_signal():
+    df = wt.diagnose(TinyLM(), _ids(), loss=lambda out: out.square().mean())
+    row = df.set_index("module").loc["(input)"]
+    assert np.isnan(row.log10_out_q) and row.verdict == "stable"

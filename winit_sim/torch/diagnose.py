@@ -19,6 +19,8 @@ STAT_COLUMNS = ("log10_pre_q", "log10_out_q", "frac_zero", "frac_saturated", "un
                 "log10_grad_q", "log10_wgrad_q")
 KEY_COLUMNS = ("depth_index", "module", "type", "role", "shape")
 INPUT, OUTPUT = "(input)", "(output)"
+# token ids are no signal: an integer input's row has no forward statistics
+_NO_SIGNAL = {"q": math.nan, "frac_zero": math.nan, "unit_var_ratio": math.nan}
 
 
 def cotangent(output, seed):
@@ -150,7 +152,8 @@ class _Recorder:
         unit_dim = 1 if (self.conv_context and y.ndim >= 3) else -1
         rec = {"module": name, "type": type(module).__name__ if module is not None else "",
                "role": kind,
-               "shape": tuple(y.shape), **output_stats(y, unit_dim),
+               "shape": tuple(y.shape), **(output_stats(y, unit_dim) if y.is_floating_point()
+                                          else _NO_SIGNAL),
                "frac_saturated": _saturated(module, x) if kind == "activation" else math.nan,
                "grad_q": math.nan, "weight": None}
         if weight is not None or kind in ("linear", "conv"):
@@ -247,17 +250,61 @@ def _frame(records):
     return df[list(KEY_COLUMNS) + list(STAT_COLUMNS)]
 
 
-def verdicts(df):
-    """Add ``forward_decades``, ``backward_decades`` and ``verdict`` to a diagnosis.
+def block_group(name, role):
+    """``(pattern, index)`` of a module inside repeated blocks, or ``("", -1)``.
 
-    A module is compared with the modules of its own role, so that a change of scale
-    between kinds (a pooling, a normalisation) is not read as depth: its log10 q minus
+    The last numeric part of the name that more parts follow (a block's submodule:
+    ``transformer.h.3.mlp.c_proj`` is ``("transformer.h.*.mlp.c_proj", 3)``), or the last
+    numeric part of a residual block's own name (``transformer.h.3``). A plain stack's
+    layers (``0``, ``2``, ...) are not in blocks.
+    """
+    parts = str(name).split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].isdigit() and (i < len(parts) - 1 or role == "residual"):
+            return ".".join(parts[:i] + ["*"] + parts[i + 1:]), int(parts[i])
+    return "", -1
+
+
+def _slope(x, y):
+    """Least-squares slope of y on x over the finite pairs (NaN with fewer than 2)."""
+    ok = np.isfinite(y)
+    if ok.sum() < 2 or np.ptp(x[ok]) == 0:
+        return math.nan
+    return float(np.polyfit(x[ok], y[ok], 1)[0])
+
+
+def _verdict(f, b, qq, gg, uvr, units):
+    if qq == -np.inf or gg == -np.inf:
+        return "dead"
+    if units > 1 and uvr < SYMMETRIC_RATIO:
+        return "symmetric"
+    worst = max((v for v in (f, b) if np.isfinite(v)), key=abs, default=0.0)
+    return "stable" if abs(worst) <= STABLE_DECADES else \
+        "exploding" if worst > 0 else "vanishing"
+
+
+def verdicts(df):
+    """Add ``block_group``, ``decades_per_block``, ``grad_decades_per_block``,
+    ``forward_decades``, ``backward_decades`` and ``verdict`` to a diagnosis.
+
+    Inside repeated blocks (:func:`block_group`: a transformer's ``h.*.attn.c_proj``, a
+    ResNet's ``layer1.*.conv2``) depth is the block index, not the place in the block: each
+    group of modules with the same pattern and role in two or more blocks is judged by its
+    trend across blocks, the least-squares slope of log10 q (``decades_per_block``) and of
+    log10 gradient q (``grad_decades_per_block``) against the block index. Its rows'
+    ``forward_decades`` is that fitted change from the group's first block and
+    ``backward_decades`` from its last, and the group's verdict comes from the fitted change
+    over all its blocks.
+
+    Every other module is compared with the modules of its own role, so that a change of
+    scale between kinds (a pooling, a normalisation) is not read as depth: its log10 q minus
     that of the first module of its role, and its log10 gradient q minus that of the last
     one (below the read-out: a last Linear or Conv that ends the net, whose gradient is
-    the cotangent itself, is not the reference of the layers below it). The ``(output)`` row compares the output's q with the input's (does the signal
-    reach the output?), the ``(input)`` row the input's gradient with the output's (does
-    the gradient reach the input?). The verdict: dead (q or gradient exactly 0),
-    symmetric (units identical), stable (both changes within the tables'
+    the cotangent itself, is not the reference of the layers below it). The ``(output)``
+    row compares the output's q with the input's (does the signal reach the output?), the
+    ``(input)`` row the input's gradient with the output's (does the gradient reach the
+    input?). The verdict: dead (q or gradient exactly 0), symmetric (units identical),
+    stable (both changes within the tables'
     :data:`~winit_sim.report.tables.STABLE_DECADES`), else exploding or vanishing by the
     larger change.
     """
@@ -277,21 +324,35 @@ def verdicts(df):
         bwd = grad - top.groupby(groups).transform("last")
     if readout:   # the read-out is its own reference
         bwd.iloc[weighted[-1]] = 0.0
-    df["forward_decades"] = fwd.where(df.role != "input", 0.0)
-    df["backward_decades"] = bwd.where(df.role != "output", 0.0)
-    out = []
-    for f, b, qq, gg, uvr, units in zip(df.forward_decades, df.backward_decades, q, grad,
-                                        df.unit_var_ratio,
-                                        df["shape"].map(lambda s: math.prod(s[1:]))):
-        if qq == -np.inf or gg == -np.inf:
-            out.append("dead")
-        elif units > 1 and uvr < SYMMETRIC_RATIO:
-            out.append("symmetric")
-        else:
-            worst = max((v for v in (f, b) if np.isfinite(v)), key=abs, default=0.0)
-            out.append("stable" if abs(worst) <= STABLE_DECADES else
-                       "exploding" if worst > 0 else "vanishing")
-    df["verdict"] = out
+    fwd = fwd.where(df.role != "input", 0.0).to_numpy(dtype=float, copy=True)
+    bwd = bwd.where(df.role != "output", 0.0).to_numpy(dtype=float, copy=True)
+    found = [block_group(m, r) for m, r in zip(df.module, df.role)]
+    pattern = np.array([p for p, _ in found], dtype=object)
+    index = np.array([i for _, i in found], dtype=float)
+    per_block = np.full(len(df), np.nan)
+    grad_per_block = np.full(len(df), np.nan)
+    group_total = {}
+    for key, rows in pd.Series(range(len(df))).groupby([pattern, df.role.to_numpy()]):
+        rows = rows.to_numpy()
+        if not key[0] or np.unique(index[rows]).size < 2:
+            continue
+        x = index[rows]
+        sf, sb = _slope(x, q.to_numpy()[rows]), _slope(x, grad.to_numpy()[rows])
+        per_block[rows], grad_per_block[rows] = sf, sb
+        fwd[rows] = sf * (x - x.min())
+        bwd[rows] = sb * (x - x.max())
+        for r in rows:
+            group_total[r] = (sf * np.ptp(x), sb * -np.ptp(x))
+    df.insert(df.columns.get_loc("role") + 1, "block_group",
+              np.where(np.isfinite(per_block), pattern, ""))
+    df["decades_per_block"] = per_block
+    df["grad_decades_per_block"] = grad_per_block
+    df["forward_decades"] = fwd
+    df["backward_decades"] = bwd
+    units = df["shape"].map(lambda s: math.prod(s[1:]))
+    df["verdict"] = [_verdict(*group_total.get(i, (fwd[i], bwd[i])), q.iloc[i], grad.iloc[i],
+                              df.unit_var_ratio.iloc[i], units.iloc[i])
+                     for i in range(len(df))]
     return df
 
 
