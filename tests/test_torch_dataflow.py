@@ -302,7 +302,7 @@ def test_real_hf_models():
 # ---------------------------------------------------------------------------- verdicts
 
 def test_block_groups():
-    from winit_sim.torch.diagnose import block_group
+    from winit_sim.torch.modules import block_group
     assert block_group("transformer.h.3.mlp.c_proj", "linear") == \
         ("transformer.h.*.mlp.c_proj", 3)
     assert block_group("transformer.h.3", "residual") == ("transformer.h.*", 3)
@@ -359,3 +359,112 @@ def test_token_inputs_are_no_signal():
     df = wt.diagnose(TinyLM(), _ids(), loss=lambda out: out.square().mean())
     row = df.set_index("module").loc["(input)"]
     assert np.isnan(row.log10_out_q) and row.verdict == "stable"
+
+
+# ---------------------------------------------------------------------------- audit
+
+def test_audit_reads_torch_init_draws():
+    """Each torch.nn.init scheme drawn on a 128 x 256 weight reads as itself (shape and
+    scheme), torch's default Linear as kaiming_uniform(a=sqrt(5)), and timm's habit
+    trunc_normal_(std=.02, a=-2, b=2) as the plain normal it is (its bounds are absolute)."""
+    torch.manual_seed(0)
+    draws = {
+        "xavier_uniform": (nn.init.xavier_uniform_, "uniform", "xavier_uniform"),
+        "xavier_normal": (nn.init.xavier_normal_, "normal", "xavier_normal"),
+        "kaiming_uniform": (lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+                            "uniform", "he_uniform"),
+        "kaiming_normal": (lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+                           "normal", "he_normal"),
+        "orthogonal": (lambda w: nn.init.orthogonal_(w, gain=1.5), "orthogonal",
+                       "orthogonal (gain 1.5)"),
+        "std002": (lambda w: nn.init.normal_(w, std=0.02), "normal", "normal std=0.02"),
+        "trunc2sd": (lambda w: nn.init.trunc_normal_(w, std=0.02, a=-0.04, b=0.04),
+                     "truncated normal", "normal std=0.02"),
+        "timm_trunc": (lambda w: nn.init.trunc_normal_(w, std=0.02, a=-2.0, b=2.0), "normal",
+                       "normal std=0.02"),
+        "default": (None, "uniform", "torch default (kaiming_uniform a=sqrt(5))"),
+    }
+    layers = nn.ModuleDict()
+    for name, (draw, _, _) in draws.items():
+        layers[name] = nn.Linear(256, 128)
+        if draw is not None:
+            draw(layers[name].weight)
+    table = wt.audit(layers).set_index("name")
+    for name, (_, shape, scheme) in draws.items():
+        row = table.loc[f"{name}.weight"]
+        assert row.distribution.startswith(shape), (name, row.distribution)
+        assert row.scheme == scheme, (name, row.scheme)
+        assert abs(row.scheme_error) < 0.03, (name, row.scheme_error)
+        assert (row.fan_in, row.fan_out) == (256, 128)
+    assert table.loc["default.bias", "distribution"] == "uniform"
+
+
+def test_audit_finds_cloned_layers():
+    """nn.TransformerEncoder deep-copies one layer: every layer starts with the same weights
+    (pytorch #72253)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False)
+    table = wt.audit(encoder).set_index("name")
+    for l in (1, 2):
+        assert f"exact copy of layers.0.self_attn.in_proj_weight" in \
+            table.loc[f"layers.{l}.self_attn.in_proj_weight", "findings"]
+        assert "exact copy of layers.0.linear1.weight" in \
+            table.loc[f"layers.{l}.linear1.weight", "findings"]
+    assert "copy" not in table.loc["layers.0.linear1.weight", "findings"]
+    assert "copy" not in table.loc["layers.1.norm1.weight", "findings"]   # all ones by design
+    for sub in encoder.layers:   # re-drawn: no copies any more
+        for lin in (sub.linear1, sub.linear2, sub.self_attn.out_proj):
+            lin.reset_parameters()
+        sub.self_attn._reset_parameters()   # (it leaves out_proj.weight as it was)
+    assert not wt.audit(encoder).findings.str.contains("copy of").any()
+
+
+def test_audit_expectations_and_siblings():
+    """GPT-2's residual projections at 0.02 / sqrt(2 L): read as such, checked against a
+    declared intent, and caught when the scaling is undone (transformers #47458), or undone in
+    one block only (scaled unlike its siblings)."""
+    torch.manual_seed(0)
+    blocks = 6
+    model = nn.Sequential(*[PreLNBlock(64, blocks) for _ in range(blocks)])
+    intent = {"*.proj.weight": 0.02 / math.sqrt(2 * blocks), "*.fc.weight": 0.02}
+    table = wt.audit(model, n_layer=blocks, expect=intent).set_index("name")
+    assert (table.loc[[f"{b}.proj.weight" for b in range(blocks)], "scheme"] ==
+            f"0.02/sqrt(2 n_layer) (n_layer={blocks})").all()
+    checked = table.meets_expectation.dropna()
+    assert len(checked) == 2 * blocks and checked.all()
+    assert table.findings.eq("").all()
+    nn.init.normal_(model[3].proj.weight, std=0.02)
+    table = wt.audit(model, n_layer=blocks, expect=intent).set_index("name")
+    assert not table.loc["3.proj.weight", "meets_expectation"]
+    assert "scaled unlike its siblings" in table.loc["3.proj.weight", "findings"]
+    assert table.meets_expectation.dropna().sum() == 2 * blocks - 1
+    with pytest.raises(ValueError, match="matches no parameter"):
+        wt.audit(model, expect={"*.c_proj.weight": 0.01})
+    with pytest.raises(ValueError, match="n_layer"):
+        wt.audit(model, n_layer=0)
+    with pytest.raises(TypeError, match="expect must be a dict"):
+        wt.audit(model, expect=[0.02])
+    with pytest.raises(ValueError, match="init"):
+        wt.audit(model, expect={"*.fc.weight": "nope"})
+
+
+def test_real_gpt2_audit():
+    """HF GPT-2 from a tiny config: its residual projections read as 0.02 / sqrt(2 n_layer),
+    the LM head as tied; with that scaling undone (transformers #47458), the declared intent
+    is not met on exactly those tensors."""
+    model, _ = _hf_models()["gpt2"]
+    layers = model.config.n_layer
+    intent = {"*.c_proj.weight": 0.02 / math.sqrt(2 * layers)}
+    table = wt.audit(model, n_layer=layers, expect=intent).set_index("name")
+    proj = [n for n in table.index if n.endswith("c_proj.weight")]
+    assert len(proj) == 2 * layers
+    assert (table.loc[proj, "scheme"] == f"0.02/sqrt(2 n_layer) (n_layer={layers})").all()
+    assert table.loc[proj, "meets_expectation"].all()
+    assert "tied to lm_head.weight" in table.loc["transformer.wte.weight", "findings"]
+    with torch.no_grad():
+        for name in proj:
+            nn.init.normal_(model.get_parameter(name), std=0.02)
+    table = wt.audit(model, n_layer=layers, expect=intent).set_index("name")
+    assert list(table.index[table.meets_expectation == False]) == proj  # noqa: E712
+    assert (table.loc[proj, "scheme"] == "normal std=0.02").all()

@@ -15,6 +15,7 @@ except ImportError as err:  # pragma: no cover - exercised without torch only
     raise ImportError('winit_sim.torch needs PyTorch, the "torch" extra: '
                       'pip install -e ".[torch]" (or pip install torch)') from err
 
+from .audit import audit  # noqa: E402
 from .compare import compare  # noqa: E402
 from .diagnose import cotangent, diagnose  # noqa: E402
 from .init import gains_table, init_  # noqa: E402
@@ -23,4 +24,5 @@ from .residual import ResidualNet, residual_net  # noqa: E402
 from .scaling import ScalingCheck, scaling_check  # noqa: E402
 
 __all__ = ["init_", "gains_table", "diagnose", "cotangent", "scaling_check", "ScalingCheck",
-           "compare", "weighted_layers", "torch_activations", "ResidualNet", "residual_net"]
+           "compare", "weighted_layers", "torch_activations", "ResidualNet", "residual_net",
+           "audit"]

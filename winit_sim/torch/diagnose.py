@@ -13,7 +13,7 @@ from ..report.tables import STABLE_DECADES, SYMMETRIC_RATIO
 from ..simulate import dphi
 from .dataflow import WeightTracer, devices, prepare_inputs, preserved
 from .init import init_
-from .modules import activation_of, adds_input, check_model, first_tensor, role
+from .modules import activation_of, adds_input, block_group, check_model, first_tensor, role
 
 STAT_COLUMNS = ("log10_pre_q", "log10_out_q", "frac_zero", "frac_saturated", "unit_var_ratio",
                 "log10_grad_q", "log10_wgrad_q")
@@ -248,21 +248,6 @@ def _frame(records):
     df["log10_grad_q"] = _log10(df.pop("grad_q"))
     df["log10_wgrad_q"] = _log10(df.pop("wgrad_q"))
     return df[list(KEY_COLUMNS) + list(STAT_COLUMNS)]
-
-
-def block_group(name, role):
-    """``(pattern, index)`` of a module inside repeated blocks, or ``("", -1)``.
-
-    The last numeric part of the name that more parts follow (a block's submodule:
-    ``transformer.h.3.mlp.c_proj`` is ``("transformer.h.*.mlp.c_proj", 3)``), or the last
-    numeric part of a residual block's own name (``transformer.h.3``). A plain stack's
-    layers (``0``, ``2``, ...) are not in blocks.
-    """
-    parts = str(name).split(".")
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i].isdigit() and (i < len(parts) - 1 or role == "residual"):
-            return ".".join(parts[:i] + ["*"] + parts[i + 1:]), int(parts[i])
-    return "", -1
 
 
 def _slope(x, y):

@@ -173,6 +173,21 @@ def weighted_layers(model):
     return layers
 
 
+def block_group(name, role):
+    """``(pattern, index)`` of a module inside repeated blocks, or ``("", -1)``.
+
+    The last numeric part of the name that more parts follow (a block's submodule:
+    ``transformer.h.3.mlp.c_proj`` is ``("transformer.h.*.mlp.c_proj", 3)``), or the last
+    numeric part of a residual block's own name (``transformer.h.3``). A plain stack's
+    layers (``0``, ``2``, ...) are not in blocks.
+    """
+    parts = str(name).split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].isdigit() and (i < len(parts) - 1 or role == "residual"):
+            return ".".join(parts[:i] + ["*"] + parts[i + 1:]), int(parts[i])
+    return "", -1
+
+
 def first_tensor(value):
     """The first tensor in a module's input or output (a tensor, or a tuple / list /
     dict holding one), or None."""
