@@ -468,3 +468,83 @@ def test_real_gpt2_audit():
     table = wt.audit(model, n_layer=layers, expect=intent).set_index("name")
     assert list(table.index[table.meets_expectation == False]) == proj  # noqa: E712
     assert (table.loc[proj, "scheme"] == "normal std=0.02").all()
+
+
+# ---------------------------------------------------------------------------- CLI
+
+LM_FACTORY = '''
+import math
+import torch
+from torch import nn
+
+
+class LM(nn.Module):
+    def __init__(self, vocab=50, n=16, blocks=4):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, n)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(n), nn.Linear(n, 4 * n),
+                                                  nn.GELU(), nn.Linear(4 * n, n))
+                                    for _ in range(blocks))
+        for b in self.blocks:
+            nn.init.normal_(b[3].weight, std=0.02 / math.sqrt(2 * blocks))
+        self.head = nn.Linear(n, vocab)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        for b in self.blocks:
+            x = x + b(x)
+        return self.head(x)
+
+
+def lm():
+    torch.manual_seed(0)
+    return LM()
+
+
+def lm_and_inputs():
+    return lm(), torch.randint(0, 50, (2, 7))
+'''
+
+
+def test_cli_diagnose_token_models(tmp_path, monkeypatch, capsys):
+    from winit_sim.cli import main
+    (tmp_path / "lms.py").write_text(LM_FACTORY)
+    monkeypatch.chdir(tmp_path)
+    assert main(["diagnose", "lms:lm", "--tokens", "50", "--input-shape", "2,7",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["diagnose", "lms:lm_and_inputs", "--out", str(tmp_path / "b")]) == 0
+    import pandas as pd
+    for d in ("a", "b"):
+        df = pd.read_csv(tmp_path / d / "diagnose.csv")
+        assert "emb" in set(df.module) and (df.verdict == "stable").all()
+        assert (tmp_path / d / "diagnose.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["diagnose", "lms:lm", "--out", str(tmp_path / "c")]) == 2
+    assert "--input-shape is needed" in capsys.readouterr().err
+    assert main(["diagnose", "lms:lm", "--tokens", "0", "--input-shape", "2,7",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "--tokens" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_audit(tmp_path, monkeypatch, capsys):
+    from winit_sim.cli import main
+    (tmp_path / "lms.py").write_text(LM_FACTORY)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "audit"
+    assert main(["audit", "lms:lm", "--n-layer", "4", "--expect", "blocks.*.3.weight=0.02",
+                 "--out", str(out)]) == 0
+    import pandas as pd
+    df = pd.read_csv(out / "audit.csv")
+    rows = df[df.name.str.match(r"blocks\.\d\.3\.weight")]
+    assert len(rows) == 4 and not rows.meets_expectation.any()   # they are 0.02/sqrt(8)
+    assert (rows.scheme == "0.02/sqrt(2 n_layer) (n_layer=4)").all()
+    assert (out / "audit.png").stat().st_size > 10_000
+    assert "| name |" in (out / "audit.md").read_text()
+    assert "4 not as expected" in capsys.readouterr().out
+    for argv, message in [(["--expect", "nope"], "PATTERN=STD"),
+                          (["--expect", "zz.*=0.1"], "matches no parameter"),
+                          (["--n-layer", "0"], "n_layer")]:
+        assert main(["audit", "lms:lm", *argv, "--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

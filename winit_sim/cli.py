@@ -317,17 +317,48 @@ def _import_factory(path):
     return obj
 
 
-def cmd_diagnose(args):
+def _torch_bridge():
     try:
         import torch
         from . import torch as bridge
     except ImportError as exc:
         raise UsageError(str(exc)) from None
+    return torch, bridge
+
+
+def _model_and_inputs(torch, args, need_inputs):
+    """The factory's model and the forward's inputs: the factory's own when it returns
+    ``(model, inputs)``, else drawn from --input-shape (N(0, 1), or token ids below
+    --tokens), seeded by --seed."""
+    shape = None
+    if args.input_shape is not None:
+        shape = _split(args.input_shape, int, "--input-shape")
+        if not shape or any(n < 1 for n in shape):
+            raise UsageError(f"--input-shape must be positive sizes such as 64,784; got "
+                             f"{args.input_shape!r}")
+    tokens = getattr(args, "tokens", None)
+    if tokens is not None and tokens < 1:
+        raise UsageError(f"--tokens must be a vocabulary size >= 1, got {tokens}")
+    made = _import_factory(args.factory)()
+    model, inputs = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"{args.factory} returned {type(model).__name__}, not a "
+                         f"torch.nn.Module (or a (model, inputs) pair)")
+    if inputs is not None or not need_inputs:
+        return model, inputs
+    if shape is None:
+        raise UsageError("--input-shape is needed unless the factory returns (model, inputs)")
+    gen = torch.Generator().manual_seed(args.seed)
+    if tokens is not None:
+        return model, torch.randint(0, tokens, shape, generator=gen)
+    x = torch.randn(shape, generator=gen)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+    return model, x.to(dtype)
+
+
+def cmd_diagnose(args):
+    torch, bridge = _torch_bridge()
     from .report.plots import plot_modules
-    shape = _split(args.input_shape, int, "--input-shape")
-    if not shape or any(n < 1 for n in shape):
-        raise UsageError(f"--input-shape must be positive sizes such as 64,784; got "
-                         f"{args.input_shape!r}")
     if args.init is not None:
         try:
             INITS.resolve(args.init)
@@ -335,15 +366,9 @@ def cmd_diagnose(args):
             raise UsageError(f"--init: {exc}") from None
     if args.trials < 1:
         raise UsageError(f"--trials must be >= 1, got {args.trials}")
-    factory = _import_factory(args.factory)
-    model = factory()
-    if not isinstance(model, torch.nn.Module):
-        raise UsageError(f"{args.factory} returned {type(model).__name__}, not a "
-                         f"torch.nn.Module")
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+    model, x = _model_and_inputs(torch, args, need_inputs=True)
     try:
-        df = bridge.diagnose(model, x.to(dtype), trials=args.trials, init=args.init,
+        df = bridge.diagnose(model, x, trials=args.trials, init=args.init,
                              cotangent_seed=args.seed)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -354,14 +379,55 @@ def cmd_diagnose(args):
                    "log10_out_q", "frac_zero", "log10_grad_q", "log10_wgrad_q", "verdict"]]
     atomic_write_text(os.path.join(args.out, "diagnose.md"), to_markdown(shown.set_index(
         "depth_index")))
-    title = f"{args.factory}, input {args.input_shape}" + (f", init {args.init}" if args.init
-                                                           else "")
+    title = f"{args.factory}, input {args.input_shape or 'from the factory'}" + (
+        f", init {args.init}" if args.init else "")
     atomic_write(os.path.join(args.out, "diagnose.png"),
                  lambda tmp: plot_modules(df, tmp + ".png", title=title)
                  or os.replace(tmp + ".png", tmp))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     counts = df.verdict.value_counts().to_dict()
     print(f"\nverdicts: {counts}; wrote {args.out}/diagnose.csv, .md and .png")
+    return 0
+
+
+def _expectations(items):
+    """{pattern: std or scheme} from --expect PATTERN=VALUE entries."""
+    out = {}
+    for item in items or []:
+        pattern, sep, value = item.partition("=")
+        if not sep or not pattern or not value:
+            raise UsageError(f"--expect takes PATTERN=STD or PATTERN=SCHEME, got {item!r}")
+        try:
+            out[pattern] = float(value)
+        except ValueError:
+            out[pattern] = value
+    return out
+
+
+def cmd_audit(args):
+    torch, bridge = _torch_bridge()
+    from .report.plots import plot_audit
+    model, _ = _model_and_inputs(torch, args, need_inputs=False)
+    try:
+        df = bridge.audit(model, n_layer=args.n_layer, expect=_expectations(args.expect))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    os.makedirs(args.out, exist_ok=True)
+    table = df.assign(shape=df["shape"].map(lambda s: "x".join(map(str, s))))
+    atomic_write(os.path.join(args.out, "audit.csv"), lambda tmp: table.to_csv(tmp, index=False))
+    cols = ["name", "shape", "std", "distribution", "scheme", "scheme_error", "findings"] + \
+        (["expected_std", "meets_expectation"] if args.expect else [])
+    atomic_write_text(os.path.join(args.out, "audit.md"), to_markdown(table[cols].set_index(
+        "name")))
+    atomic_write(os.path.join(args.out, "audit.png"),
+                 lambda tmp: plot_audit(df, tmp + ".png", title=f"{args.factory}: audit")
+                 or os.replace(tmp + ".png", tmp))
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    found = int((df.findings != "").sum())
+    unmet = int((df.get("meets_expectation") == False).sum())  # noqa: E712
+    print(f"\n{len(df)} tensors, {found} with findings" +
+          (f", {unmet} not as expected" if args.expect else "") +
+          f"; wrote {args.out}/audit.csv, .md and .png")
     return 0
 
 
@@ -606,15 +672,31 @@ def build_parser():
     th.set_defaults(func=cmd_theory)
     dg = sub.add_parser("diagnose", help="a PyTorch model's per-module signal and gradient "
                         "at init (needs the torch extra)")
-    dg.add_argument("factory", help="package.module:function returning the torch.nn.Module")
-    dg.add_argument("--input-shape", dest="input_shape", required=True,
-                    help="comma-separated input shape, e.g. 64,784 (x ~ N(0, 1))")
+    dg.add_argument("factory", help="package.module:function returning the torch.nn.Module, "
+                    "or (model, inputs)")
+    dg.add_argument("--input-shape", dest="input_shape",
+                    help="comma-separated input shape, e.g. 64,784 (x ~ N(0, 1)); needed "
+                    "unless the factory returns inputs")
+    dg.add_argument("--tokens", type=int, help="vocabulary size: the input is token ids "
+                    "drawn below it (a language model), not N(0, 1) floats")
     dg.add_argument("--init", help=f"re-initialise with a winit_sim scheme first: {INIT_HELP}")
     dg.add_argument("--trials", type=int, default=1,
                     help="re-initialise this many times (seeds 0..) and report means and spreads")
     dg.add_argument("--seed", type=int, default=0, help="seed of the input and the cotangent")
     dg.add_argument("--out", default="winit_diagnose")
     dg.set_defaults(func=cmd_diagnose)
+    au = sub.add_parser("audit", help="what a PyTorch model's initialization is, tensor by "
+                        "tensor (needs the torch extra)")
+    au.add_argument("factory", help="package.module:function returning the torch.nn.Module, "
+                    "or (model, inputs)")
+    au.add_argument("--n-layer", dest="n_layer", type=int,
+                    help="blocks, to test GPT-2's 0.02/sqrt(2 n_layer) convention too")
+    au.add_argument("--expect", action="append", metavar="PATTERN=STD_OR_SCHEME",
+                    help="a declared intent, e.g. '*.c_proj.weight=0.0041' or "
+                    "'*.weight=he_normal' (repeatable)")
+    au.add_argument("--input-shape", dest="input_shape", help=argparse.SUPPRESS)
+    au.add_argument("--out", default="winit_audit")
+    au.set_defaults(func=cmd_audit)
     gn = sub.add_parser("gains", help="computed gains of every activation beside torch's")
     gn.set_defaults(func=cmd_gains)
     ph = sub.add_parser("phase", help="order/chaos phase diagram: table and PNG of xi_c")

@@ -272,6 +272,34 @@ def plot_modules(df, path, title="Signal and gradient per module"):
     plt.close(fig)
 
 
+def plot_audit(df, path, title="What the initialization is"):
+    """An audit (:func:`winit_sim.torch.audit`): log10 std of every weight tensor (two or
+    more dimensions) in registration order, beside the std of the scheme it matches best;
+    tensors with findings (copies, zeros, siblings, an unmet intent) in red."""
+    plt = _pyplot()
+    w = df[df["fan_in"].notna()].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.12 * len(w) + 4), 4.2))
+    x = np.arange(len(w))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        std = np.log10(w["std"].to_numpy(dtype=float))
+        scheme = std - np.log10(1.0 + w["scheme_error"].to_numpy(dtype=float))
+    ax.plot(x, scheme, "_", color="0.4", ms=12, label="best-matching scheme's std")
+    flagged = (w["findings"] != "").to_numpy()
+    if "meets_expectation" in w:
+        flagged = flagged | (w["meets_expectation"] == False).to_numpy()  # noqa: E712
+    ax.scatter(x[~flagged], std[~flagged], s=16, color="C0", label="measured std", zorder=2)
+    ax.scatter(x[flagged], std[flagged], s=22, color="C3", label="measured std, with findings",
+               zorder=3)
+    ax.set_xlabel("weight tensor, in registration order")
+    ax.set_ylabel("log10 std")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_scaling(stats, path, quantity="log10_q"):
     """A scaling check's figure in the style of mup's coordinate check: one panel per
     optimizer step, ``quantity`` against width (log axis) with a line per module; a second

@@ -97,6 +97,7 @@ def _candidates(fan_in, fan_out, n_layer):
     out = {label: math.sqrt(weight_variance(spec, fan_in, fan_out))
            for label, spec in _SCHEMES.items()}
     out["normal std=0.02"] = GPT2_STD
+    out["normal std=1 (nn.Embedding's default)"] = 1.0
     if n_layer:
         out[f"0.02/sqrt(2 n_layer) (n_layer={n_layer})"] = GPT2_STD / math.sqrt(2 * n_layer)
     return out
@@ -156,9 +157,9 @@ def audit(model, *, n_layer=None, expect=None):
         best-matching scheme of its shape family among the registry's, torch's default and
         the 0.02 conventions, and std / that scheme's std - 1), ``block_group``, ``findings``
         (tied to, exact copy of, all zero, scaled unlike its siblings: a tensor in repeated
-        blocks whose std is more than 20% off the median of the same tensor in the other
-        blocks), and with ``expect`` ``expected_std`` and ``meets_expectation`` (the std
-        within 5% or four standard errors of it).
+        blocks whose std is more than 20%, and four standard errors, off the median of the
+        same tensor in the other blocks), and with ``expect`` ``expected_std`` and ``meets_expectation`` (the std
+        within 5% or four standard errors of it; NaN where no pattern matched).
     """
     check_model(model)
     if n_layer is not None and (isinstance(n_layer, bool) or not isinstance(n_layer, int)
@@ -202,6 +203,12 @@ def audit(model, *, n_layer=None, expect=None):
     return df.drop(columns="n")
 
 
+def _relative_se(kurtosis, n):
+    """The relative standard error of a std from n entries: sqrt((kurtosis + 2) / (4 n))."""
+    k = kurtosis if np.isfinite(kurtosis) else 0.0
+    return math.sqrt(max(k, -2.0) + 2.0) / (2.0 * math.sqrt(n))
+
+
 def _flag_siblings(df):
     """Flag a tensor whose std is off the median of its block siblings (see audit)."""
     for group, rows in df[df.block_group != ""].groupby("block_group"):
@@ -210,7 +217,9 @@ def _flag_siblings(df):
         median = float(rows["std"].median())
         for i in rows.index:
             s = df.at[i, "std"]
-            if median > 0 and abs(s / median - 1.0) > SIBLING_TOL:
+            # beyond SIBLING_TOL and four standard errors of a std from n entries
+            if median > 0 and abs(s / median - 1.0) > max(
+                    SIBLING_TOL, 4 * _relative_se(df.at[i, "excess_kurtosis"], df.at[i, "n"])):
                 df.at[i, "findings"] = df.at[i, "findings"] + [
                     f"scaled unlike its siblings ({group}: std {s:.3g} against a median "
                     f"{median:.3g})"]
@@ -230,9 +239,8 @@ def _check_expectations(df, expect):
     meets = []
     for s, e, n, k in zip(df["std"], expected, df.n, df.excess_kurtosis):
         if not np.isfinite(e):
-            meets.append(None)
+            meets.append(math.nan)   # no intent declared for it
             continue
-        # the std's standard error: std sqrt((kurtosis + 2) / (4 n))
-        se = s * math.sqrt(max(k if np.isfinite(k) else 0.0, -2.0) + 2.0) / (2 * math.sqrt(n))
+        se = s * _relative_se(k, n)
         meets.append(bool(abs(s - e) <= max(0.05 * e, 4 * se)))
     df["meets_expectation"] = meets
