@@ -548,3 +548,65 @@ def test_cli_audit(tmp_path, monkeypatch, capsys):
         assert main(["audit", "lms:lm", *argv, "--out", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: relu(x + bn2(conv2(relu(bn1(conv1(x)))))), with timm's and
+    torchvision's zero_init_residual (bn2's gain 0: the branch is off at init)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        return self.relu(out)
+
+
+class ScaledBlock(nn.Module):
+    """x + gamma * f(x) with ConvNeXt's layer scale gamma = 1e-6."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+        self.act = nn.GELU()
+        self.gamma = nn.Parameter(torch.full((n,), 1e-6))
+
+    def forward(self, x):
+        return x + self.gamma * self.act(self.fc(x))
+
+
+def test_deliberate_inits_read_as_off_at_init():
+    """Zero last norms of ResNet branches, a zero head, and a 1e-6 layer scale switch paths
+    off on purpose: "off at init", not dead or vanishing; a BasicBlock (activation after the
+    sum) is a residual block; an all-zero net is still dead."""
+    torch.manual_seed(0)
+    head = nn.Linear(8, 5)
+    nn.init.zeros_(head.weight)
+    resnet = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                           nn.Sequential(*[BasicBlock(8) for _ in range(3)]),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    df = wt.diagnose(resnet, torch.randn(4, 3, 8, 8)).set_index("module")
+    for b in range(3):
+        assert df.loc[f"3.{b}.bn2", "verdict"] == "off at init"
+        assert df.loc[f"3.{b}", "role"] == "residual"
+    assert df.loc["6", "verdict"] == "off at init" and df.loc["(output)", "verdict"] == \
+        "off at init"
+    assert df.loc["3.0.conv1", "verdict"] == "stable"
+    scaled = nn.Sequential(nn.Linear(16, 32), *[ScaledBlock(32) for _ in range(4)])
+    df = wt.diagnose(scaled, torch.randn(8, 16))
+    gamma = df[df.role == "scale"]
+    assert list(gamma.module) == [f"{b}.gamma" for b in range(1, 5)]
+    assert (gamma.verdict == "off at init").all()
+    assert (df[df.role == "residual"].verdict == "stable").all()
+    dead = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    wt.init_(dead, "zeros")
+    assert (wt.diagnose(dead, torch.randn(4, 8)).query("role == 'linear'").verdict ==
+            "dead").all()

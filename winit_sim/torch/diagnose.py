@@ -15,8 +15,12 @@ from .dataflow import WeightTracer, devices, prepare_inputs, preserved
 from .init import init_
 from .modules import activation_of, adds_input, block_group, check_model, first_tensor, role
 
+# a module's own weight (a norm's gain, a layer scale, a matrix) at most this large at
+# init switches its path off: deliberate (a zero last norm of a branch, a zero head,
+# ConvNeXt's layer scale 1e-6) where the rest of the net carries the signal
+OFF_AT_INIT = 1e-4
 STAT_COLUMNS = ("log10_pre_q", "log10_out_q", "frac_zero", "frac_saturated", "unit_var_ratio",
-                "log10_grad_q", "log10_wgrad_q")
+                "log10_grad_q", "log10_wgrad_q", "weight_max")
 KEY_COLUMNS = ("depth_index", "module", "type", "role", "shape")
 INPUT, OUTPUT = "(input)", "(output)"
 # token ids are no signal: an integer input's row has no forward statistics
@@ -138,15 +142,14 @@ class _Recorder:
         if running and running[-1] is owner and role(owner) is not None:
             return   # the module's own hook records it
         kind = use.kind
-        if kind == "scale":
-            if owner is None or "norm" not in type(owner).__name__.lower():
-                return
-            kind = "norm"
+        if kind == "scale":   # a norm's gain, or a layer scale (its own row)
+            norm = owner is not None and "norm" in type(owner).__name__.lower()
+            kind = "norm" if norm else "scale"
         if kind in ("linear", "conv"):
             self.conv_context = kind == "conv"
         # an embedding's weight too: the backward then reaches the layers above it
-        self.record(use.module, owner, kind, use.output, use.input,
-                    weight=use.weight if kind in ("linear", "conv", "embedding") else None)
+        self.record(use.module if kind != "scale" else use.param, owner, kind, use.output,
+                    use.input, weight=use.weight if kind != "norm" else None)
 
     def record(self, name, module, kind, y, x=None, weight=None):
         unit_dim = 1 if (self.conv_context and y.ndim >= 3) else -1
@@ -158,6 +161,9 @@ class _Recorder:
                "grad_q": math.nan, "weight": None}
         if weight is not None or kind in ("linear", "conv"):
             rec["weight"] = module.weight if weight is None else weight
+        own = rec["weight"] if rec["weight"] is not None else getattr(module, "weight", None)
+        rec["weight_max"] = float(own.detach().abs().max()) \
+            if isinstance(own, torch.Tensor) and own.numel() > 0 else math.nan
         if module is not None:
             self.calls[id(module)] = self.calls.get(id(module), 0) + 1
         if y.requires_grad:
@@ -291,7 +297,9 @@ def verdicts(df):
     input?). The verdict: dead (q or gradient exactly 0), symmetric (units identical),
     stable (both changes within the tables'
     :data:`~winit_sim.report.tables.STABLE_DECADES`), else exploding or vanishing by the
-    larger change.
+    larger change; and "off at init" where a small weight switches a path off on purpose
+    (:func:`_off_at_init`: inside repeated blocks, or a zero head, below which the rows,
+    whose gradient is then exactly 0, are judged by their forward alone).
     """
     df = df.copy()
     q = df.log10_pre_q.fillna(df.log10_out_q)
@@ -335,10 +343,34 @@ def verdicts(df):
     df["forward_decades"] = fwd
     df["backward_decades"] = bwd
     units = df["shape"].map(lambda s: math.prod(s[1:]))
-    df["verdict"] = [_verdict(*group_total.get(i, (fwd[i], bwd[i])), q.iloc[i], grad.iloc[i],
-                              df.unit_var_ratio.iloc[i], units.iloc[i])
-                     for i in range(len(df))]
+    off = _off_at_init(df, pattern, q)
+    judged = grad.copy()
+    if len(df) and off[-1]:
+        # a zero head passes no gradient down at init (exactly 0): the rows below are
+        # judged by their forward alone
+        judged[judged == -np.inf] = np.nan
+    totals = [group_total.get(i, (fwd[i], bwd[i])) for i in range(len(df))]
+    df["verdict"] = [_verdict(f, b if np.isfinite(judged.iloc[i]) else np.nan, q.iloc[i],
+                              judged.iloc[i], df.unit_var_ratio.iloc[i], units.iloc[i])
+                     for i, (f, b) in enumerate(totals)]
+    df.loc[off, "verdict"] = "off at init"
     return df
+
+
+def _off_at_init(df, pattern, q):
+    """Rows switched off at init on purpose (a boolean mask): a module in a repeated
+    block whose own weight is at most OFF_AT_INIT (the zero last norm of a ResNet branch, a
+    layer scale of 1e-6), and a read-out whose weight is that small while its input is
+    alive (a zero-initialised head), with the ``(output)`` it feeds."""
+    small = (df["weight_max"] <= OFF_AT_INIT).to_numpy()
+    off = small & (pattern != "")
+    weighted = np.flatnonzero(df.role.isin(["linear", "conv"]).to_numpy())
+    # the head's input (the row before it) carries a signal
+    if weighted.size and small[weighted[-1]] and weighted[-1] == len(df) - 2 and \
+            weighted[-1] > 0 and np.isfinite(q.iloc[weighted[-1] - 1]):
+        off[weighted[-1]] = True
+        off[len(df) - 1] = True
+    return off
 
 
 def _reinit(model, init, trial):

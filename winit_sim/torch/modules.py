@@ -203,14 +203,23 @@ def first_tensor(value):
     return None
 
 
+_ACTIVATION_NODES = ("ReluBackward", "ThresholdBackward", "GeluBackward", "SiluBackward",
+                     "TanhBackward", "SigmoidBackward", "EluBackward", "LeakyReluBackward")
+
+
 def adds_input(output, inp, max_nodes=64):
     """Whether ``output`` is ``inp`` plus something: its autograd graph reaches ``inp``'s
     node through an addition, with only additions, scalings and normalisations (a
-    post-norm block) on the way."""
+    post-norm block) on the way, after at most one activation on the sum (a ResNet
+    BasicBlock)."""
     if output is None or inp is None or output.shape != inp.shape or output.grad_fn is None:
         return False
     target = inp.grad_fn
-    stack, seen = [(output.grad_fn, False)], set()
+    start = output.grad_fn
+    # an activation after the sum (ResNet's BasicBlock: relu(x + f(x)))
+    if type(start).__name__.startswith(_ACTIVATION_NODES) and start.next_functions:
+        start = start.next_functions[0][0]
+    stack, seen = [(start, False)], set()
     while stack and len(seen) < max_nodes:
         node, added = stack.pop()
         if node is None or (id(node), added) in seen:
