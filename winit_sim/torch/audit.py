@@ -25,6 +25,7 @@ _SCHEMES = {
 UNIFORM_KURTOSIS = -1.2   # excess kurtosis of a uniform law (a normal's is 0)
 ORTHOGONAL_TOL = 1e-4     # max |W W^T / g^2 - I| of an orthogonal matrix, float32 included
 SIBLING_TOL = 0.2         # std off the median of its siblings by more than this: flagged
+NO_MATCH = 0.2            # a std more than this far from every scheme's matches none
 
 
 def torch_fans(shape):
@@ -51,7 +52,8 @@ def distribution(w):
     """(shape name, excess kurtosis) of a float64 tensor's entries: zeros, constant,
     orthogonal (2-D, g times a semi-orthogonal matrix), uniform (bounded at sqrt 3 std,
     kurtosis -1.2), normal (kurtosis 0 within 4 standard errors), truncated normal
-    (bounded below 3.5 std, kurtosis between), or other."""
+    (bounded below 3.5 std, kurtosis between), or other (also where too few entries
+    leave both uniform and normal possible)."""
     flat = w.reshape(-1)
     if not bool(flat.any()):
         return "zeros", math.nan
@@ -65,12 +67,15 @@ def distribution(w):
     reach = float(z.abs().max())
     if w.ndim == 2 and min(w.shape) > 1 and _orthogonal_gain(w) is not None:
         return "orthogonal", kurt
-    if n < 64:
-        return "other", kurt
-    # a uniform sample reaches sqrt 3 of its population std; its own std is a little off
-    if reach <= math.sqrt(3.0) * (1 + 4 * se) and abs(kurt - UNIFORM_KURTOSIS) < 4 * se + 0.05:
+    # a uniform sample reaches sqrt 3 of its population std (its own std is a little off)
+    uniform = reach <= math.sqrt(3.0) * (1 + 3 / math.sqrt(n)) and \
+        abs(kurt - UNIFORM_KURTOSIS) < 4 * se + 0.05
+    normal = abs(kurt) < 4 * se
+    if uniform and normal:   # under ~1000 entries the kurtosis cannot tell them apart
+        return "other (too few entries to tell)", kurt
+    if uniform:
         return "uniform", kurt
-    if abs(kurt) < 4 * se:
+    if normal:
         return "normal", kurt
     if reach < 3.5 and UNIFORM_KURTOSIS < kurt < 0:
         return f"truncated normal (at {_truncation(reach):.2f} std)", kurt
@@ -110,7 +115,8 @@ def _family(label):
 def _best(std, shape_name, fan_in, fan_out, n_layer):
     """(scheme, relative error of the std) closest to ``std`` among the schemes of the
     tensor's shape family (uniform or normal-like), or ("", NaN)."""
-    if not math.isfinite(fan_in) or shape_name in ("zeros", "constant", "other"):
+    if not math.isfinite(fan_in) or shape_name in ("zeros", "constant") or \
+            shape_name.startswith("other"):
         return "", math.nan
     if shape_name == "orthogonal":
         g = std * math.sqrt(max(fan_in, fan_out))
@@ -121,7 +127,8 @@ def _best(std, shape_name, fan_in, fan_out, n_layer):
     cands = {k: v for k, v in _candidates(fan_in, fan_out, n_layer).items()
              if _family(k) == family}
     label = min(cands, key=lambda k: abs(math.log(std / cands[k])))
-    return label, std / cands[label] - 1.0
+    err = std / cands[label] - 1.0
+    return (label if abs(err) <= NO_MATCH else f"none close (nearest: {label})"), err
 
 
 def _expected_std(spec, fan_in, fan_out):
@@ -155,7 +162,8 @@ def audit(model, *, n_layer=None, expect=None):
         ``fan_in`` / ``fan_out`` (torch's), ``mean``, ``std``, ``excess_kurtosis``,
         ``distribution`` (:func:`distribution`), ``scheme`` and ``scheme_error`` (the
         best-matching scheme of its shape family among the registry's, torch's default and
-        the 0.02 conventions, and std / that scheme's std - 1), ``block_group``, ``findings``
+        the 0.02 conventions, and std / that scheme's std - 1; "none close" beyond 20%),
+        ``block_group``, ``findings``
         (tied to, exact copy of, all zero, scaled unlike its siblings: a tensor in repeated
         blocks whose std is more than 20%, and four standard errors, off the median of the
         same tensor in the other blocks), and with ``expect`` ``expected_std`` and ``meets_expectation`` (the std
