@@ -227,8 +227,11 @@ def test_gain_auto_follows_the_dataflow():
     assert table.loc["mlp.c_fc", "gain"] == pytest.approx(math.sqrt(2.0))
     assert table.loc["mlp.c_proj", "activation"] == "linear"   # registered before act
     # an activation winit_sim does not know is named, not read as gain 1
+    unknown = TinyLM(act=SquaredReLU())
+    before = _state(unknown)
     with pytest.raises(ValueError, match="mlp.c_fc.*SquaredReLU"):
-        wt.init_(TinyLM(act=SquaredReLU()), "orthogonal:gain=auto", inputs=_ids())
+        wt.init_(unknown, "orthogonal:gain=auto", inputs=_ids())
+    assert all(torch.equal(before[k], v) for k, v in _state(unknown).items())   # untouched
     table = wt.init_(TinyLM(act=SquaredReLU()), "orthogonal:gain=auto", inputs=_ids(),
                      activation={"mlp.c_fc": "relu"}).set_index("module")
     assert table.loc["mlp.c_fc", "gain"] == pytest.approx(math.sqrt(2.0))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .modules import PASS_THROUGH, activation_of
+from .modules import PASS_THROUGH, activation_of, first_tensor
 
 WeightUse = namedtuple("WeightUse", ["op", "kind", "param", "module", "tied", "layout",
                                      "fan_in", "fan_out", "receptive_field", "weight",
@@ -97,16 +97,6 @@ def parameter_names(model):
     for name, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), []).append(name)
     return names
-
-
-def _first_tensor(value):
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            if isinstance(v, torch.Tensor):
-                return v
-    return None
 
 
 def _argument(args, kwargs, position, keyword):
@@ -206,7 +196,7 @@ class WeightTracer(TorchFunctionMode):
                 self._mark(out, len(self.uses) - 1)
             if self.on_use is not None:
                 self.on_use(use)
-        index = self._source(_first_tensor(args))
+        index = self._source(first_tensor(args))
         if index is not None:
             if func in _ACTIVATION_FUNCS:
                 self._reach(index, _ACTIVATION_FUNCS[func](args, kwargs))
@@ -235,10 +225,10 @@ class WeightTracer(TorchFunctionMode):
             fan_in, fan_out, k = shape[1], shape[0], 1
         return WeightUse(getattr(func, "__name__", str(func)), kind, names[0],
                          names[0].rpartition(".")[0], tuple(names[1:]), layout, fan_in,
-                         fan_out, k, w, _first_tensor(out), x)
+                         fan_out, k, w, first_tensor(out), x)
 
     def _uses(self, func, args, kwargs, out):
-        x = _first_tensor(args)
+        x = first_tensor(args)
         if func in _BY_POSITION:
             kind, pos, key, layout = _BY_POSITION[func]
             w = _argument(args, kwargs, pos, key)

@@ -97,13 +97,14 @@ def init_(model, init="he_normal", *, activation=None, seed=0, bias="zeros", inp
     if flow is None:
         _warn_unseen(model, targets)
     acts = _activations(targets, activation)
-    rows = []
-    for l, (t, (act, act_note)) in enumerate(zip(targets, acts), start=1):
-        torch_fan_out = t.fan_out * t.receptive_field
+    for t, (act, act_note) in zip(targets, acts):   # before any weight is written
         if act is None and needs_gain(spec):
             raise ValueError(f"init {spec.canonical()!r} needs the activation of {t.name!r}, "
                              f"but its output reaches {act_note}, which winit_sim does not "
                              f"know: give activation={{{t.name!r}: ...}}")
+    rows = []
+    for l, (t, (act, act_note)) in enumerate(zip(targets, acts), start=1):
+        torch_fan_out = t.fan_out * t.receptive_field
         g = auto_gain(spec, act) if act is not None else None
         notes = [n for n in (_layout_note(t), act_note) if n]
         kind, scale = layer_sampler(spec, t.fan_in, torch_fan_out, g)
