@@ -147,7 +147,8 @@ class _Recorder:
             kind = "norm" if norm else "scale"
         if kind in ("linear", "conv"):
             self.conv_context = kind == "conv"
-        # an embedding's weight too: the backward then reaches the layers above it
+        # every weight but a norm's gain (the module's own): an embedding's makes the
+        # backward reach the layers above it, a layer scale's gives its wgrad
         self.record(use.module if kind != "scale" else use.param, owner, kind, use.output,
                     use.input, weight=use.weight if kind != "norm" else None)
 
@@ -256,9 +257,10 @@ def _frame(records):
     return df[list(KEY_COLUMNS) + list(STAT_COLUMNS)]
 
 
-def _slope(x, y):
-    """Least-squares slope of y on x over the finite pairs (NaN with fewer than 2)."""
-    ok = np.isfinite(y)
+def fitted_slope(x, y):
+    """Least-squares slope of y on x over the finite pairs (NaN with fewer than 2 distinct
+    x)."""
+    ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 2 or np.ptp(x[ok]) == 0:
         return math.nan
     return float(np.polyfit(x[ok], y[ok], 1)[0])
@@ -330,7 +332,7 @@ def verdicts(df):
         if not key[0] or np.unique(index[rows]).size < 2:
             continue
         x = index[rows]
-        sf, sb = _slope(x, q.to_numpy()[rows]), _slope(x, grad.to_numpy()[rows])
+        sf, sb = fitted_slope(x, q.to_numpy()[rows]), fitted_slope(x, grad.to_numpy()[rows])
         per_block[rows], grad_per_block[rows] = sf, sb
         fwd[rows] = sf * (x - x.min())
         bwd[rows] = sb * (x - x.max())

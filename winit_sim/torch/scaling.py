@@ -1,7 +1,6 @@
 """mup's coordinate check, extended to depth: diagnose a family of models across widths
 (and depths), at init and after a few optimizer steps, and fit each module's log-slopes."""
 from dataclasses import dataclass
-import math
 
 import numpy as np
 import pandas as pd
@@ -10,7 +9,7 @@ import torch
 from ..checks import check_positive_int, check_seed
 from ..report.plots import plot_scaling
 from ..report.tables import STABLE_DECADES
-from .diagnose import cotangent, diagnose
+from .diagnose import cotangent, diagnose, fitted_slope
 from .modules import check_model, first_tensor
 
 # |d log10 q / d log10 width| up to this: the statistic does not move with width (its
@@ -47,13 +46,6 @@ def _positive_list(values, name):
     return sorted({check_positive_int(v, name) for v in values})
 
 
-def _fit(x, y):
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 2 or np.ptp(x[ok]) == 0:
-        return math.nan
-    return float(np.polyfit(x[ok], y[ok], 1)[0])
-
-
 def _slopes(stats, against):
     """Per (step, module[, the other axis]) slope of each quantity against width or depth."""
     x_col, other = ("width", "depth") if against == "width" else ("depth", "width")
@@ -67,7 +59,7 @@ def _slopes(stats, against):
             x = np.log10(x)
         span = float(np.ptp(x))
         for quantity in QUANTITIES:
-            slope = _fit(x, grp[quantity].to_numpy(float))
+            slope = fitted_slope(x, grp[quantity].to_numpy(float))
             change = slope * span
             if against == "width":
                 flat = abs(slope) <= WIDTH_SLOPE_TOLERANCE
