@@ -38,6 +38,24 @@ def test_gemm_on_strided_blocks(ta, tb):
     np.testing.assert_allclose(c, want, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("r, k, n", [(1, 1, 3), (3, 5, 2), (7, 7, 7), (300, 450, 130)])
+def test_upper_rows_dot(r, k, n):
+    """a @ b for an upper-triangular a, on blocks of unequal row counts; the same bits on
+    one and two threads."""
+    from winit_sim import engine
+    g = np.random.default_rng(2)
+    a = np.triu(g.standard_normal((r, k)))
+    b = g.standard_normal((k, n))
+    got = []
+    for threads in (1, 2):
+        out = np.full((r, n), np.nan)
+        with engine.threads(threads):
+            blocks.upper_rows_dot(a, b, out)
+        got.append(out)
+    assert np.array_equal(got[0], got[1])
+    np.testing.assert_allclose(got[0], a @ b, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("fo, fi, r", [(300, 200, 130), (200, 300, 300), (400, 400, 600),
                                        (7, 5, 1)])
 def test_times_columns_applies_w(fo, fi, r):

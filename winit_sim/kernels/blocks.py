@@ -454,6 +454,36 @@ def rows_dot(a, b, out):
             np.dot(a[i0:i1], b, out[i0:i1])
 
 
+@njit(parallel=True, cache=True)
+def upper_rows_dot(a, b, out):
+    """out = a @ b for an upper-triangular a (r x k, r <= k: a[i, j] = 0 for j < i), as
+    single-threaded BLAS calls on fixed blocks of rows of a, each from its first
+    column on (about half of :func:`rows_dot`'s flops). The blocks' boundaries split the
+    work k - i of the rows evenly, so contiguous blocks balance across threads; they
+    depend on the sizes alone."""
+    r, k = a.shape
+    total = r * k - r * (r - 1) // 2        # sum of k - i over the rows
+    for blk in prange(_DOT_BLOCKS):
+        i0 = _upper_block_start(np.int64(blk), r, k, total)
+        i1 = _upper_block_start(np.int64(blk) + 1, r, k, total)
+        if i0 < i1:
+            gemm(1.0, a[i0:i1, i0:], False, b[i0:], False, 0.0, out[i0:i1])
+
+
+@njit(inline="always")
+def _upper_block_start(blk, r, k, total):
+    """The first row of block ``blk`` of :func:`upper_rows_dot`: the first row i whose
+    work before it, sum_{j<i} (k - j), reaches blk / _DOT_BLOCKS of the total."""
+    if blk >= _DOT_BLOCKS:
+        return r
+    i = 0
+    done = 0
+    while i < r and done * _DOT_BLOCKS < blk * total:
+        done += k - i
+        i += 1
+    return i
+
+
 # from this many rows the conditional engines' full block products are BLAS calls: per
 # 512-column block on one thread, BLAS took 0.4x to 0.6x the time of the register loops at
 # 128 and 256 rows, about the same at 64, and up to twice their time at 8 to 32 (float32

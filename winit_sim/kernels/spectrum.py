@@ -75,8 +75,9 @@ t = tau r with
 and gives t_i <- c (t_i - tau r^2 t_j) (scale s_i), t_j <- c (tau t_i + t_j)
 (scale s_j), c = 1 / sqrt(1 + t^2). As r -> 0 it becomes Gram-Schmidt of the
 small row against the large one, so no quantity ever leaves float range. Sweeps
-run until every pair's cosine |g| / sqrt(a b) is below ``JACOBI_TOL``. The pairs
-are visited block by block (``_JACOBI_BLOCKS`` fixed blocks of rows paired by the
+run until every pair's cosine |g| / sqrt(a b) is below ``JACOBI_TOL``; a pair whose
+rows have not changed since it was last found so is not checked again (the same bits).
+The pairs are visited block by block (``_JACOBI_BLOCKS`` fixed blocks of rows paired by the
 circle method), the block pairs of a round in parallel: they share no row.
 Jacobi computes each singular value to a relative accuracy set by the
 conditioning of T (O(1) by construction), not by the largest singular value.
@@ -93,7 +94,7 @@ import numpy as np
 from numba import prange, types
 
 from . import FAST, householder, njit, rng
-from .blocks import rows_dot
+from .blocks import rows_dot, upper_rows_dot
 from .layer import key
 from .matrix import activate_layer, add_bias, layer_bias, layer_weights, load_input
 from .weights import ORTHOGONAL
@@ -205,7 +206,7 @@ def stratify(x, s, t_rows, perm_out, cap):
         tp = np.empty((k, n0))
         for j in range(k):
             tp[j] = t_rows[perm[j]]
-        rows_dot(f, tp, t_new)
+        upper_rows_dot(f, tp, t_new)     # F is upper triangular
     for j in range(k):
         perm_out[j] = perm[j]
     return (q if kk == q.shape[1] else np.ascontiguousarray(q[:, :kk])), s_new, t_new
@@ -234,10 +235,13 @@ def precondition(t_rows, s, steps):
 
 
 @njit(inline="always", fastmath=FAST)
-def _rotate_pair(a, sc, sq, p, q):
+def _rotate_pair(a, sc, sq, p, q, moved, moved_now):
     """One Jacobi rotation of rows p, q of diag(e^sc) a (module docstring); True where the
-    pair was not yet orthogonal to JACOBI_TOL."""
-    if sq[p] == 0.0 or sq[q] == 0.0:
+    pair was not yet orthogonal to JACOBI_TOL. ``moved[r]``: row r changed in this sweep
+    or the last (``moved_now``: in this sweep). A pair with neither row moved was found
+    orthogonal on these very rows, norms and scales in the last sweep, so it is skipped:
+    the same bits, without its dot product."""
+    if sq[p] == 0.0 or sq[q] == 0.0 or not (moved[p] or moved[q]):
         return False
     # i: the row of the larger scale
     if sc[p] >= sc[q]:
@@ -252,6 +256,7 @@ def _rotate_pair(a, sc, sq, p, q):
         g += ai[c] * aj[c]
     if abs(g) <= JACOBI_TOL * math.sqrt(sq[i] * sq[j]):
         return False
+    moved[p] = moved[q] = moved_now[p] = moved_now[q] = True
     r = math.exp(sc[j] - sc[i])
     den = sq[j] * r * r - sq[i]
     if den == 0.0:
@@ -322,7 +327,7 @@ def _block_pair(i, rnd):
 
 
 @njit(cache=True, fastmath=FAST)
-def _rotate_blocks(a, sc, sq, lo0, lo1, hi0, hi1, inside):
+def _rotate_blocks(a, sc, sq, moved, moved_now, lo0, lo1, hi0, hi1, inside):
     """Every row pair across rows lo0..lo1 and hi0..hi1, in a fixed order, and first
     (``inside``) every pair within each. True where a pair was rotated. A function of
     its own, so the parallel loop that calls it stays small to compile."""
@@ -333,7 +338,7 @@ def _rotate_blocks(a, sc, sq, lo0, lo1, hi0, hi1, inside):
         for p in range(p0, p1):
             q0, q1 = (p + 1, p1) if phase != 2 else (hi0, hi1)
             for q in range(q0, q1):
-                any_rot |= _rotate_pair(a, sc, sq, p, q)
+                any_rot |= _rotate_pair(a, sc, sq, p, q, moved, moved_now)
     return any_rot
 
 
@@ -354,10 +359,15 @@ def log_singular_values(t_rows, s, out):
     sq = np.empty(k)
     nb = _JACOBI_BLOCKS
     rotated_in = np.zeros(nb // 2, np.bool_)
+    moved = np.ones(k, np.bool_)        # every pair is checked in the first sweep
+    moved_now = np.zeros(k, np.bool_)
     sweeps = 0
     rotated = True
     while rotated and sweeps <= JACOBI_MAX_SWEEPS:
         rotated = False
+        if sweeps > 0:
+            moved[:] = moved_now
+            moved_now[:] = False
         sweeps += 1
         _row_norms(a, sq)
         for rnd in range(nb - 1):
@@ -366,7 +376,8 @@ def log_singular_values(t_rows, s, out):
                 b0, b1 = _block_pair(np.int64(i), rnd)   # a prange index may be unsigned
                 lo0, lo1 = _block_start(b0, k), _block_start(b0 + 1, k)
                 hi0, hi1 = _block_start(b1, k), _block_start(b1 + 1, k)
-                rotated_in[i] = _rotate_blocks(a, sc, sq, lo0, lo1, hi0, hi1, rnd == 0)
+                rotated_in[i] = _rotate_blocks(a, sc, sq, moved, moved_now, lo0, lo1, hi0, hi1,
+                                               rnd == 0)
             for i in range(nb // 2):
                 rotated = rotated or rotated_in[i]
     _row_norms(a, sq)
