@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 wt = pytest.importorskip("winit_sim.torch")
+from winit_sim.torch.diagnose import ATTENTION_COLUMNS  # noqa: E402
 from winit_sim.torch.dataflow import UNKNOWN, trace  # noqa: E402
 from winit_sim.torch.modules import identify_activation  # noqa: E402
 
@@ -248,14 +249,14 @@ def test_init_bad_input():
 
 # ---------------------------------------------------------------------------- real models
 
-def _hf_models():
+def _hf_models(**extra):
     transformers = pytest.importorskip("transformers")
     transformers.utils.logging.set_verbosity_error()
     ids = _ids(100, (2, 8))
     return {
         "gpt2": (transformers.GPT2LMHeadModel(transformers.GPT2Config(
             n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=16,
-            bos_token_id=0, eos_token_id=0)), (ids,)),
+            bos_token_id=0, eos_token_id=0, **extra)), (ids,)),
         "llama": (transformers.LlamaForCausalLM(transformers.LlamaConfig(
             num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=100)), (ids,)),
@@ -284,6 +285,18 @@ def test_real_hf_models():
             if pname.endswith("weight"):   # every matrix, norm and embedding
                 assert owner in seen, (name, pname)
         assert np.isfinite(df.log10_grad_q.dropna()).all(), name
+        # an attention row per block, near-uniform attention at init
+        att = df[df.role == "attention"]
+        assert len(att) == 2 and att.attn_entropy_ratio.between(0.9, 1.0 + 1e-12).all(), name
+        assert np.isfinite(att[list(ATTENTION_COLUMNS)]).all().all(), name
+        if name == "gpt2":   # the eager implementation reads the same as SDPA (no dropout)
+            eager = _hf_models(attn_implementation="eager")["gpt2"][0].eval()
+            eager.load_state_dict(model.state_dict())
+            both = [wt.diagnose(m, inputs) for m in (model.eval(), eager)]
+            model.train()
+            cols = list(ATTENTION_COLUMNS)
+            np.testing.assert_allclose(*(d[d.role == "attention"][cols] for d in both),
+                                       rtol=1e-5, atol=1e-6)
         table = wt.init_(model, "he_normal", inputs=inputs)
         covered = set(table.module)
         for pname, p in model.named_parameters():
@@ -362,6 +375,122 @@ def test_token_inputs_are_no_signal():
     df = wt.diagnose(TinyLM(), _ids(), loss=lambda out: out.square().mean())
     row = df.set_index("module").loc["(input)"]
     assert np.isnan(row.log10_out_q) and row.verdict == "stable"
+
+
+# ---------------------------------------------------------------------------- attention
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, explicit (softmax(q k^T / sqrt(d)) @ v, as timm's and HF's
+    eager code) or through F.scaled_dot_product_attention."""
+
+    def __init__(self, n=16, heads=4, fused=False, causal=False):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(n, 3 * n), nn.Linear(n, n)
+        self.heads, self.fused, self.causal = heads, fused, causal
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).permute(
+            2, 0, 3, 1, 4)
+        if self.fused:
+            mixed = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(c // self.heads)
+            if self.causal:
+                scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1),
+                                            float("-inf"))
+            mixed = F.dropout(scores.softmax(dim=-1), 0.0) @ v
+        return self.proj(mixed.transpose(1, 2).reshape(b, t, c))
+
+
+def _naive_attention_stats(x, w_qkv, b_qkv, heads, causal):
+    """Entropy, its ratio and the token cosines by loops over queries and token pairs."""
+    b, t, c = x.shape
+    d = c // heads
+    qkv = x @ w_qkv.T + b_qkv
+    h_sum, most_sum, rows = 0.0, 0.0, 0
+    cos_in, cos_out = [], []
+    for s in range(b):
+        q, k, v = (qkv[s, :, i * c:(i + 1) * c] for i in range(3))
+        mixed = np.zeros((t, c))
+        for h in range(heads):
+            cols = slice(h * d, (h + 1) * d)
+            for i in range(t):
+                seen = i + 1 if causal else t
+                e = np.array([q[i, cols] @ k[j, cols] / math.sqrt(d) for j in range(seen)])
+                p = np.exp(e - e.max())
+                p /= p.sum()
+                h_sum += -sum(pj * math.log(pj) for pj in p)
+                most_sum += math.log(seen)
+                rows += 1
+                mixed[i, cols] = p @ v[:seen, cols]
+        for tok, out in ((v, cos_in), (mixed, cos_out)):
+            pairs = [tok[i] @ tok[j] / np.linalg.norm(tok[i]) / np.linalg.norm(tok[j])
+                     for i in range(t) for j in range(t) if i != j]
+            out.append(np.mean(pairs))
+    return {"attn_entropy": h_sum / rows, "attn_entropy_ratio": h_sum / most_sum,
+            "token_cos_in": np.mean(cos_in), "token_cos_out": np.mean(cos_out)}
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_rows_match_a_naive_reference(causal):
+    """The explicit form, F.scaled_dot_product_attention and nn.MultiheadAttention on the
+    same weights give one attention row each, with the same statistics, equal to loops
+    over queries and token pairs in float64."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    explicit = SelfAttention(causal=causal).double()
+    fused = SelfAttention(fused=True, causal=causal).double()
+    fused.load_state_dict(explicit.state_dict())
+    mha = nn.MultiheadAttention(16, 4, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(explicit.qkv.weight)
+        mha.in_proj_bias.copy_(explicit.qkv.bias)
+    mask = torch.ones(7, 7, dtype=torch.bool).triu(1) if causal else None
+
+    class MHA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = mha
+
+        def forward(self, x):
+            return self.attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+
+    want = _naive_attention_stats(x.numpy(), explicit.qkv.weight.detach().numpy(),
+                                  explicit.qkv.bias.detach().numpy(), 4, causal)
+    rows = {}
+    for name, model in (("explicit", explicit), ("fused", fused), ("mha", MHA())):
+        df = wt.diagnose(model, x)
+        att = df[df.role == "attention"]
+        assert len(att) == 1, name
+        rows[name] = att.iloc[0]
+        for col, value in want.items():
+            assert rows[name][col] == pytest.approx(value, rel=1e-10, abs=1e-12), (name, col)
+    for col in ("log10_q_q", "log10_k_q", "log10_v_q"):
+        assert rows["explicit"][col] == pytest.approx(rows["fused"][col], abs=1e-12)
+        assert rows["mha"][col] == pytest.approx(rows["fused"][col], abs=1e-12)
+    # the fused row is A V before the projection; nn.MultiheadAttention's is after it
+    assert rows["explicit"].log10_out_q == pytest.approx(rows["fused"].log10_out_q, abs=1e-12)
+    assert np.isfinite(rows["fused"].log10_grad_q)
+
+
+def test_attention_entropy_limits():
+    """Zero queries give uniform attention (ratio 1, tokens mixed into one: cosine 1 after);
+    huge queries and keys put each query on one key (ratio near 0)."""
+    torch.manual_seed(1)
+    model = SelfAttention(fused=True)
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        model.qkv.weight[:16] = 0.0
+        model.qkv.bias[:16] = 0.0
+    row = wt.diagnose(model, x).query("role == 'attention'").iloc[0]
+    assert row.attn_entropy == pytest.approx(math.log(6))
+    assert row.attn_entropy_ratio == pytest.approx(1.0, abs=1e-12)
+    assert row.token_cos_out == pytest.approx(1.0) and abs(row.token_cos_in) < 0.5
+    with torch.no_grad():
+        model.qkv.weight[:32] = 30.0 * torch.randn(32, 16)
+    row = wt.diagnose(model, x).query("role == 'attention'").iloc[0]
+    assert row.attn_entropy_ratio < 0.05
 
 
 # ---------------------------------------------------------------------------- audit

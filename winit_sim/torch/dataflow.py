@@ -11,6 +11,13 @@ one-dimensional parameter (the gain of a norm torch does not define, such as
 ``LlamaRMSNorm``, or a layer scale), and ``F.multi_head_attention_forward`` (the packed
 q/k/v projection of nn.MultiheadAttention, three matrices with their own fans).
 
+Each attention computation is an :data:`AttentionCall`, whatever its implementation:
+``F.scaled_dot_product_attention`` (its weights recomputed from q, k and the mask),
+nn.MultiheadAttention (run once more asking for its per-head weights, dropout off), and
+the explicit form ``softmax(q k^T ...) @ v`` (a product of two activations whose result,
+through scaling, masking and casts, reaches a softmax over its last axis, whose output,
+through dropout, multiplies the values).
+
 Each use names its parameter as the model registers it, the module that owns it, the
 matrix's layout and fans (torch's definitions: fan_in = in_features x receptive field),
 and the output tensor of the call, so that a diagnosis can measure it.
@@ -24,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from .attention import softmax_weights
 from .modules import PASS_THROUGH, activation_of, first_tensor
 
 WeightUse = namedtuple("WeightUse", ["op", "kind", "param", "module", "tied", "layout",
@@ -41,6 +49,18 @@ fan_out = out_channels; for packed_qkv, of each of the three), ``receptive_field
 ``weight``: the parameter; ``output`` / ``input``: the call's first output and input
 tensors."""
 
+AttentionCall = namedtuple("AttentionCall", ["op", "module", "query", "key", "value",
+                                             "weights", "output"])
+AttentionCall.__doc__ = """One attention computation in a forward pass.
+
+``op``: the torch function that ran it (``scaled_dot_product_attention``,
+``multi_head_attention_forward``, or ``softmax`` for the explicit form); ``module``: the
+name of the innermost module running it; ``query``, ``key``, ``value``: the per-head
+tensors (..., T, d), the heads before T (the key may be None: not seen); ``weights``: the
+attention weights (..., T_q, T_k), each row a softmax; ``output``: weights @ value
+(..., T_q, d), before any output projection. nn.MultiheadAttention's are
+(batch, heads, T, d)."""
+
 # function -> (kind, argument position of the weight, its keyword, layout)
 _LINEAR = {F.linear: ("linear", 1, "weight", "out_in")}
 _CONV = {f: ("conv", 1, "weight", "conv") for f in (F.conv1d, F.conv2d, F.conv3d)}
@@ -56,6 +76,7 @@ _BY_POSITION = {**_LINEAR, **_CONV, **_NORMS, **_EMBEDDING}
 _MATMULS = {torch.matmul, torch.mm, torch.Tensor.matmul, torch.Tensor.mm,
             torch.Tensor.__matmul__, torch.Tensor.__rmatmul__}
 _MULS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__}
+_SOFTMAXES = {F.softmax, torch.softmax, torch.Tensor.softmax}
 _ADDS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
 # what a layer's output may pass through before its activation: views, copies, dropout,
 # normalisations (and adding a bias parameter, see WeightTracer._passes)
@@ -114,11 +135,18 @@ class WeightTracer(TorchFunctionMode):
     matrix is the head where the head uses it.
     """
 
-    def __init__(self, model, on_use=None):
+    def __init__(self, model, on_use=None, on_attention=None):
         super().__init__()
         self.names = parameter_names(model)
         self.modules = dict(model.named_modules(remove_duplicate=False))
+        self.module_names = {}
+        for name, module in model.named_modules():
+            self.module_names.setdefault(id(module), name)
         self.on_use = on_use
+        self.on_attention = on_attention   # called with each AttentionCall
+        # the explicit form's intermediate tensors: id -> (weakref, (query, key, weights))
+        # (weights None: the scores, before their softmax)
+        self._attention_parts = {}
         self.uses = []
         # uses[i]'s activation: the first one its output reaches through views, dropout,
         # norms and bias additions (a registry spec, or (UNKNOWN, {"module": class}))
@@ -190,6 +218,9 @@ class WeightTracer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self.on_attention is not None:
+            with torch.no_grad():
+                self._attention(func, args, kwargs, out)
         for use in self._uses(func, args, kwargs, out):
             self.uses.append(use)
             if use.kind in ("linear", "conv", "attention"):
@@ -203,6 +234,83 @@ class WeightTracer(TorchFunctionMode):
             elif func in _PASS_FUNCS or self._adds_bias(func, args):
                 self._mark(out, index)
         return out
+
+    def _part(self, t):
+        """The explicit attention's (query, key, weights) that ``t`` carries, or None."""
+        if not isinstance(t, torch.Tensor):
+            return None
+        ref, part = self._attention_parts.get(id(t), (None, None))
+        return part if ref is not None and ref() is t else None
+
+    def _emit(self, op, query, key, value, weights, output):
+        running = self.module_names.get(id(self.running[-1]), "") if self.running else ""
+        self.on_attention(AttentionCall(op, running, query, key, value, weights, output))
+
+    def _attention(self, func, args, kwargs, out):
+        """Find attention computations (module docstring) and pass each on."""
+        if func is F.scaled_dot_product_attention:
+            q, k, v = (_argument(args, kwargs, i, n) for i, n in
+                       enumerate(("query", "key", "value")))
+            weights = softmax_weights(q, k, _argument(args, kwargs, 3, "attn_mask"),
+                                      bool(_argument(args, kwargs, 5, "is_causal")),
+                                      kwargs.get("scale"))
+            self._emit("scaled_dot_product_attention", q, k, v, weights, out)
+        elif func is F.multi_head_attention_forward:
+            self._multi_head(args, kwargs)
+        elif func in _MATMULS or func is torch.bmm:
+            a, b = (args + (None, None))[:2]
+            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or \
+                    a.ndim < 3 or b.ndim < 3 or self._name(a) or self._name(b):
+                return
+            part = self._part(a)
+            if part is not None and part[2] is not None:    # weights @ values
+                self._emit("softmax", part[0], part[1], b, part[2], out)
+            else:                                            # q @ k^T: scores
+                self._attention_parts[id(out)] = (weakref.ref(out),
+                                                  (a, b.transpose(-1, -2), None))
+        elif func in _SOFTMAXES:
+            part = self._part(first_tensor(args))
+            dim = _argument(args, kwargs, 1, "dim")
+            if part is not None and part[2] is None and dim in (-1, out.ndim - 1):
+                self._attention_parts[id(out)] = (weakref.ref(out), (part[0], part[1], out))
+        elif self._attention_parts and isinstance(out, torch.Tensor):
+            # scaling, masking, casts and dropout carry the mark when the shape stays
+            for t in list(args) + list(kwargs.values()):
+                part = self._part(t)
+                if part is not None and t.shape == out.shape:
+                    self._attention_parts[id(out)] = (weakref.ref(out), part)
+                    break
+
+    def _multi_head(self, args, kwargs):
+        """nn.MultiheadAttention's per-head q, k, v, weights and A V: its functional run
+        once more with the weights asked for, dropout off and an identity output
+        projection."""
+        names = ("query", "key", "value", "embed_dim_to_check", "num_heads",
+                 "in_proj_weight", "in_proj_bias", "bias_k", "bias_v", "add_zero_attn",
+                 "dropout_p", "out_proj_weight", "out_proj_bias")
+        call = {n: _argument(args, kwargs, i, n) for i, n in enumerate(names)}
+        call.update({k: v for k, v in kwargs.items() if k not in call})
+        query = call["query"]
+        e, heads = query.shape[-1], int(call["num_heads"])
+        call.update(training=False, need_weights=True, average_attn_weights=False,
+                    out_proj_weight=torch.eye(e, dtype=query.dtype, device=query.device),
+                    out_proj_bias=None)
+        mixed, weights = F.multi_head_attention_forward(**call)
+        packed, bias = call["in_proj_weight"], call["in_proj_bias"]
+        if call.get("use_separate_proj_weight"):
+            mats = [call.get(f"{n}_proj_weight") for n in "qkv"]
+        else:
+            mats = list(packed.chunk(3))
+        biases = list(bias.chunk(3)) if bias is not None else [None] * 3
+        per_head = []
+        for x, w, b in zip((query, call["key"], call["value"]), mats, biases):
+            y = F.linear(x, w, b)    # (T, B, E) or (T, E)
+            y = y.unsqueeze(1) if y.ndim == 2 else y
+            per_head.append(y.reshape(y.shape[0], y.shape[1], heads, -1).permute(1, 2, 0, 3))
+        mixed = mixed.unsqueeze(1) if mixed.ndim == 2 else mixed
+        mixed = mixed.reshape(mixed.shape[0], mixed.shape[1], heads, -1).permute(1, 2, 0, 3)
+        weights = weights.unsqueeze(0) if weights.ndim == 3 else weights
+        self._emit("multi_head_attention_forward", *per_head, weights, mixed)
 
     def _adds_bias(self, func, args):
         """x + b with b a one-dimensional parameter (a bias added outside the product)."""

@@ -11,6 +11,7 @@ from ..checks import check_positive_int, check_seed
 from ..inits import resolve_init
 from ..report.tables import STABLE_DECADES, SYMMETRIC_RATIO
 from ..simulate import dphi
+from .attention import attention_stats
 from .dataflow import WeightTracer, devices, prepare_inputs, preserved
 from .init import init_
 from .modules import activation_of, adds_input, block_group, check_model, first_tensor, role
@@ -21,6 +22,9 @@ from .modules import activation_of, adds_input, block_group, check_model, first_
 OFF_AT_INIT = 1e-4
 STAT_COLUMNS = ("log10_pre_q", "log10_out_q", "frac_zero", "frac_saturated", "unit_var_ratio",
                 "log10_grad_q", "log10_wgrad_q", "weight_max")
+# attention rows (:mod:`.attention`): log10 mean squares of q, k, v; entropy; similarity
+ATTENTION_COLUMNS = ("log10_q_q", "log10_k_q", "log10_v_q", "attn_entropy",
+                     "attn_entropy_ratio", "token_cos_in", "token_cos_out")
 KEY_COLUMNS = ("depth_index", "module", "type", "role", "shape")
 INPUT, OUTPUT = "(input)", "(output)"
 # token ids are no signal: an integer input's row has no forward statistics
@@ -79,6 +83,7 @@ class _Recorder:
     def __init__(self, model):
         self.records, self.handles, self.stack = [], [], []
         self.calls = {}   # id(module) -> records made for it (an attention's out_proj)
+        self.pending = {}   # id(module) -> its attention's statistics, until its row
         self.residuals = 0   # blocks found so far
         self.conv_context = False
         self.by_name = dict(model.named_modules(remove_duplicate=False))
@@ -152,6 +157,18 @@ class _Recorder:
         self.record(use.module if kind != "scale" else use.param, owner, kind, use.output,
                     use.input, weight=use.weight if kind != "norm" else None)
 
+    def attention(self, call):
+        """An attention computation (:data:`.dataflow.AttentionCall`): its statistics go to
+        its module's row where that module has one (nn.MultiheadAttention), else to a row
+        of its own (role ``attention``, named after the module running it, its output
+        A V before the output projection)."""
+        stats = attention_stats(call.query, call.key, call.value, call.weights, call.output)
+        owner = self.by_name.get(call.module)
+        if owner is not None and role(owner) == "attention":
+            self.pending[id(owner)] = stats
+        else:
+            self.record(call.module, owner, "attention", call.output).update(stats)
+
     def record(self, name, module, kind, y, x=None, weight=None):
         unit_dim = 1 if (self.conv_context and y.ndim >= 3) else -1
         rec = {"module": name, "type": type(module).__name__ if module is not None else "",
@@ -159,7 +176,9 @@ class _Recorder:
                "shape": tuple(y.shape), **(output_stats(y, unit_dim) if y.is_floating_point()
                                           else _NO_SIGNAL),
                "frac_saturated": _saturated(module, x) if kind == "activation" else math.nan,
-               "grad_q": math.nan, "weight": None}
+               "grad_q": math.nan, "weight": None,
+               **dict.fromkeys(("q_q", "k_q", "v_q") + ATTENTION_COLUMNS[3:], math.nan),
+               **(self.pending.pop(id(module), {}) if module is not None else {})}
         if weight is not None or kind in ("linear", "conv"):
             rec["weight"] = module.weight if weight is None else weight
         own = rec["weight"] if rec["weight"] is not None else getattr(module, "weight", None)
@@ -203,7 +222,8 @@ def _measure(model, inputs, loss, cotangent_seed):
                           None)
     rec.conv_context = first_weighted == "conv"
     rec.record(INPUT, None, "input", args[0])
-    tracer = WeightTracer(model, on_use=lambda use: rec.weight_use(use, tracer.running))
+    tracer = WeightTracer(model, on_use=lambda use: rec.weight_use(use, tracer.running),
+                          on_attention=rec.attention)
     try:
         try:
             with tracer:
@@ -254,7 +274,9 @@ def _frame(records):
     df.insert(6, "log10_out_q", np.where(weighted, np.nan, q))
     df["log10_grad_q"] = _log10(df.pop("grad_q"))
     df["log10_wgrad_q"] = _log10(df.pop("wgrad_q"))
-    return df[list(KEY_COLUMNS) + list(STAT_COLUMNS)]
+    for part in "qkv":
+        df[f"log10_{part}_q"] = _log10(df.pop(f"{part}_q"))
+    return df[list(KEY_COLUMNS) + list(STAT_COLUMNS) + list(ATTENTION_COLUMNS)]
 
 
 def fitted_slope(x, y):
@@ -426,8 +448,17 @@ def diagnose(model, inputs, *, loss=None, cotangent_seed=0, trials=1, init=None)
         ``frac_zero``; ``frac_saturated`` (activation modules winit_sim knows, on their
         input); ``unit_var_ratio`` (units: the channels, dim 1, after a convolution,
         else the last dimension); ``log10_grad_q`` (log10 mean((dloss/dy)^2)) and
-        ``log10_wgrad_q`` (the weight's gradient). Then ``forward_decades``,
-        ``backward_decades`` and ``verdict`` (:func:`verdicts`).
+        ``log10_wgrad_q`` (the weight's gradient). For every attention computation
+        (:data:`.dataflow.AttentionCall`: ``F.scaled_dot_product_attention``, the explicit
+        ``softmax(q k^T) @ v``, nn.MultiheadAttention), on its module's row or a row of its
+        own (role ``attention``, its output A V before the output projection):
+        ``log10_q_q``, ``log10_k_q``, ``log10_v_q`` (per-head q, k, v as they enter the
+        products), ``attn_entropy`` (nats, mean over batch, heads and queries) and
+        ``attn_entropy_ratio`` (to the largest entropy each query could have: 1 uniform,
+        0 collapsed), ``token_cos_in`` / ``token_cos_out`` (mean cosine similarity of
+        distinct tokens among the values and among A V: rank collapse), as
+        :mod:`winit_sim.torch.attention` defines them; NaN on other rows. Then
+        ``forward_decades``, ``backward_decades`` and ``verdict`` (:func:`verdicts`).
 
     Notes
     -----
@@ -461,9 +492,10 @@ def diagnose(model, inputs, *, loss=None, cotangent_seed=0, trials=1, init=None)
     keys = list(KEY_COLUMNS)
     grouped = stacked.groupby(keys[:2], sort=False)
     with np.errstate(invalid="ignore"):
-        mean = grouped[list(STAT_COLUMNS)].mean()
-        sd = grouped[list(STAT_COLUMNS)].std(ddof=1).add_suffix("_sd")
+        measured = list(STAT_COLUMNS) + list(ATTENTION_COLUMNS)
+        mean = grouped[measured].mean()
+        sd = grouped[measured].std(ddof=1).add_suffix("_sd")
     meta = grouped[keys[2:]].first()
     df = pd.concat([meta, mean], axis=1).reset_index()
-    df = verdicts(df[keys + list(STAT_COLUMNS)])
+    df = verdicts(df[keys + measured])
     return pd.concat([df, sd.reset_index(drop=True)], axis=1).assign(trials=trials)
