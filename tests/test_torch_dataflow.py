@@ -250,6 +250,8 @@ def test_init_bad_input():
 # ---------------------------------------------------------------------------- real models
 
 def _hf_models(**extra):
+    import real_models
+    real_models.import_torchvision(required=False)
     transformers = pytest.importorskip("transformers")
     transformers.utils.logging.set_verbosity_error()
     ids = _ids(100, (2, 8))
@@ -323,6 +325,9 @@ def test_block_groups():
         ("transformer.h.*.mlp.c_proj", 3)
     assert block_group("transformer.h.3", "residual") == ("transformer.h.*", 3)
     assert block_group("stages.1.blocks.2.conv1", "conv") == ("stages.1.blocks.*.conv1", 2)
+    assert block_group("encoder.layers.encoder_layer_2.mlp.0", "linear") == \
+        ("encoder.layers.encoder_layer_*.mlp.0", 2)              # torchvision's ViT
+    assert block_group("conv1.4", "conv") == ("", -1)        # a numbered stem
     assert block_group("4", "linear") == ("", -1)            # a plain stack
     assert block_group("head", "linear") == ("", -1)
 
@@ -723,6 +728,18 @@ class ScaledBlock(nn.Module):
         return x + self.gamma * self.act(self.fc(x))
 
 
+class ScaledConvBlock(nn.Module):
+    """x + gamma * conv(x), gamma applied as timm's ConvNeXt does: gamma.reshape(1, -1, 1, 1)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.gamma = nn.Parameter(torch.full((c,), 1e-6))
+
+    def forward(self, x):
+        return x + self.conv(x).mul(self.gamma.reshape(1, -1, 1, 1))
+
+
 def test_deliberate_inits_read_as_off_at_init():
     """Zero last norms of ResNet branches, a zero head, and a 1e-6 layer scale switch paths
     off on purpose: "off at init", not dead or vanishing; a BasicBlock (activation after the
@@ -740,6 +757,20 @@ def test_deliberate_inits_read_as_off_at_init():
     assert df.loc["6", "verdict"] == "off at init" and df.loc["(output)", "verdict"] == \
         "off at init"
     assert df.loc["3.0.conv1", "verdict"] == "stable"
+    # with a live head, the rows of each branch before its zero norm get no gradient
+    # (exactly 0): judged by their forward, not dead
+    nn.init.normal_(head.weight, std=0.3)
+    df = wt.diagnose(resnet, torch.randn(4, 3, 8, 8)).set_index("module")
+    for b in range(3):
+        assert df.loc[f"3.{b}.conv1", "log10_grad_q"] == -np.inf
+        assert df.loc[f"3.{b}.conv1", "verdict"] == "stable"
+    # ConvNeXt's layer scale, applied through a view of the parameter
+    conv_scaled = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1),
+                                *[ScaledConvBlock(8) for _ in range(3)])
+    df = wt.diagnose(conv_scaled, torch.randn(2, 3, 6, 6))
+    gamma = df[df.role == "scale"]
+    assert list(gamma.module) == [f"{b}.gamma" for b in range(1, 4)]
+    assert (gamma.verdict == "off at init").all()
     scaled = nn.Sequential(nn.Linear(16, 32), *[ScaledBlock(32) for _ in range(4)])
     df = wt.diagnose(scaled, torch.randn(8, 16))
     gamma = df[df.role == "scale"]
@@ -750,3 +781,53 @@ def test_deliberate_inits_read_as_off_at_init():
     wt.init_(dead, "zeros")
     assert (wt.diagnose(dead, torch.randn(4, 8)).query("role == 'linear'").verdict ==
             "dead").all()
+
+
+# ---------------------------------------------------------------------------- timm, torchvision
+
+def test_real_timm_and_torchvision_models():
+    """timm's ViT (fused attention), resnet10t, convnext_atto, MLP-Mixer and Eva (q/k/v
+    through F.linear), torchvision's resnet18 and ViT (nn.MultiheadAttention), from tiny
+    configs: a row for every weight and norm (ConvNeXt's layer scales as ``scale`` rows),
+    the model unchanged, no NaN statistic, init_ covers every weight matrix and kernel,
+    the ViT stable throughout, and the deliberate zero inits (zero last BatchNorm of each
+    branch, layer scale 1e-6, zero heads) "off at init" with nothing "dead"."""
+    import real_models
+    models = {**real_models.timm_models(), **real_models.torchvision_models()}
+    for name, (model, inputs) in models.items():
+        before = _state(model)
+        df = wt.diagnose(model, inputs)
+        assert all(torch.equal(before[k], v) for k, v in _state(model).items()), name
+        seen = set(df.module)
+        modules = dict(model.named_modules())
+        for pname, p in model.named_parameters():
+            owner = pname.rpartition(".")[0]
+            if pname.endswith("weight") and owner:
+                assert owner in seen, (name, pname)
+            elif pname.endswith("gamma"):
+                assert pname in seen, (name, pname)
+        body = df.iloc[1:]
+        assert not np.isnan(body.log10_pre_q.fillna(body.log10_out_q)).any(), name
+        assert not np.isnan(df.log10_grad_q).any(), name
+        assert "dead" not in set(df.verdict), (name, df[df.verdict == "dead"].module)
+        table = wt.init_(model, "he_normal", inputs=inputs)
+        covered = {m.split("[")[0] for m in table.module}   # mha[q] is mha's q
+        for pname, p in model.named_parameters():
+            owner = pname.rpartition(".")[0]
+            if pname.endswith("weight") and p.ndim >= 2 and \
+                    not isinstance(modules[owner], nn.Embedding):
+                assert owner in covered, (name, pname)
+        verdicts = df.set_index("module").verdict
+        if name == "vit":
+            assert (df.verdict == "stable").all(), df[df.verdict != "stable"].module
+            assert (df.role == "attention").sum() == 3
+        if name == "eva":
+            assert {"blocks.0.attn.qkv", "blocks.0.attn"} <= seen
+        if name == "tv_vit":
+            assert (df.role == "attention").sum() == 3 and verdicts["heads.head"] == \
+                "off at init"
+        if name == "resnet10t":
+            assert (verdicts[[f"layer{i}.0.bn2" for i in range(1, 5)]] == "off at init").all()
+        if name == "convnext_atto":
+            scales = df[df.role == "scale"]
+            assert len(scales) == 12 and (scales.verdict == "off at init").all()

@@ -147,6 +147,7 @@ class WeightTracer(TorchFunctionMode):
         # the explicit form's intermediate tensors: id -> (weakref, (query, key, weights))
         # (weights None: the scores, before their softmax)
         self._attention_parts = {}
+        self._views = {}   # id(view of a parameter) -> (weakref, the parameter)
         self.uses = []
         # uses[i]'s activation: the first one its output reaches through views, dropout,
         # norms and bias additions (a registry spec, or (UNKNOWN, {"module": class}))
@@ -227,7 +228,11 @@ class WeightTracer(TorchFunctionMode):
                 self._mark(out, len(self.uses) - 1)
             if self.on_use is not None:
                 self.on_use(use)
-        index = self._source(first_tensor(args))
+        first = first_tensor(args)
+        if func in _PASS_FUNCS and isinstance(out, torch.Tensor) and \
+                self._vector_param(first) is not None:   # gamma.reshape(1, -1, 1, 1)
+            self._views[id(out)] = (weakref.ref(out), self._vector_param(first))
+        index = self._source(first)
         if index is not None:
             if func in _ACTIVATION_FUNCS:
                 self._reach(index, _ACTIVATION_FUNCS[func](args, kwargs))
@@ -312,6 +317,15 @@ class WeightTracer(TorchFunctionMode):
         weights = weights.unsqueeze(0) if weights.ndim == 3 else weights
         self._emit("multi_head_attention_forward", *per_head, weights, mixed)
 
+    def _vector_param(self, t):
+        """The one-dimensional parameter that ``t`` is, or is a view of, or None."""
+        if self._name(t) is not None:
+            return t if t.ndim == 1 else None
+        if not isinstance(t, torch.Tensor):
+            return None
+        ref, param = self._views.get(id(t), (None, None))
+        return param if ref is not None and ref() is t else None
+
     def _adds_bias(self, func, args):
         """x + b with b a one-dimensional parameter (a bias added outside the product)."""
         return func in _ADDS and len(args) >= 2 and any(
@@ -358,10 +372,9 @@ class WeightTracer(TorchFunctionMode):
                 yield self._use(func, "linear", "out_in", a, out, b)
         elif func in _MULS and len(args) >= 2:
             for w, other in ((args[0], args[1]), (args[1], args[0])):
-                if self._name(w) is not None and w.ndim == 1 and \
-                        isinstance(other, torch.Tensor) and other.ndim >= 1 and \
-                        other.shape[-1] == w.shape[0]:
-                    yield self._use(func, "scale", "vector", w, out, other)
+                param = self._vector_param(w)
+                if param is not None and _scales_one_axis(w, other, param.shape[0]):
+                    yield self._use(func, "scale", "vector", param, out, other)
                     break
         elif func is F.multi_head_attention_forward:
             # (query, key, value, embed_dim, num_heads, in_proj_weight, in_proj_bias,
@@ -372,6 +385,15 @@ class WeightTracer(TorchFunctionMode):
             proj = _argument(args, kwargs, 11, "out_proj_weight")
             if self._name(proj) is not None:
                 yield self._use(func, "linear", "out_in", proj, out, None)
+
+
+def _scales_one_axis(w, other, size):
+    """``w`` (a vector of ``size``, or a view of it with ones elsewhere) multiplies one
+    axis of ``other``: its single non-one axis, aligned from the right, is that axis."""
+    if not isinstance(other, torch.Tensor) or other.ndim < w.ndim or w.numel() != size:
+        return False
+    axes = [i for i, n in enumerate(w.shape) if n != 1]
+    return len(axes) == 1 and other.shape[other.ndim - w.ndim + axes[0]] == size
 
 
 def prepare_inputs(inputs):

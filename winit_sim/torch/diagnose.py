@@ -228,7 +228,7 @@ def _measure(model, inputs, loss, cotangent_seed):
         try:
             with tracer:
                 out = model(*args)
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
             raise _run_failed(rec, err) from err
         y = first_tensor(out)
         if loss is None:
@@ -315,37 +315,63 @@ def verdicts(df):
     scale between kinds (a pooling, a normalisation) is not read as depth: its log10 q minus
     that of the first module of its role, and its log10 gradient q minus that of the last
     one (below the read-out: a last Linear or Conv that ends the net, whose gradient is
-    the cotangent itself, is not the reference of the layers below it). The ``(output)``
+    the cotangent itself, is not the reference of the layers below it; nor, for the
+    forward, a stem: a first weighted module outside the blocks that changes the units per
+    sample, pixels to channels, whose output's scale its fans set). The ``(output)``
     row compares the output's q with the input's (does the signal reach the output?), the
     ``(input)`` row the input's gradient with the output's (does the gradient reach the
-    input?). The verdict: dead (q or gradient exactly 0), symmetric (units identical),
+    input?); with a read-out, both judge the path to the read-out's input (its scale is a
+    convention: a small head gives small logits on purpose), and the gradient's from the
+    stem's output. The verdict: dead (q or gradient exactly 0), symmetric (units identical),
     stable (both changes within the tables'
     :data:`~winit_sim.report.tables.STABLE_DECADES`), else exploding or vanishing by the
     larger change; and "off at init" where a small weight switches a path off on purpose
     (:func:`_off_at_init`: inside repeated blocks, or a zero head, below which the rows,
-    whose gradient is then exactly 0, are judged by their forward alone).
+    whose gradient is then exactly 0, are judged by their forward alone; so are the rows of
+    a block before its switch, :func:`_behind_switch`, which are no reference either).
     """
     df = df.copy()
     q = df.log10_pre_q.fillna(df.log10_out_q)
     grad = df.log10_grad_q
+    found = [block_group(m, r) for m, r in zip(df.module, df.role)]
+    pattern = np.array([p for p, _ in found], dtype=object)
+    index = np.array([i for _, i in found], dtype=float)
+    off = _off_at_init(df, pattern, q)
+    behind = _behind_switch(df, found, off)
     groups = df.role.where(~df.role.isin(["input", "output"]), "ends")
     # the read-out (the last weighted module, when it ends the net) sees the cotangent
     # itself: the layers below are compared with the last layer below it
     weighted = np.flatnonzero(df.role.isin(["linear", "conv"]).to_numpy())
     readout = weighted.size >= 3 and weighted[-1] == len(df) - 2
-    top = grad.copy()
+    # ... and a stem (the first weighted module, outside the repeated blocks, changing the
+    # units per sample) sees the data: its output's scale is set by its fans (3 image
+    # channels in, 64 out)
+    units = df["shape"].map(lambda s: math.prod(s[1:]))
+    stem = weighted[0] if readout and not pattern[weighted[0]] and \
+        units.iloc[weighted[0]] != units.iloc[0] else -1
+    top = grad.where(~behind)
+    bottom = q.where(~behind)
     if readout:
         top.iloc[weighted[-1]] = np.nan
+    if stem >= 0:
+        bottom.iloc[stem] = np.nan
     with np.errstate(invalid="ignore"):
-        fwd = q - q.groupby(groups).transform("first")
+        fwd = q - bottom.groupby(groups).transform("first")
         bwd = grad - top.groupby(groups).transform("last")
-    if readout:   # the read-out is its own reference
+    if readout:   # the read-out and the stem are their own references
         bwd.iloc[weighted[-1]] = 0.0
+    if stem >= 0:
+        fwd.iloc[stem] = 0.0
     fwd = fwd.where(df.role != "input", 0.0).to_numpy(dtype=float, copy=True)
     bwd = bwd.where(df.role != "output", 0.0).to_numpy(dtype=float, copy=True)
-    found = [block_group(m, r) for m, r in zip(df.module, df.role)]
-    pattern = np.array([p for p, _ in found], dtype=object)
-    index = np.array([i for _, i in found], dtype=float)
+    head_in = weighted[-1] - 1 if readout else -1
+    if head_in > 0 and df.role.iloc[0] == "input" and df.role.iloc[-1] == "output":
+        # the ends judge the body, between the stem and the read-out: their scales are
+        # conventions (a small head gives small logits on purpose; a stem's fans set its
+        # output's scale, and the gradient's, from pixels to channels)
+        with np.errstate(invalid="ignore"):
+            fwd[-1] = q.iloc[head_in] - q.iloc[0]
+            bwd[0] = grad.iloc[max(stem, 0)] - grad.iloc[head_in]
     per_block = np.full(len(df), np.nan)
     grad_per_block = np.full(len(df), np.nan)
     group_total = {}
@@ -366,9 +392,7 @@ def verdicts(df):
     df["grad_decades_per_block"] = grad_per_block
     df["forward_decades"] = fwd
     df["backward_decades"] = bwd
-    units = df["shape"].map(lambda s: math.prod(s[1:]))
-    off = _off_at_init(df, pattern, q)
-    judged = grad.copy()
+    judged = grad.where(~behind)
     if len(df) and off[-1]:
         # a zero head passes no gradient down at init (exactly 0): the rows below are
         # judged by their forward alone
@@ -379,6 +403,21 @@ def verdicts(df):
                      for i, (f, b) in enumerate(totals)]
     df.loc[off, "verdict"] = "off at init"
     return df
+
+
+def _behind_switch(df, found, off):
+    """Rows inside a block before the module that switches the block's branch off at init
+    (a boolean mask): their gradient is 0 or scaled by the switch, so they are judged by
+    their forward alone and are no reference for other rows."""
+    behind = np.zeros(len(df), bool)
+    instance = [(p.partition("*")[0], i) if p else None for p, i in found]
+    for r in np.flatnonzero(off):
+        if instance[r] is None:
+            continue
+        for j in range(r):
+            if instance[j] == instance[r] and df.role.iloc[j] != "residual":
+                behind[j] = True
+    return behind
 
 
 def _off_at_init(df, pattern, q):

@@ -178,13 +178,20 @@ def block_group(name, role):
 
     The last numeric part of the name that more parts follow (a block's submodule:
     ``transformer.h.3.mlp.c_proj`` is ``("transformer.h.*.mlp.c_proj", 3)``), or the last
-    numeric part of a residual block's own name (``transformer.h.3``). A plain stack's
-    layers (``0``, ``2``, ...) are not in blocks.
+    numeric part of a residual block's own name (``transformer.h.3``). A part that ends in
+    ``_<number>`` counts too (torchvision's ``encoder.layers.encoder_layer_3``: the pattern
+    is ``encoder.layers.encoder_layer_*``). A plain stack's layers (``0``, ``2``, ...) are
+    not in blocks.
     """
     parts = str(name).split(".")
     for i in range(len(parts) - 1, -1, -1):
-        if parts[i].isdigit() and (i < len(parts) - 1 or role == "residual"):
-            return ".".join(parts[:i] + ["*"] + parts[i + 1:]), int(parts[i])
+        if i == len(parts) - 1 and role != "residual":
+            continue
+        stem, sep, number = parts[i].rpartition("_")
+        if parts[i].isdigit():
+            stem, sep, number = "", "", parts[i]
+        if number.isdigit() and (sep or not stem):
+            return ".".join(parts[:i] + [stem + sep + "*"] + parts[i + 1:]), int(number)
     return "", -1
 
 
