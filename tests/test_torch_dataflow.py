@@ -265,7 +265,21 @@ def _hf_models(**extra):
         "bert": (transformers.BertModel(transformers.BertConfig(
             num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
             vocab_size=100)), (ids,)),
+        "t5": (EncoderDecoder(transformers.T5Model(transformers.T5Config(
+            num_layers=2, d_model=32, d_ff=64, num_heads=4, d_kv=8, vocab_size=100))),
+            (ids,)),
     }
+
+
+class EncoderDecoder(nn.Module):
+    """An encoder-decoder model on one tensor of token ids (the decoder reads them too)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids, decoder_input_ids=ids).last_hidden_state
 
 
 def test_real_hf_models():
@@ -282,15 +296,26 @@ def test_real_hf_models():
         assert (df.verdict == "stable").all(), (name, df[df.verdict != "stable"].module)
         seen = set(df.module)
         modules = dict(model.named_modules())
-        for pname, p in model.named_parameters():
-            owner = pname.rpartition(".")[0]
-            if pname.endswith("weight"):   # every matrix, norm and embedding
-                assert owner in seen, (name, pname)
+        owners = {}   # every matrix, norm and embedding, under any of its tied names
+        for pname, p in model.named_parameters(remove_duplicate=False):
+            if pname.endswith("weight"):
+                owners.setdefault(id(p), set()).add(pname.rpartition(".")[0])
+        for names in owners.values():
+            assert names & seen, (name, names)
         assert np.isfinite(df.log10_grad_q.dropna()).all(), name
-        # an attention row per block, near-uniform attention at init
+        # an attention row per block (T5: 2 encoder, 2 decoder self, 2 cross attentions),
+        # near-uniform attention at init (T5's relative position bias tilts it a little)
         att = df[df.role == "attention"]
-        assert len(att) == 2 and att.attn_entropy_ratio.between(0.9, 1.0 + 1e-12).all(), name
+        assert len(att) == (6 if name == "t5" else 2), name
+        assert att.attn_entropy_ratio.between(0.7 if name == "t5" else 0.9, 1 + 1e-12).all()
         assert np.isfinite(att[list(ATTENTION_COLUMNS)]).all().all(), name
+        if name == "t5":   # blocks numbered block.N.layer.M are grouped by N
+            assert "decoder.block.*.layer.0.SelfAttention.q" in set(df.block_group.map(
+                lambda g: g.partition(".")[2]))
+            found = wt.audit(model).set_index("name").findings
+            assert "folded into the query" in \
+                found["model.encoder.block.0.layer.0.SelfAttention.q.weight"]
+            assert "folded" not in found["model.encoder.block.0.layer.0.SelfAttention.k.weight"]
         if name == "gpt2":   # the eager implementation reads the same as SDPA (no dropout)
             eager = _hf_models(attn_implementation="eager")["gpt2"][0].eval()
             eager.load_state_dict(model.state_dict())
@@ -320,7 +345,7 @@ def test_real_hf_models():
 # ---------------------------------------------------------------------------- verdicts
 
 def test_block_groups():
-    from winit_sim.torch.modules import block_group
+    from winit_sim.torch.modules import block_group, repeated_groups
     assert block_group("transformer.h.3.mlp.c_proj", "linear") == \
         ("transformer.h.*.mlp.c_proj", 3)
     assert block_group("transformer.h.3", "residual") == ("transformer.h.*", 3)
@@ -329,6 +354,11 @@ def test_block_groups():
         ("encoder.layers.encoder_layer_*.mlp.0", 2)              # torchvision's ViT
     assert block_group("conv1.4", "conv") == ("", -1)        # a numbered stem
     assert block_group("4", "linear") == ("", -1)            # a plain stack
+    # T5: layer.M is the sublayer, the same in every block: the blocks are block.N
+    names = [f"block.{b}.layer.{m}.{w}" for b in range(3) for m, w in ((0, "q"), (1, "wi"))]
+    assert repeated_groups(names, ["linear"] * 6)[:2] == [("block.*.layer.0.q", 0),
+                                                          ("block.*.layer.1.wi", 0)]
+    assert repeated_groups(["layer1.0.conv1"], ["conv"]) == [("", -1)]   # one block
     assert block_group("head", "linear") == ("", -1)
 
 

@@ -11,7 +11,7 @@ import torch
 from ..inits import resolve_init
 from ..simulate import weight_variance
 from .dataflow import parameter_names
-from .modules import block_group, check_model
+from .modules import check_model, repeated_groups
 
 # the common fixed-std conventions beside the registry's schemes
 GPT2_STD = 0.02
@@ -166,7 +166,8 @@ def audit(model, *, n_layer=None, expect=None):
         ``block_group``, ``findings``
         (tied to, exact copy of, all zero, scaled unlike its siblings: a tensor in repeated
         blocks whose std is more than 20%, and four standard errors, off the median of the
-        same tensor in the other blocks), and with ``expect`` ``expected_std`` and ``meets_expectation`` (the std
+        same tensor in the other blocks; a query at its key's std / sqrt(d), the
+        attention's scale folded into its init as T5 does), and with ``expect`` ``expected_std`` and ``meets_expectation`` (the std
         within 5% or four standard errors of it; NaN where no pattern matched).
     """
     check_model(model)
@@ -196,15 +197,18 @@ def audit(model, *, n_layer=None, expect=None):
             first_of.setdefault(digest, (name, w))
         if shape_name == "zeros" and not name.endswith("bias"):   # zero biases are usual
             flags.append("all zero")
-        group, _ = block_group(name.rpartition(".")[0], "linear")
         rows.append({"name": name, "shape": tuple(p.shape), "fan_in": fan_in,
                      "fan_out": fan_out, "mean": float(w.mean()), "std": std,
                      "excess_kurtosis": kurt, "distribution": shape_name, "scheme": scheme,
                      "scheme_error": err,
-                     "block_group": f"{group}.{name.rpartition('.')[2]}" if group else "",
                      "findings": flags, "n": w.numel()})
     df = pd.DataFrame(rows)
+    owners = [n.rpartition(".") for n in df["name"]]
+    groups = repeated_groups([o for o, _, _ in owners], ["linear"] * len(owners))
+    df.insert(df.columns.get_loc("findings"), "block_group",
+              [f"{g}.{leaf}" if g else "" for (g, _), (_, _, leaf) in zip(groups, owners)])
     _flag_siblings(df)
+    _flag_folded_queries(df)
     if expect is not None:
         _check_expectations(df, expect)
     df["findings"] = df["findings"].map("; ".join)
@@ -231,6 +235,38 @@ def _flag_siblings(df):
                 df.at[i, "findings"] = df.at[i, "findings"] + [
                     f"scaled unlike its siblings ({group}: std {s:.3g} against a median "
                     f"{median:.3g})"]
+
+
+# a query projection and its key beside it (the last part of their module's name)
+_QUERY_KEY = {"q": "k", "query": "key", "q_proj": "k_proj", "q_lin": "k_lin"}
+
+
+def _flag_folded_queries(df):
+    """Label a query matrix whose std is its key's / sqrt(d), d an integer >= 2 dividing
+    its rows: the attention's 1/sqrt(d_head) folded into the query's init (T5 draws q at
+    (d_model d_kv)^-1/2 and k at d_model^-1/2, and scales no scores). Deliberate."""
+    by_name = {n: i for i, n in enumerate(df["name"])}
+    for i, name in enumerate(df["name"]):
+        owner, _, leaf = name.rpartition(".")
+        parent, _, last = owner.rpartition(".")
+        if last not in _QUERY_KEY:
+            continue
+        j = by_name.get(f"{parent}.{_QUERY_KEY[last]}.{leaf}" if parent else
+                        f"{_QUERY_KEY[last]}.{leaf}")
+        sq, sk = df.at[i, "std"], df.at[j, "std"] if j is not None else math.nan
+        if not (sq > 0 and sk > 0) or df.at[i, "shape"] != df.at[j, "shape"]:
+            continue
+        ratio = (sk / sq) ** 2
+        rows = df.at[i, "shape"][0]
+        d = min((d for d in range(2, rows + 1) if rows % d == 0),
+                key=lambda d: abs(math.log(ratio / d)), default=0)
+        # within 10%, or four standard errors of the ratio of two stds from n entries each
+        se = 2.0 * math.hypot(_relative_se(df.at[i, "excess_kurtosis"], df.at[i, "n"]),
+                              _relative_se(df.at[j, "excess_kurtosis"], df.at[j, "n"]))
+        if d and abs(math.log(ratio / d)) < max(math.log(1.1), 4.0 * se):
+            df.at[i, "findings"] = df.at[i, "findings"] + [
+                f"the key's std / sqrt({d}): the attention's 1/sqrt(d_head) folded into the "
+                f"query's init (T5's convention), deliberate"]
 
 
 def _check_expectations(df, expect):

@@ -14,7 +14,8 @@ from ..simulate import dphi
 from .attention import attention_stats
 from .dataflow import WeightTracer, devices, prepare_inputs, preserved
 from .init import init_
-from .modules import activation_of, adds_input, block_group, check_model, first_tensor, role
+from .modules import (activation_of, adds_input, block_group, check_model, first_tensor,
+                      repeated_groups, role)
 
 # a module's own weight (a norm's gain, a layer scale, a matrix) at most this large at
 # init switches its path off: deliberate (a zero last norm of a branch, a zero head,
@@ -335,7 +336,6 @@ def verdicts(df):
     grad = df.log10_grad_q
     found = [block_group(m, r) for m, r in zip(df.module, df.role)]
     pattern = np.array([p for p, _ in found], dtype=object)
-    index = np.array([i for _, i in found], dtype=float)
     off = _off_at_init(df, pattern, q)
     behind = _behind_switch(df, found, off)
     groups = df.role.where(~df.role.isin(["input", "output"]), "ends")
@@ -362,6 +362,11 @@ def verdicts(df):
         bwd.iloc[weighted[-1]] = 0.0
     if stem >= 0:
         fwd.iloc[stem] = 0.0
+    # an embedding's output is an input (tokens, positions, T5's relative-position buckets),
+    # its table's scale a convention: each is its own reference
+    embedding = (df.role == "embedding").to_numpy()
+    fwd[embedding] = 0.0
+    bwd[embedding] = 0.0
     fwd = fwd.where(df.role != "input", 0.0).to_numpy(dtype=float, copy=True)
     bwd = bwd.where(df.role != "output", 0.0).to_numpy(dtype=float, copy=True)
     head_in = weighted[-1] - 1 if readout else -1
@@ -375,11 +380,14 @@ def verdicts(df):
     per_block = np.full(len(df), np.nan)
     grad_per_block = np.full(len(df), np.nan)
     group_total = {}
-    for key, rows in pd.Series(range(len(df))).groupby([pattern, df.role.to_numpy()]):
+    repeats = repeated_groups(list(df.module), list(df.role))
+    trend_pattern = np.array([p for p, _ in repeats], dtype=object)
+    trend_index = np.array([i for _, i in repeats], dtype=float)
+    for key, rows in pd.Series(range(len(df))).groupby([trend_pattern, df.role.to_numpy()]):
         rows = rows.to_numpy()
-        if not key[0] or np.unique(index[rows]).size < 2:
+        if not key[0] or np.unique(trend_index[rows]).size < 2:
             continue
-        x = index[rows]
+        x = trend_index[rows]
         sf, sb = fitted_slope(x, q.to_numpy()[rows]), fitted_slope(x, grad.to_numpy()[rows])
         per_block[rows], grad_per_block[rows] = sf, sb
         fwd[rows] = sf * (x - x.min())
@@ -387,7 +395,7 @@ def verdicts(df):
         for r in rows:
             group_total[r] = (sf * np.ptp(x), sb * -np.ptp(x))
     df.insert(df.columns.get_loc("role") + 1, "block_group",
-              np.where(np.isfinite(per_block), pattern, ""))
+              np.where(np.isfinite(per_block), trend_pattern, ""))
     df["decades_per_block"] = per_block
     df["grad_decades_per_block"] = grad_per_block
     df["forward_decades"] = fwd

@@ -183,7 +183,14 @@ def block_group(name, role):
     is ``encoder.layers.encoder_layer_*``). A plain stack's layers (``0``, ``2``, ...) are
     not in blocks.
     """
+    found = _numbered_parts(name, role)
+    return found[0] if found else ("", -1)
+
+
+def _numbered_parts(name, role):
+    """Every ``(pattern, index)`` :func:`block_group` could take, the rightmost first."""
     parts = str(name).split(".")
+    found = []
     for i in range(len(parts) - 1, -1, -1):
         if i == len(parts) - 1 and role != "residual":
             continue
@@ -191,8 +198,36 @@ def block_group(name, role):
         if parts[i].isdigit():
             stem, sep, number = "", "", parts[i]
         if number.isdigit() and (sep or not stem):
-            return ".".join(parts[:i] + [stem + sep + "*"] + parts[i + 1:]), int(number)
-    return "", -1
+            found.append((".".join(parts[:i] + [stem + sep + "*"] + parts[i + 1:]),
+                          int(number)))
+    return found
+
+
+def repeated_groups(names, roles):
+    """``(pattern, index)`` of each module (``names``, ``roles``) in the blocks that repeat:
+    :func:`block_group`'s, or where that pattern has a single index among these modules,
+    the next numbered part to its left (T5's ``decoder.block.3.layer.0.SelfAttention.q``:
+    ``layer.0`` is the sublayer, ``block.3`` the block); ``("", -1)`` where none repeats."""
+    candidates = [_numbered_parts(n, r) for n, r in zip(names, roles)]
+    chosen = [("", -1)] * len(candidates)
+    pending = list(range(len(candidates)))
+    level = 0
+    while pending:
+        indices = {}
+        for i in pending:
+            if level < len(candidates[i]):
+                pattern, index = candidates[i][level]
+                indices.setdefault((pattern, roles[i]), set()).add(index)
+        left = []
+        for i in pending:
+            if level < len(candidates[i]):
+                pattern, index = candidates[i][level]
+                if len(indices[(pattern, roles[i])]) >= 2:
+                    chosen[i] = (pattern, index)
+                else:
+                    left.append(i)
+        pending, level = left, level + 1
+    return chosen
 
 
 def first_tensor(value):
