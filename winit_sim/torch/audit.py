@@ -167,8 +167,9 @@ def audit(model, *, n_layer=None, expect=None):
         (tied to, exact copy of, all zero, scaled unlike its siblings: a tensor in repeated
         blocks whose std is more than 20%, and four standard errors, off the median of the
         same tensor in the other blocks; a query at its key's std / sqrt(d), the
-        attention's scale folded into its init as T5 does), and with ``expect`` ``expected_std`` and ``meets_expectation`` (the std
-        within 5% or four standard errors of it; NaN where no pattern matched).
+        attention's scale folded into its init as T5 does), and with ``expect``
+        ``expected_std`` and ``meets_expectation`` (the std within 5% or four standard
+        errors of it; NaN where no pattern matched).
     """
     check_model(model)
     if n_layer is not None and (isinstance(n_layer, bool) or not isinstance(n_layer, int)

@@ -11,7 +11,7 @@ from ..checks import check_positive_int, check_seed
 from ..inits import resolve_init
 from ..report.tables import STABLE_DECADES, SYMMETRIC_RATIO
 from ..simulate import dphi
-from .attention import attention_stats
+from .attention import attention_stats, mean_square
 from .dataflow import WeightTracer, devices, prepare_inputs, preserved
 from .init import init_
 from .modules import (activation_of, adds_input, block_group, check_model, first_tensor,
@@ -39,11 +39,6 @@ def cotangent(output, seed):
     gen = torch.Generator().manual_seed(seed)
     g = torch.randn(output.shape, generator=gen, dtype=torch.float64)
     return g.to(dtype=output.dtype, device=output.device)
-
-
-def mean_square(t):
-    """mean(t^2) in float64."""
-    return float(t.detach().to(torch.float64).square().mean())
 
 
 def log10_mean_square(t):
