@@ -126,6 +126,26 @@ def _argument(args, kwargs, position, keyword):
     return kwargs.get(keyword)
 
 
+class _TensorMarks:
+    """A value attached to tensors by identity, held weakly: a tensor freed and its id
+    reused by another reads as unmarked."""
+
+    def __init__(self):
+        self._by_id = {}
+
+    def __bool__(self):
+        return bool(self._by_id)
+
+    def get(self, t):
+        if not isinstance(t, torch.Tensor):
+            return None
+        ref, value = self._by_id.get(id(t), (None, None))
+        return value if ref is not None and ref() is t else None
+
+    def put(self, t, value):
+        self._by_id[id(t)] = (weakref.ref(t), value)
+
+
 class WeightTracer(TorchFunctionMode):
     """Records every :data:`WeightUse` of ``model``'s parameters while active; each is
     passed to ``on_use`` as it happens (in forward order), and kept in ``uses``.
@@ -144,28 +164,25 @@ class WeightTracer(TorchFunctionMode):
             self.module_names.setdefault(id(module), name)
         self.on_use = on_use
         self.on_attention = on_attention   # called with each AttentionCall
-        # the explicit form's intermediate tensors: id -> (weakref, (query, key, weights))
-        # (weights None: the scores, before their softmax)
-        self._attention_parts = {}
-        self._views = {}   # id(view of a parameter) -> (weakref, the parameter)
+        # the explicit form's intermediate tensors -> (query, key, weights) (weights None:
+        # the scores, before their softmax)
+        self._attention_parts = _TensorMarks()
+        self._views = _TensorMarks()   # a view of a vector parameter -> the parameter
         self.uses = []
         # uses[i]'s activation: the first one its output reaches through views, dropout,
         # norms and bias additions (a registry spec, or (UNKNOWN, {"module": class}))
         self.activations = {}
         self.running = []   # the modules being called, outermost first
         self._hooks = []
-        self._sources = {}   # id(tensor) -> (weakref, index of the use it comes from)
+        self._sources = _TensorMarks()   # tensor -> index of the use it comes from
 
     def _source(self, t):
-        if not isinstance(t, torch.Tensor):
-            return None
-        ref, index = self._sources.get(id(t), (None, None))
-        return index if ref is not None and ref() is t else None
+        return self._sources.get(t)
 
     def _mark(self, out, index):
         for t in (out if isinstance(out, (tuple, list)) else (out,)):
             if isinstance(t, torch.Tensor):
-                self._sources[id(t)] = (weakref.ref(t), index)
+                self._sources.put(t, index)
 
     def _reach(self, index, spec):
         """The activation of use ``index`` is ``spec``, unless it has one already."""
@@ -229,9 +246,10 @@ class WeightTracer(TorchFunctionMode):
             if self.on_use is not None:
                 self.on_use(use)
         first = first_tensor(args)
-        if func in _PASS_FUNCS and isinstance(out, torch.Tensor) and \
-                self._vector_param(first) is not None:   # gamma.reshape(1, -1, 1, 1)
-            self._views[id(out)] = (weakref.ref(out), self._vector_param(first))
+        if func in _PASS_FUNCS and isinstance(out, torch.Tensor):
+            param = self._vector_param(first)
+            if param is not None:   # gamma.reshape(1, -1, 1, 1)
+                self._views.put(out, param)
         index = self._source(first)
         if index is not None:
             if func in _ACTIVATION_FUNCS:
@@ -239,13 +257,6 @@ class WeightTracer(TorchFunctionMode):
             elif func in _PASS_FUNCS or self._adds_bias(func, args):
                 self._mark(out, index)
         return out
-
-    def _part(self, t):
-        """The explicit attention's (query, key, weights) that ``t`` carries, or None."""
-        if not isinstance(t, torch.Tensor):
-            return None
-        ref, part = self._attention_parts.get(id(t), (None, None))
-        return part if ref is not None and ref() is t else None
 
     def _emit(self, op, query, key, value, weights, output):
         running = self.module_names.get(id(self.running[-1]), "") if self.running else ""
@@ -267,23 +278,22 @@ class WeightTracer(TorchFunctionMode):
             if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or \
                     a.ndim < 3 or b.ndim < 3 or self._name(a) or self._name(b):
                 return
-            part = self._part(a)
+            part = self._attention_parts.get(a)
             if part is not None and part[2] is not None:    # weights @ values
                 self._emit("softmax", part[0], part[1], b, part[2], out)
             else:                                            # q @ k^T: scores
-                self._attention_parts[id(out)] = (weakref.ref(out),
-                                                  (a, b.transpose(-1, -2), None))
+                self._attention_parts.put(out, (a, b.transpose(-1, -2), None))
         elif func in _SOFTMAXES:
-            part = self._part(first_tensor(args))
+            part = self._attention_parts.get(first_tensor(args))
             dim = _argument(args, kwargs, 1, "dim")
             if part is not None and part[2] is None and dim in (-1, out.ndim - 1):
-                self._attention_parts[id(out)] = (weakref.ref(out), (part[0], part[1], out))
+                self._attention_parts.put(out, (part[0], part[1], out))
         elif self._attention_parts and isinstance(out, torch.Tensor):
             # scaling, masking, casts and dropout carry the mark when the shape stays
             for t in list(args) + list(kwargs.values()):
-                part = self._part(t)
+                part = self._attention_parts.get(t)
                 if part is not None and t.shape == out.shape:
-                    self._attention_parts[id(out)] = (weakref.ref(out), part)
+                    self._attention_parts.put(out, part)
                     break
 
     def _multi_head(self, args, kwargs):
@@ -321,10 +331,7 @@ class WeightTracer(TorchFunctionMode):
         """The one-dimensional parameter that ``t`` is, or is a view of, or None."""
         if self._name(t) is not None:
             return t if t.ndim == 1 else None
-        if not isinstance(t, torch.Tensor):
-            return None
-        ref, param = self._views.get(id(t), (None, None))
-        return param if ref is not None and ref() is t else None
+        return self._views.get(t)
 
     def _adds_bias(self, func, args):
         """x + b with b a one-dimensional parameter (a bias added outside the product)."""
