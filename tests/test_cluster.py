@@ -36,6 +36,12 @@ def client():
         yield c
 
 
+@pytest.fixture(scope="module")
+def slow_reference():
+    """The SLOW grid swept here, undisturbed: what every interrupted run must end equal to."""
+    return ws.sweep(**SLOW, progress=False)
+
+
 def _cell_stamps(out):
     cells = os.path.join(out, "cells")
     return {f: os.stat(os.path.join(cells, f)).st_mtime_ns for f in os.listdir(cells)
@@ -54,7 +60,7 @@ def test_cluster_run_is_bit_identical_to_the_local_run(client, tmp_path):
     assert client.status == "running"   # a Client passed in is left open
 
 
-def test_tasks_use_the_workers_threads_and_spread_over_workers(tmp_path):
+def test_tasks_use_the_workers_threads_and_spread_over_workers(client, tmp_path):
     grid = make_grid(**GRID)
     with _cluster(1, threads_per_worker=2) as lc, distributed.Client(lc) as c:
         infos = [info for _, _, info in cluster.run_on_cluster(grid, grid.groups, c, task=cells.run_group,
@@ -62,16 +68,16 @@ def test_tasks_use_the_workers_threads_and_spread_over_workers(tmp_path):
         assert {i["threads"] for i in infos} == {min(2, numba.config.NUMBA_NUM_THREADS)}
         # a worker's thread count is restored after each task
         assert set(c.run(numba.get_num_threads).values()) == {numba.config.NUMBA_NUM_THREADS}
-    with _cluster(2) as lc, distributed.Client(lc) as c:
-        infos = [info for _, _, info in cluster.run_on_cluster(grid, grid.groups, c, task=cells.run_group,
-                                                            check=cells.check_grid_memory)]
+    # two one-thread workers (the module's cluster)
+    infos = [info for _, _, info in cluster.run_on_cluster(grid, grid.groups, client,
+                                                        task=cells.run_group,
+                                                        check=cells.check_grid_memory)]
     assert {i["threads"] for i in infos} == {1}
     assert len({i["pid"] for i in infos}) == 2 and len(infos) == len(grid.groups)
 
 
-def test_killed_worker_loses_only_its_task_in_flight(tmp_path):
+def test_killed_worker_loses_only_its_task_in_flight(slow_reference, tmp_path):
     """SIGKILL a worker that is running a net; the sweep still ends equal to an undisturbed run."""
-    reference = ws.sweep(**SLOW, progress=False)
     out = str(tmp_path / "res")
     killed, before = {}, {}
     with _cluster(2) as lc, distributed.Client(lc) as c:
@@ -94,13 +100,13 @@ def test_killed_worker_loses_only_its_task_in_flight(tmp_path):
         killer.join()
         assert killed, "no worker was killed: the cells finished too fast to test this"
         assert killed["pid"] not in c.run(os.getpid).values()
-    pd.testing.assert_frame_equal(results, reference, check_exact=True)
+    pd.testing.assert_frame_equal(results, slow_reference, check_exact=True)
     after = _cell_stamps(out)
     assert len(after) == 6
     assert all(after[f] == t for f, t in before.items())   # finished cells were not redone
 
 
-def test_interrupted_cluster_sweep_resumes_locally(tmp_path):
+def test_interrupted_cluster_sweep_resumes_locally(slow_reference, tmp_path):
     """Kill the whole `winit-sim sweep --scheduler local` process group mid-run, resume here."""
     out = str(tmp_path / "res")
     cmd = [sys.executable, "-m", "winit_sim", "sweep", "--widths", "384", "--depths", "100,400",
@@ -121,7 +127,7 @@ def test_interrupted_cluster_sweep_resumes_locally(tmp_path):
     before = _cell_stamps(out)
     assert 1 <= len(before) < 6, "the sweep was not interrupted mid-run"
     results = run_sweep(make_grid(**SLOW), progress=False, out=out)
-    pd.testing.assert_frame_equal(results, ws.sweep(**SLOW, progress=False), check_exact=True)
+    pd.testing.assert_frame_equal(results, slow_reference, check_exact=True)
     after = _cell_stamps(out)
     assert all(after[f] == t for f, t in before.items())
 
