@@ -406,6 +406,48 @@ def test_verdicts_judge_blocks_by_their_trend():
     assert res.decades_per_block.iloc[0] > 0.2 and (res.verdict == "exploding").all()
 
 
+def _strided_cnn(norm, mode):
+    """A ResNet-like stack as torchvision builds one: a 7x7 stride-2 stem, three stages that
+    halve the resolution and double the channels, global average pooling, a head."""
+    layers, c = [nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)], 64
+    layers += [nn.BatchNorm2d(64) if norm else nn.Identity(), nn.ReLU()]
+    for _ in range(3):
+        layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=False),
+                   nn.BatchNorm2d(2 * c) if norm else nn.Identity(), nn.ReLU()]
+        c *= 2
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+    return model
+
+
+@pytest.mark.parametrize("norm, mode", [(True, "fan_out"), (False, "fan_in")])
+def test_strided_stages_are_not_read_as_depth(norm, mode):
+    """Halving the resolution and doubling the channels halves the units per sample at each
+    stage: He init keeps the per-element scale one way and the per-sample one the other
+    (fan_in: forward per element, gradient per sample), so the per-element gradient of a
+    healthy CNN falls stage by stage towards the input (torchvision's fan_out with
+    BatchNorm too, whose backward also rescales the stem's gradient by the inverse of its
+    output scale: the (input) row read "exploding" on torchvision's resnet18). Read per
+    element against the last layer's, both nets had their input end or stem off by 1.2 to
+    1.3 decades; no row is judged by that bookkeeping now, and the same net at a tenth of
+    the scale still reads vanishing."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 64, 64)
+    df = wt.diagnose(_strided_cnn(norm, mode), x)
+    assert (df.verdict == "stable").all(), df[df.verdict != "stable"][
+        ["module", "forward_decades", "backward_decades"]]
+    if not norm:
+        model = _strided_cnn(norm, mode)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.weight.mul_(0.1)
+        df = wt.diagnose(model, x)
+        assert (df[df.role == "conv"].verdict.iloc[1:] == "vanishing").all()
+
+
 def test_token_inputs_are_no_signal():
     df = wt.diagnose(TinyLM(), _ids(), loss=lambda out: out.square().mean())
     row = df.set_index("module").loc["(input)"]
@@ -848,6 +890,10 @@ def test_real_timm_and_torchvision_models():
                     not isinstance(modules[owner], nn.Embedding):
                 assert owner in covered, (name, pname)
         verdicts = df.set_index("module").verdict
+        # healthy at init: strided stages, stems and their norms, pooling to a head and
+        # deliberate zero inits are not faults
+        assert set(df.verdict) <= {"stable", "off at init"}, \
+            (name, df[~df.verdict.isin(["stable", "off at init"])].module)
         if name == "vit":
             assert (df.verdict == "stable").all(), df[df.verdict != "stable"].module
             assert (df.role == "attention").sum() == 3

@@ -313,13 +313,18 @@ def verdicts(df):
     one (below the read-out: a last Linear or Conv that ends the net, whose gradient is
     the cotangent itself, is not the reference of the layers below it; nor, for the
     forward, a stem: a first weighted module outside the blocks that changes the units per
-    sample, pixels to channels, whose output's scale its fans set). The ``(output)``
+    sample, pixels to channels, whose output's scale its fans set, and whose gradient the
+    norm after it rescales: it is its own reference both ways). Where the two rows hold
+    different units per sample (strided stages, pooling to a head, a tapering MLP), the
+    change is read per element or per sample, whichever is smaller (:func:`_unit_free`):
+    an init keeps one of the two by convention. The ``(output)``
     row compares the output's q with the input's (does the signal reach the output?), the
     ``(input)`` row the input's gradient with the output's (does the gradient reach the
     input?); with a read-out, both judge the path to the read-out's input (its scale is a
     convention: a small head gives small logits on purpose), and the gradient's from the
-    stem's output. The verdict: dead (q or gradient exactly 0), symmetric (units identical),
-    stable (both changes within the tables'
+    stem's output (below the stem's own norm, where one follows it). The verdict: dead (q
+    or gradient exactly 0), symmetric (units identical), stable (both changes within the
+    tables'
     :data:`~winit_sim.report.tables.STABLE_DECADES`), else exploding or vanishing by the
     larger change; and "off at init" where a small weight switches a path off on purpose
     (:func:`_off_at_init`: inside repeated blocks, or a zero head, below which the rows,
@@ -350,13 +355,20 @@ def verdicts(df):
         top.iloc[weighted[-1]] = np.nan
     if stem >= 0:
         bottom.iloc[stem] = np.nan
+    log_units = np.log10(units.astype(float))
     with np.errstate(invalid="ignore"):
-        fwd = q - bottom.groupby(groups).transform("first")
-        bwd = grad - top.groupby(groups).transform("last")
+        fwd = _unit_free(q - bottom.groupby(groups).transform("first"),
+                         log_units - log_units.where(bottom.notna()).groupby(groups)
+                         .transform("first"))
+        bwd = _unit_free(grad - top.groupby(groups).transform("last"),
+                         log_units - log_units.where(top.notna()).groupby(groups)
+                         .transform("last"))
     if readout:   # the read-out and the stem are their own references
         bwd.iloc[weighted[-1]] = 0.0
     if stem >= 0:
-        fwd.iloc[stem] = 0.0
+        # (both ways: the norm after it rescales its gradient by the inverse of the output
+        # scale its fans set)
+        fwd.iloc[stem] = bwd.iloc[stem] = 0.0
     # an embedding's output is an input (tokens, positions, T5's relative-position buckets),
     # its table's scale a convention: each is its own reference
     embedding = (df.role == "embedding").to_numpy()
@@ -368,10 +380,16 @@ def verdicts(df):
     if head_in > 0 and df.role.iloc[0] == "input" and df.role.iloc[-1] == "output":
         # the ends judge the body, between the stem and the read-out: their scales are
         # conventions (a small head gives small logits on purpose; a stem's fans set its
-        # output's scale, and the gradient's, from pixels to channels)
+        # output's scale, and the gradient's, from pixels to channels). The gradient the
+        # body passes down is read below the stem's own norm where it has one (that norm
+        # rescales the stem's gradient by the inverse of its output scale)
+        body_in = stem + 1 if 0 <= stem < head_in - 1 and df.role.iloc[stem + 1] == "norm" \
+            and not pattern[stem + 1] else max(stem, 0)
         with np.errstate(invalid="ignore"):
-            fwd[-1] = q.iloc[head_in] - q.iloc[0]
-            bwd[0] = grad.iloc[max(stem, 0)] - grad.iloc[head_in]
+            fwd[-1] = _unit_free(q.iloc[head_in] - q.iloc[0],
+                                 log_units.iloc[head_in] - log_units.iloc[0])
+            bwd[0] = _unit_free(grad.iloc[body_in] - grad.iloc[head_in],
+                                log_units.iloc[body_in] - log_units.iloc[head_in])
     per_block = np.full(len(df), np.nan)
     grad_per_block = np.full(len(df), np.nan)
     group_total = {}
@@ -406,6 +424,19 @@ def verdicts(df):
                      for i, (f, b) in enumerate(totals)]
     df.loc[off, "verdict"] = "off at init"
     return df
+
+
+def _unit_free(change, units_change):
+    """Of a change in log10 mean square per element between two rows, and the same change
+    per sample (``units_change``: log10 of the ratio of their units per sample), the
+    smaller in size. An init that keeps the per-element scale one way (fan_in: the forward)
+    keeps the per-sample one the other way (the gradient), so a change that a change of
+    units explains (strided stages, pooling to a head, a tapering MLP) is that
+    convention, not depth. Equal units: the change itself. Scalars or Series."""
+    per_sample = change + units_change
+    if np.ndim(change) == 0:
+        return per_sample if abs(per_sample) < abs(change) else change
+    return change.where(~(per_sample.abs() < change.abs()), per_sample)
 
 
 def _behind_switch(df, found, off):
