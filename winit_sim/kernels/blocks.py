@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import prange, types
 
-from . import FAST, njit, rng
+from . import FAST, copy_into, njit, rng
 
 # columns per block of every O(B^2 n) loop: a block of B rows stays in L1, and the
 # block count depends on n only, so sums never depend on the thread count
@@ -507,9 +507,9 @@ def _cross_block(a, a0, b, b0, m, out):
     ta = np.empty((a.shape[0], m), a.dtype)
     tb = np.empty((b.shape[0], m), b.dtype)
     for i in range(a.shape[0]):
-        ta[i, :] = a[i, a0:a0 + m]
+        copy_into(ta[i], a[i, a0:a0 + m])
     for i in range(b.shape[0]):
-        tb[i, :] = b[i, b0:b0 + m]
+        copy_into(tb[i], b[i, b0:b0 + m])
     prod = np.dot(ta, tb.T)
     for i in range(out.shape[0]):
         for k in range(out.shape[1]):
@@ -529,7 +529,7 @@ def _add_product_block(out, j0, j1, coef, src, s0):
     m = j1 - j0
     ts = np.empty((src.shape[0], m), src.dtype)
     for i in range(src.shape[0]):
-        ts[i, :] = src[i, s0:s0 + m]
+        copy_into(ts[i], src[i, s0:s0 + m])
     prod = np.dot(coef, ts)
     for i in range(out.shape[0]):
         oi = out[i, j0:j1]

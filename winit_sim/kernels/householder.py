@@ -43,7 +43,7 @@ import math
 import numpy as np
 from numba import prange, types, uint64
 
-from . import FAST, njit, rng
+from . import FAST, copy_into, copy_rows, njit, rng
 from .blocks import gemm, plain, rows_dot
 
 _PANEL = 32   # reflectors per compact-WY panel of the products
@@ -136,7 +136,7 @@ def _fill_panel(v, tau, m, k, width, p, flat, tp):
     vp = flat.reshape((w, n))
     for c in range(w):
         off = _offset(m, c0 + c)
-        vp[c, c:] = v[off:off + n - c]
+        copy_into(vp[c, c:], v[off:off + n - c])
     _panel_t(vp, tau[c0:c0 + w], tp)
 
 
@@ -279,7 +279,7 @@ def form(gain, key, out):
         r, n = k - c0, m - c0
         vp = vt[starts[p]:starts[p + 1]].reshape((w, n))
         part = part_buf[:r * n].reshape((r, n))
-        part[:, :] = y[c0:, c0:]
+        copy_rows(part, y[c0:, c0:])
         proj = proj_buf[:r * w].reshape((r, w))
         rows_dot(part, np.ascontiguousarray(vp.T), proj)   # part V
         mixed = np.dot(proj, np.ascontiguousarray(t[p, :w, :w].T))   # ... T^T
@@ -441,7 +441,7 @@ def _factor_columns(at):
         vp = vt[starts[p]:starts[p + 1]].reshape((w, n))
         for c in range(w):
             vp[c, c] = 1.0
-            vp[c, c + 1:] = at[c0 + c, c0 + c + 1:]
+            copy_into(vp[c, c + 1:], at[c0 + c, c0 + c + 1:])
         _panel_t(vp, tau[c0:c0 + w], t[p])
         if c0 + w < k:
             _reflect_trailing(at, c0, c0 + w, vp, t[p, :w, :w])

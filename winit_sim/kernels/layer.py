@@ -73,14 +73,6 @@ def max_width(widths):
 
 
 @njit(inline="always")
-def copy_into(dst, src):
-    """dst[:] = src for 1-D arrays of one size, as a loop: a slice assignment would also
-    compile Numba's shape-mismatch message (about 2 s of string code on a cold start)."""
-    for j in range(src.size):
-        dst[j] = src[j]
-
-
-@njit(inline="always")
 def key(seed, trial, l, stream):
     """Stream key of layer l (0-based) of a trial: keyed by its 1-based index."""
     return rng.stream_key(seed, trial, l + 1, stream)

@@ -28,10 +28,10 @@ import math
 import numpy as np
 from numba import prange
 
-from . import FAST, internal, njit, rng
+from . import FAST, copy_into, copy_rows, internal, njit, rng
 from .blocks import rows_dot
 from .layer import (N_FORWARD, N_RS, activate_block, activation_regime, block_sums,
-                    bounded_fallback, check_layer_kind, copy_into, draw_input,
+                    bounded_fallback, check_layer_kind, draw_input,
                     draw_top_gradient, key, layer_statistics, log10_mean_sq,
                     ordered_sum, output_log_scale)
 from .weights import (CONSTANT, ORTHOGONAL, elementwise_kind, fill_weights, times_weights,
@@ -243,7 +243,7 @@ def layer_bias(bbuf, net, seed, trial, given, l):
     n_out = net.widths[l + 1]
     b = bbuf[:n_out].reshape((1, n_out))
     if given is not None:
-        b[0, :] = given.biases[given.b_off[l]:given.b_off[l + 1]]
+        copy_into(b[0], given.biases[given.b_off[l]:given.b_off[l + 1]])
     elif net.bias_std > 0.0:
         rng.fill_normal_serial(key(seed, trial, l, rng.STREAM_BIAS), b, net.bias_std)
     else:
@@ -331,7 +331,7 @@ def load_input(net, seed, trial, given, x0):
 def load_top_gradient(seed, trial, given, g):
     """dloss/dx at the top: given, or drawn from its key (see load_input)."""
     if given is not None:
-        g[:, :] = given.grad
+        copy_rows(g, given.grad)
     else:
         draw_top_gradient(seed, trial, g)
 

@@ -67,7 +67,7 @@ import math
 import numpy as np
 from numba import prange
 
-from . import FAST, njit, rng
+from . import FAST, copy_rows, njit, rng
 from .blocks import (BLOCK, column_blocks, cross_gram, draw_row_block, factor, gram_block,
                      lower_inverse, sum_blocks)
 from .layer import key
@@ -239,5 +239,5 @@ def conditioned_mix(state, seed, trial, l, n_in, n_out, gain, z, grad, d, sq):
     lq = np.empty((rows, rows))
     factor(q_mat, lq)   # Z' projected off span(x): full rank when 2B <= N
     c_mat = np.dot(l_perp, lower_inverse(lq))
-    state.cd[:, :] = c_mat
-    state.rmat[:, :] = np.dot(k_mat, fh_pinv) / math.sqrt(max(m, 1e-300)) - np.dot(c_mat, p_mat)
+    copy_rows(state.cd, c_mat)
+    copy_rows(state.rmat, np.dot(k_mat, fh_pinv) / math.sqrt(max(m, 1e-300)) - np.dot(c_mat, p_mat))

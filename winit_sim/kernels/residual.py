@@ -36,7 +36,7 @@ import math
 import numpy as np
 from numba import prange
 
-from . import njit, residual_conditional, rng
+from . import copy_into, copy_rows, njit, residual_conditional, rng
 from .blocks import plain
 from .layer import N_FORWARD, N_RS, key, log10_mean_sq, ordered_sum
 from .matrix import (activate_layer, add_bias, load_input, load_top_gradient, product_rows,
@@ -322,7 +322,7 @@ def _add_bias(state, net, seed, trial, given, l, j, h, s):
     b = state.bbuf[:n_out].reshape((1, n_out))
     if given is not None:
         i = l * net.branch + j
-        b[0, :] = given.biases[given.b_off[i]:given.b_off[i + 1]]
+        copy_into(b[0], given.biases[given.b_off[i]:given.b_off[i + 1]])
     elif net.bias_std > 0.0:
         rng.fill_normal_serial(key(seed, trial, l, _stream(j, rng.STREAM_BIAS, rng.STREAM_BIAS2)),
                                b, net.bias_std)
@@ -372,13 +372,13 @@ def forward_block(state, cond, net, act, seed, trial, given, l, k, out):
     n, m = net.width, net.hidden
     count = rows * n
     x = state.rec_x[k, :count].reshape((rows, n))
-    x[:, :] = state.xcur[:count].reshape((rows, n))
+    copy_rows(x, state.xcur[:count].reshape((rows, n)))
     s = state.log_s[l]
     sc = state.rec_sc[k]
     sc[SC_X] = s
     u = state.rec_u[k, :count].reshape((rows, n))
     if net.post or net.norm == NO_NORM:
-        u[:, :] = x
+        copy_rows(u, x)
         s_u = s
     else:
         s_u = normalize(net.centered, net.eps, x, s, u, state.rec_ls[k], state.rowtmp)
@@ -387,7 +387,7 @@ def forward_block(state, cond, net, act, seed, trial, given, l, k, out):
     if net.branch == 2:
         t = _affine(state, cond, net, seed, trial, given, l, plain(0), k, u, s_u, a)
     else:
-        a[:, :] = u
+        copy_rows(a, u)
         t = s_u
     y = state.rec_y[k, :rows * m].reshape((rows, m))
     sc[SC_Y] = activate_layer(state, act, a, t, y, state.rec_d[k, :rows * m].reshape((rows, m)),
@@ -404,7 +404,7 @@ def forward_block(state, cond, net, act, seed, trial, given, l, k, out):
     s_new, sq = renormalise(xn, s_z, state.rowsq)
     out[LOG10_STREAM_Q] = log10_mean_sq(sq, count, s_z)
     if net.post:
-        state.rec_o[k, :count] = state.xcur[:count]
+        copy_into(state.rec_o[k, :count], state.xcur[:count])
         sc[SC_OUT] = s_new
     return s_new
 
@@ -422,7 +422,7 @@ def forward_trial(state, cond, net, act, draws, trial, given, stats):
     n_seg = state.ckpt.shape[0]
     for seg in range(n_seg):
         first = seg * seg_len
-        state.ckpt[seg, :] = state.xcur[:rows * n]
+        copy_into(state.ckpt[seg], state.xcur[:rows * n])
         for l in range(first, min(depth, first + seg_len)):
             state.log_s[l + 1] = forward_block(state, cond, net, act, draws.seed, trial, given,
                                                 l, l - first, stats[l])
@@ -434,7 +434,7 @@ def _recompute_segment(state, cond, net, act, seed, trial, given, seg):
     """Re-run one segment from its checkpoint (same keys, same arithmetic: bit-identical)."""
     depth = net.sampler.shape[0]
     first = seg * state.seg_len
-    state.xcur[:] = state.ckpt[seg, :]
+    copy_into(state.xcur, state.ckpt[seg])
     for l in range(first, min(depth, first + state.seg_len)):
         forward_block(state, cond, net, act, seed, trial, given, l, l - first, state.scratch)
     state.loaded[0] = seg
@@ -477,7 +477,7 @@ def _backward_block(state, cond, net, seed, trial, given, l, k, lg, out):
     if l == 0:
         return lg
     if net.branch == 1:
-        gu[:, :] = delta
+        copy_rows(gu, delta)
     if not net.post and net.norm != NO_NORM:
         ld = norm_backward(net.centered, u, sc[SC_U], ls, gu, ld, gu)
     lg = combine(g, lg + net.log_beta, gu, ld, g)

@@ -25,7 +25,7 @@ not zero, so RMSNorm's J_N has full rank.
 """
 import numpy as np
 
-from . import njit
+from . import copy_into, copy_rows, njit
 from .blocks import plain
 from .residual import SC_OUT, SC_U, combine, forward_block, norm_backward, times_t
 from .spectrum import spectrum_at, stratify
@@ -38,7 +38,7 @@ def _tiled(row, k):
     """k copies of ``row`` as the rows of a (k, n) matrix."""
     out = np.empty((k, row.size))
     for r in range(k):
-        out[r] = row
+        copy_into(out[r], row)
     return out
 
 
@@ -59,7 +59,7 @@ def _tangent_block(state, net, seed, trial, given, l, p):
     ls = np.full(k, state.rec_ls[0, 0])     # the sample's norm divisor, on every row
     pu = np.empty((k, n))
     if net.post or net.norm == NO_NORM:
-        pu[:, :] = p
+        copy_rows(pu, p)
         s_pu = 0.0
     else:                                    # J_N(x) U, at log-scale s_pu
         s_pu = norm_backward(net.centered, _tiled(state.rec_u[0, :n], k), state.rec_sc[0, SC_U],
@@ -69,7 +69,7 @@ def _tangent_block(state, net, seed, trial, given, l, p):
         times_t(state, net, seed, trial, given, l, plain(0), pu, pa, net.orthogonal_layers,
                 net.uniform_layers)
     else:
-        pa[:, :] = pu
+        copy_rows(pa, pu)
     _scale_columns(pa, state.rec_d[0, :m])
     pf = np.empty((k, n))
     times_t(state, net, seed, trial, given, l, net.branch - 1, pa, pf, net.orthogonal_layers,

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from . import njit, rng
+from . import copy_rows, njit, rng
 from .elementwise import phi_dphi
 from .matrix import rows_dot
 
@@ -53,7 +53,7 @@ def train_step(model, a, p, opt, scratch):
         offs[l + 1] = offs[l] + widths[l]
     x0 = xs[:, offs[0]:offs[1]].copy()
     rng.fill_normal_serial(rng.stream_key(seed, step, 0, rng.STREAM_INPUT), x0, 1.0)
-    xs[:, offs[0]:offs[1]] = x0
+    copy_rows(xs[:, offs[0]:offs[1]], x0)
     x = x0
     for l in range(depth):
         n_in, n = widths[l], widths[l + 1]
@@ -67,8 +67,8 @@ def train_step(model, a, p, opt, scratch):
                     xn[r, j] = h[r, j]
                 else:
                     xn[r, j], _ = phi_dphi(a, p, h[r, j])
-        hs[:, offs[l + 1]:offs[l + 2]] = h
-        xs[:, offs[l + 1]:offs[l + 2]] = xn
+        copy_rows(hs[:, offs[l + 1]:offs[l + 2]], h)
+        copy_rows(xs[:, offs[l + 1]:offs[l + 2]], xn)
         x = xn
     delta = np.empty((rows, n_out))
     loss = teacher_loss(x0, teacher, x, delta)
@@ -222,12 +222,12 @@ def residual_train_step(model, a, p, opt, scratch):
             _norm_rows(net.centered, net.eps, x, ns[l], sig[l])
             _apply_affine(ns[l], model.affine[l, 0], model.affine[l, 1], u)
         else:
-            u[:, :] = x
+            copy_rows(u, x)
         h = hs[l]
         if branch == 2:
             rows_dot(u, first.T, h)
         else:
-            h[:, :] = u
+            copy_rows(h, u)
         y = np.empty((rows, h.shape[1]))
         for r in range(rows):
             for j in range(h.shape[1]):
@@ -253,7 +253,7 @@ def residual_train_step(model, a, p, opt, scratch):
             _affine_backward(ns[l], g, model, l, lr, momentum, gn)
             _norm_back(net.centered, ns[l], sig[l], gn, gz)
         else:
-            gz[:, :] = g
+            copy_rows(gz, g)
         h, u, f = hs[l], us[l], fs[l]
         k = h.shape[1]
         y = np.empty((rows, k))
@@ -291,7 +291,7 @@ def residual_train_step(model, a, p, opt, scratch):
             _affine_backward(ns[l], gu, model, l, lr, momentum, gn)
             _norm_back(net.centered, ns[l], sig[l], gn, gx)
         else:
-            gx[:, :] = gu
+            copy_rows(gx, gu)
         for r in range(rows):
             for j in range(n):
                 g[r, j] = beta * gz[r, j] + gx[r, j]

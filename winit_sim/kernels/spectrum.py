@@ -93,7 +93,7 @@ import math
 import numpy as np
 from numba import prange, types
 
-from . import FAST, householder, njit, rng
+from . import FAST, copy_into, householder, njit, rng
 from .blocks import rows_dot, upper_rows_dot
 from .layer import key
 from .matrix import activate_layer, add_bias, layer_bias, layer_weights, load_input
@@ -205,7 +205,7 @@ def stratify(x, s, t_rows, perm_out, cap):
     else:
         tp = np.empty((k, n0))
         for j in range(k):
-            tp[j] = t_rows[perm[j]]
+            copy_into(tp[j], t_rows[perm[j]])
         upper_rows_dot(f, tp, t_new)     # F is upper triangular
     for j in range(k):
         perm_out[j] = perm[j]
@@ -293,7 +293,9 @@ def _rotate_pair(a, sc, sq, p, q, moved, moved_now):
     for idx in (i, j):
         if sq[idx] > 0.0 and (sq[idx] > 1e100 or sq[idx] < 1e-100):
             f = 1.0 / math.sqrt(sq[idx])
-            a[idx] *= f
+            row = a[idx]
+            for c in range(row.size):   # (a loop: see kernels.copy_into)
+                row[c] *= f
             sc[idx] -= math.log(f)
             sq[idx] = 1.0
     return True
@@ -366,7 +368,7 @@ def log_singular_values(t_rows, s, out):
     while rotated and sweeps <= JACOBI_MAX_SWEEPS:
         rotated = False
         if sweeps > 0:
-            moved[:] = moved_now
+            copy_into(moved, moved_now)
             moved_now[:] = False
         sweeps += 1
         _row_norms(a, sq)
@@ -502,7 +504,7 @@ def _layer_forward(orthogonal_layers, wbuf, net, seed, trial, given, l, x, h):
                                            n_in)
             h_col = np.empty((n_out, 1))
             householder.times_columns(net.scale[l], wide, np.ascontiguousarray(x.T), h_col)
-            h[0, :] = h_col[:, 0]
+            copy_into(h[0], h_col[:, 0])
             return np.empty((0, 0)), wide
     w = layer_weights(wbuf, net, seed, trial, given, l)
     np.dot(x, w.T, h)
@@ -522,18 +524,18 @@ def _layer_tangent(orthogonal_layers, w, wide, gain, n_in, n_out, u, u_rows, row
             if u_rows.size != n_in:
                 full_u = np.zeros((n_in, k))
                 for b in range(u_rows.size):
-                    full_u[u_rows[b]] = u[b]
+                    copy_into(full_u[u_rows[b]], u[b])
             if active == n_out:
                 householder.times_columns(gain, wide, full_u, xm)
             else:
                 full = np.empty((n_out, k))
                 householder.times_columns(gain, wide, full_u, full)
                 for a in range(active):
-                    xm[a] = full[rows[a]]
+                    copy_into(xm[a], full[rows[a]])
             return xm
     if u.shape[0] == 0:     # U = I
         for a in range(active):
-            xm[a] = w[rows[a]]
+            copy_into(xm[a], w[rows[a]])
     elif active == n_out and u_rows.size == n_in:
         rows_dot(w, u, xm)
     else:
@@ -568,7 +570,9 @@ def tangent_step(orthogonal_layers, w, wide, gain, n_in, u, u_rows, rows, dl):
     ``u_rows`` (:func:`_layer_tangent`; U with no rows: the identity)."""
     xm = _layer_tangent(orthogonal_layers, w, wide, gain, n_in, dl.size, u, u_rows, rows)
     for a in range(rows.size):
-        xm[a] *= dl[rows[a]]
+        d = dl[rows[a]]
+        for c in range(xm.shape[1]):
+            xm[a, c] *= d
     return xm
 
 
