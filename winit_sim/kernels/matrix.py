@@ -322,7 +322,7 @@ def load_input(net, seed, trial, given, x0):
     """The net's input: given, or drawn from its key (a function of its own: Numba
     resolves ``given is None`` per function when it compiles, not once inlined)."""
     if given is not None:
-        x0[:, :] = given.x0
+        copy_rows(x0, given.x0)
     else:
         draw_input(seed, trial, net.input_std, x0)
 
